@@ -17,7 +17,7 @@ from features.errors import PropensityError
 # command name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("cli.demo", "demo", "Run every stage end to end on a synthetic shop."),
-    "generate": ("cli.data", "generate", "Generate a synthetic shop (events, users, oracle)."),
+    "generate": ("cli.generate", "generate", "Generate a synthetic shop (events, users, oracle)."),
     "features": ("cli.data", "features", "Build point-in-time feature snapshots."),
     "forget": ("cli.data", "forget", "Record a privacy deletion of a user."),
     "segment": ("cli.segment", "segment", "Engagement scores, journey stages and behavioural clusters."),
