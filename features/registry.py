@@ -13,6 +13,7 @@ Conventions (all windows end at ``as_of`` exclusive: an event counts in window W
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from features.schema import DEVICES, EVENT_TYPES, SOURCES
@@ -94,6 +95,21 @@ FEATURES: tuple[Feature, ...] = tuple(
     ]
 )
 
+# Segment columns (features/engagement.py, features/journey.py, features/segmenter.py). Not part of
+# FEATURE_NAMES (the snapshot builder's contract): a model uses them only when a frame carries them.
+SEGMENT_FEATURES: tuple[Feature, ...] = (
+    Feature("engagement_score", "sum of behaviour weights (configs/segments.yaml), each halved every "
+            "half_life_days before as_of; abandoned carts count negative", "all history (decayed)", "points",
+            group="segments"),
+    Feature("journey_stage", "stage of the journey state machine at as_of (awareness, consideration, "
+            "decision, retention, at_risk, lapsed)", "all history", "stage", kind="categorical", group="segments"),
+    Feature("segment", "engagement segment: engagement_score mapped by the configured thresholds",
+            "all history (decayed)", "segment", kind="categorical", group="segments"),
+    Feature("cluster", "behavioural cluster of the fitted segmenter ('0', '1', ...; 'noise' = DBSCAN noise)",
+            "30d and all history", "cluster id", kind="categorical", group="segments"),
+)
+SEGMENT_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in SEGMENT_FEATURES)
+
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 CATEGORICAL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "categorical")
 NUMERIC_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "numeric")
@@ -101,9 +117,16 @@ SENSITIVE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.sensit
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 
-def model_features(include_sensitive: bool = False) -> list[str]:
-    """Feature columns a model is trained on; sensitive attributes only when asked for."""
-    return [f.name for f in FEATURES if include_sensitive or not f.sensitive]
+def model_features(include_sensitive: bool = False, columns: Iterable[str] | None = None) -> list[str]:
+    """Feature columns a model is trained on; sensitive attributes only when asked for.
+
+    With ``columns`` (a frame's column names), the segment columns present there are appended.
+    """
+    names = [f.name for f in FEATURES if include_sensitive or not f.sensitive]
+    if columns is not None:
+        present = set(columns)
+        names += [name for name in SEGMENT_FEATURE_NAMES if name in present]
+    return names
 
 
 def markdown_table() -> str:
@@ -119,9 +142,12 @@ def markdown_table() -> str:
         "| name | meaning | window | unit | kind | sensitive |",
         "|---|---|---|---|---|---|",
     ]
-    for f in FEATURES:
+    for f in FEATURES + SEGMENT_FEATURES:
         lines.append(f"| `{f.name}` | {f.meaning} | {f.window} | {f.unit} | {f.kind} | "
                      f"{'yes' if f.sensitive else ''} |")
+    lines += ["", "The `segments` rows (`engagement_score`, `journey_stage`, `segment`, `cluster`) come "
+              "from `configs/segments.yaml` and the fitted segmenter (`propensity segment`); they are model "
+              "inputs only when a snapshot carries them (`model_features(columns=...)`)."]
     return "\n".join(lines) + "\n"
 
 
