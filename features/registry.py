@@ -102,7 +102,8 @@ SEGMENT_FEATURES: tuple[Feature, ...] = (
             "half_life_days before as_of; abandoned carts count negative", "all history (decayed)", "points",
             group="segments"),
     Feature("journey_stage", "stage of the journey state machine at as_of (awareness, consideration, "
-            "decision, retention, at_risk, lapsed)", "all history", "stage", kind="categorical", group="segments"),
+            "decision, retention, at_risk, lapsed)", "all history", "stage", kind="categorical",
+            group="segments"),
     Feature("segment", "engagement segment: engagement_score mapped by the configured thresholds",
             "all history (decayed)", "segment", kind="categorical", group="segments"),
     Feature("cluster", "behavioural cluster of the fitted segmenter ('0', '1', ...; 'noise' = DBSCAN noise)",
