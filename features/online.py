@@ -138,8 +138,8 @@ def _enum(value: Any) -> str | None:
 def _opt_str(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value)
-    return text if text != "" else None
+    text = str(value).strip()
+    return text or None
 
 
 def _opt_float(event: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
@@ -150,8 +150,8 @@ def _opt_float(event: Mapping[str, Any], name: str, low: float, high: float) -> 
         number = float(value)
     except (TypeError, ValueError):
         raise DataError(f"{name}: not a number: {value!r}") from None
-    if math.isnan(number):
-        return None
+    if not math.isfinite(number):
+        raise DataError(f"{name}: not a finite number: {value!r}")
     if not low <= number <= high:
         raise DataError(f"{name}: {number} is outside [{low}, {high}]")
     return number
@@ -193,10 +193,10 @@ def normalize_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             out[name] = None
         elif name == "age":
-            try:
-                out[name] = int(value)
-            except (TypeError, ValueError):
-                raise DataError(f"age: not an integer: {value!r}") from None
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+                    or not 0 <= value <= 120:
+                raise DataError(f"age: expected a whole number of years in [0, 120], got {value!r}")
+            out[name] = int(value)
         elif name == "consent":
             if not isinstance(value, bool):
                 raise DataError(f"consent: expected true or false, got {value!r}")
@@ -341,7 +341,8 @@ def profile_attributes(attrs: Mapping[str, Any], as_of_us: int) -> dict[str, Any
     tenure = NAN
     if signup is not None:
         signup_us = to_epoch_us(datetime.combine(date.fromisoformat(signup), datetime.min.time(), UTC))
-        tenure = (as_of_us - signup_us) / US_PER_DAY
+        if signup_us <= as_of_us:  # a signup after as_of is not known at as_of
+            tenure = (as_of_us - signup_us) / US_PER_DAY
     return {
         "age": float(age) if age is not None else NAN,
         "age_band": age_band(age) if age is not None else None,

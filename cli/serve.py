@@ -1,0 +1,70 @@
+"""`propensity serve` and `propensity consume`: flags -> serving stage functions (no logic here)."""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import emit_json, info
+
+
+def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str | None) -> dict:
+    return {k: v for k, v in {"backend": backend, "redis_url": redis_url, "key_prefix": key_prefix}.items()
+            if v is not None}
+
+
+@click.command()
+@click.option("--model", "model_uri", default=None,
+              help="MLflow model URI [default: models:/NAME@champion].")
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--users", "users_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="CRM users file (Parquet/CSV/JSONL) preloaded into the profile store.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Server worker processes.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Serving config [default: configs/serving.yaml].")
+@click.option("--store", "backend", type=click.Choice(["inprocess", "redis"]), default=None,
+              help="Profile store backend (overrides the config).")
+@click.option("--redis-url", default=None, help="Redis URL of the profile store.")
+@click.option("--key-prefix", default=None, help="Key prefix of the Redis profile store.")
+def serve(model_uri: str | None, port: int, host: str, users_path: str | None, workers: int,
+          config_path: str | None, backend: str | None, redis_url: str | None,
+          key_prefix: str | None) -> None:
+    """Start the HTTP prediction service (BentoML)."""
+    from serving.runner import run_server
+
+    run_server(model_uri=model_uri, host=host, port=port, users_path=users_path, workers=workers,
+               config_path=config_path, store_overrides=_store_overrides(backend, redis_url, key_prefix),
+               announce=info)
+
+
+@click.command()
+@click.option("--stream", "stream_url", required=True,
+              help="redis://HOST:PORT/DB?stream=KEY&group=NAME[&consumer=NAME]")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Serving config [default: configs/serving.yaml] (its store section).")
+@click.option("--redis-url", default=None, help="Redis URL of the profile store [default: config].")
+@click.option("--key-prefix", default=None, help="Key prefix of the profile store [default: config].")
+@click.option("--consumer", default=None, help="Consumer name in the group [default: host-pid].")
+@click.option("--batch-size", default=200, show_default=True, type=int)
+@click.option("--claim-idle-ms", default=30_000, show_default=True, type=int,
+              help="Take over another consumer's pending entries after this idle time.")
+@click.option("--max-events", default=None, type=int, help="Stop after this many stream entries.")
+@click.option("--exit-when-idle", default=None, type=float,
+              help="Stop after this many seconds without entries and nothing pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def consume(stream_url: str, config_path: str | None, redis_url: str | None, key_prefix: str | None,
+            consumer: str | None, batch_size: int, claim_idle_ms: int, max_events: int | None,
+            exit_when_idle: float | None, as_json: bool) -> None:
+    """Apply events from a Redis Stream (consumer group) to the live profile store."""
+    from serving.consumer import StreamSource, consume_from_config
+
+    source = StreamSource.from_url(stream_url, consumer=consumer)
+    info(f"consuming {source.stream} as {source.group}/{source.consumer}")
+    stats = consume_from_config(source, config_path, redis_url=redis_url, key_prefix=key_prefix,
+                                batch_size=batch_size, claim_idle_ms=claim_idle_ms, max_events=max_events,
+                                exit_when_idle_s=exit_when_idle)
+    info(f"read {stats.read} entries: {stats.applied} applied, {stats.duplicates} duplicates, "
+         f"{stats.dropped_deleted} of deleted users, {stats.dead_letters} dead letters "
+         f"({stats.claimed} reclaimed) in {stats.seconds:.1f} s")
+    if as_json:
+        emit_json(dict(stats.__dict__))
