@@ -1,0 +1,148 @@
+"""Training data: reading a feature snapshot, choosing model inputs, splitting by time, digesting.
+
+Validation is by time (SPEC): the latest ``validation_snapshots`` distinct ``as_of`` values
+validate, all earlier ones train. A file with a single ``as_of`` cannot be split by time; by
+default that is an error, or (``single_snapshot: user_holdout``) a seeded split by user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features import registry
+from features.errors import DataError
+from training.config import DataConfig
+
+
+@dataclass
+class TrainingData:
+    """A snapshot frame with its provenance: where it came from and its content digest."""
+
+    frame: pl.DataFrame
+    digest: str  # content digest (the snapshot's own when read through features.dataset)
+    source: str  # file path, or "<frame>"
+    meta: dict[str, Any]
+
+
+@dataclass
+class Split:
+    """The time split: training rows (earlier as_of) and validation rows (latest as_of)."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    train_as_of: list[str]
+    valid_as_of: list[str]
+    kind: str  # "time" or "user_holdout"
+
+
+def frame_digest(frame: pl.DataFrame) -> str:
+    """A content digest of a frame (sha256 over column names, dtypes and row hashes), 16 hex chars."""
+    h = hashlib.sha256()
+    h.update(json.dumps([[c, str(t)] for c, t in frame.schema.items()]).encode())
+    if len(frame):
+        h.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
+    """Read a snapshot file (via ``features.dataset.read_snapshot`` when available) or take a frame.
+
+    Raises :class:`DataError` for a missing or unreadable file and a missing label column.
+    """
+    meta: dict[str, Any] = {}
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{path}: features file not found")
+        try:
+            from features.dataset import read_snapshot
+        except ImportError:
+            read_snapshot = None
+        try:
+            if read_snapshot is not None:
+                frame, meta = read_snapshot(path)
+            else:
+                frame = pl.read_parquet(path)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+            raise DataError(f"{path}: cannot read features file ({type(exc).__name__}: {exc})") from None
+        origin = str(path)
+    else:
+        frame = source if isinstance(source, pl.DataFrame) else pl.from_pandas(source)
+        origin = "<frame>"
+    objects = [c for c, t in frame.schema.items() if t == pl.Object]
+    if objects:  # e.g. pandas object columns of strings and None
+        frame = frame.with_columns([pl.Series(c, [None if v is None else str(v) for v in frame.get_column(c)],
+                                              dtype=pl.String) for c in objects])
+    if registry.LABEL_COLUMN not in frame.columns:
+        raise DataError(f"{origin}: no '{registry.LABEL_COLUMN}' column (build the snapshot with a horizon)")
+    if "as_of" not in frame.columns:
+        raise DataError(f"{origin}: no 'as_of' column")
+    if frame.height == 0:
+        raise DataError(f"{origin}: the features file has no rows")
+    digest = str(meta.get("digest") or frame_digest(frame))
+    return TrainingData(frame=frame, digest=digest, source=origin, meta=meta)
+
+
+def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """The (numeric, categorical) model inputs: the configured list, else registry features + extras.
+
+    Sensitive attributes are excluded unless ``include_sensitive``; an explicitly listed column
+    missing from the frame is a :class:`DataError`.
+    """
+    if cfg.features is not None:
+        missing = [c for c in cfg.features if c not in frame.columns]
+        if missing:
+            raise DataError(f"configured feature columns not in the snapshot: {', '.join(missing)}")
+        names = list(cfg.features)
+    else:
+        names = [c for c in registry.model_features(include_sensitive=cfg.include_sensitive)
+                 if c in frame.columns]
+        names += [c for c in cfg.extra_features if c in frame.columns and c not in names]
+    names = [c for c in names if c not in cfg.drop_features]
+    if not names:
+        raise DataError("no model feature columns found in the snapshot")
+    numeric, categorical = [], []
+    for name in names:
+        dtype = frame.schema[name]
+        is_cat = (registry.BY_NAME[name].kind == "categorical" if name in registry.BY_NAME
+                  else dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(dtype, pl.Enum))
+        (categorical if is_cat else numeric).append(name)
+    return numeric, categorical
+
+
+def time_split(frame: pl.DataFrame, cfg: DataConfig, seed: int) -> Split:
+    """Train on earlier snapshots, validate on the latest ``cfg.validation_snapshots`` ones."""
+    as_of = sorted(frame.get_column("as_of").unique().to_list())
+    labels = frame.get_column(registry.LABEL_COLUMN)
+    if labels.null_count() or not set(labels.unique().to_list()) <= {0, 1}:
+        raise DataError(f"'{registry.LABEL_COLUMN}' must be 0/1 without nulls")
+    if len(as_of) <= cfg.validation_snapshots:
+        if cfg.single_snapshot == "error":
+            raise DataError(
+                f"the features file has {len(as_of)} snapshot(s) (as_of) but validation by time needs "
+                f"more than {cfg.validation_snapshots}; build several with `propensity features "
+                "--snapshots K --every 7d` (or set data.single_snapshot: user_holdout)")
+        users = frame.get_column("user_id").unique().sort()
+        rng = np.random.default_rng(seed)
+        held = set(users.filter(rng.random(len(users)) < cfg.holdout_share).to_list())
+        mask = frame.get_column("user_id").is_in(list(held))
+        split = Split(frame.filter(~mask), frame.filter(mask), [str(a) for a in as_of],
+                      [str(a) for a in as_of], "user_holdout")
+    else:
+        cut = as_of[-cfg.validation_snapshots]
+        split = Split(frame.filter(pl.col("as_of") < cut), frame.filter(pl.col("as_of") >= cut),
+                      [str(a) for a in as_of if a < cut], [str(a) for a in as_of if a >= cut], "time")
+    for name, part in (("training", split.train), ("validation", split.valid)):
+        if part.get_column(registry.LABEL_COLUMN).n_unique() < 2:
+            raise DataError(f"the {name} rows have only one label value; "
+                            "need both converters and non-converters")
+    return split

@@ -1,0 +1,82 @@
+"""Validation metrics of conversion scores, as pure functions of labels and probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+EPS = 1e-15
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE with ``bins`` equal-width bins on [0, 1]: Σ_b (n_b / n) · |mean(y_b) − mean(p_b)|.
+
+    A probability of exactly 1.0 falls in the last bin.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.sum() / len(p) * abs(y[mask].mean() - p[mask].mean())
+    return float(total)
+
+
+def top_share(y: np.ndarray, p: np.ndarray, share: float = 0.10) -> tuple[float, float]:
+    """(lift, capture) of the top ``share`` of rows by score (ties broken by row order).
+
+    lift = conversion rate in the top share / overall rate; capture = share of all converters in it.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    k = max(1, int(round(share * len(y))))
+    top = np.argsort(-np.asarray(p, dtype=np.float64), kind="stable")[:k]
+    base = y.mean()
+    if base == 0:
+        return float("nan"), float("nan")
+    return float(y[top].mean() / base), float(y[top].sum() / y.sum())
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """auc, pr_auc, log_loss, brier, ece, lift/capture at top 10%, base_rate, n of ``p`` vs 0/1 ``y``."""
+    y = np.asarray(y).astype(np.int64)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    lift, capture = top_share(y, p, 0.10)
+    two = len(np.unique(y)) == 2
+    return {
+        "auc": float(roc_auc_score(y, p)) if two else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if two else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_top10": lift,
+        "capture_top10": capture,
+        "base_rate": float(y.mean()),
+        "n": float(len(y)),
+    }
+
+
+def permutation_importance(score: Callable[[pl.DataFrame], np.ndarray], frame: pl.DataFrame,
+                           y: np.ndarray, columns: list[str], seed: int, max_rows: int = 5000
+                           ) -> dict[str, float]:
+    """Drop in ROC AUC when each raw column is shuffled (one shuffle, on at most ``max_rows`` rows).
+
+    ``score`` maps a frame to probabilities; a larger drop means a more important column.
+    """
+    rng = np.random.default_rng(seed)
+    if frame.height > max_rows:
+        rows = np.sort(rng.choice(frame.height, size=max_rows, replace=False))
+        frame, y = frame[rows], np.asarray(y)[rows]
+    if len(np.unique(y)) < 2:
+        return {c: 0.0 for c in columns}
+    base = roc_auc_score(y, score(frame))
+    out = {}
+    for col in columns:
+        perm = rng.permutation(frame.height)
+        shuffled = frame.with_columns(frame.get_column(col).gather(perm).alias(col))
+        out[col] = float(base - roc_auc_score(y, score(shuffled)))
+    return out

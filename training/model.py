@@ -1,0 +1,166 @@
+"""The trained artefact: preprocessing + estimator (+ calibration) as one picklable object.
+
+:class:`ConversionModel` is what serving, the audit and the demo load. Batch scoring
+(:meth:`ConversionModel.predict_proba`) and the serving fast path (:meth:`ConversionModel.predict_one`,
+no pandas: a numpy row from precomputed column positions, then ``inplace_predict`` on a
+single-threaded booster copy for XGBoost) compute the same numbers. In MLflow it is wrapped as a
+pyfunc (:class:`ConversionPyfunc`) whose ``predict`` returns probabilities, not class labels.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import polars as pl
+import xgboost as xgb
+
+from training.calibration import Calibrator
+from training.families import get_family
+from training.preprocess import FeatureEncoder, Frame
+
+EPS = 1e-12
+# MLflow suggests type hints on PythonModel.predict; ours takes any frame and validates by signature.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+
+
+@dataclass
+class ConversionModel:
+    """Preprocessing and a fitted estimator of one family, scoring P(convert) from snapshot columns.
+
+    ``pre_transform`` is an optional fitted object with ``transform(frame) -> frame`` adding columns
+    (e.g. ``features.segmenter.Segmenter``) and ``assign_one(mapping) -> dict`` for single rows; it
+    runs before the encoder in both paths.
+    """
+
+    family: str
+    encoder: FeatureEncoder
+    estimator: Any
+    calibrator: Calibrator | None = None
+    pre_transform: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The raw snapshot columns the model consumes (numeric then categorical)."""
+        return self.encoder.numeric + self.encoder.categorical
+
+    @property
+    def transformed_feature_names(self) -> list[str]:
+        """Names of the columns of :meth:`transform` (one-hot columns are ``name=value``)."""
+        return self.encoder.feature_names_out
+
+    @property
+    def booster(self) -> xgb.Booster | None:
+        """The XGBoost booster for the xgboost family, else None."""
+        return self.estimator if isinstance(self.estimator, xgb.Booster) else None
+
+    def _prepared(self, frame: Frame) -> Frame:
+        if self.pre_transform is not None:
+            return self.pre_transform.transform(frame)
+        return frame
+
+    def transform(self, frame: Frame) -> np.ndarray:
+        """The float32 matrix the estimator sees, one row per frame row."""
+        return self.encoder.transform(self._prepared(frame))
+
+    def _raw_proba(self, X: np.ndarray) -> np.ndarray:
+        return get_family(self.family).predict(self.estimator, X)
+
+    def predict_proba(self, frame: Frame) -> np.ndarray:
+        """P(convert) per row (1-D float64); extra columns are ignored, absent ones count as missing."""
+        p = self._raw_proba(self.transform(frame))
+        return self.calibrator.apply(p) if self.calibrator is not None else p
+
+    def margin(self, frame: Frame) -> np.ndarray:
+        """The uncalibrated log-odds per row (XGBoost's margin; logit of P for other families)."""
+        X = self.transform(frame)
+        if self.booster is not None:
+            return np.asarray(self.booster.inplace_predict(X, predict_type="margin", validate_features=False),
+                              dtype=np.float64)
+        p = np.clip(self._raw_proba(X), EPS, 1 - EPS)
+        return np.log(p / (1 - p))
+
+    def _row(self, features: Mapping[str, Any]) -> np.ndarray:
+        if self.pre_transform is not None:
+            features = {**features, **self.pre_transform.assign_one(features)}
+        return self.encoder.encode_one(features)
+
+    def _single_booster(self) -> xgb.Booster:
+        one = self.__dict__.get("_one_booster")
+        if one is None:
+            one = self.estimator.copy()
+            one.set_param({"nthread": 1})
+            self.__dict__["_one_booster"] = one
+        return one
+
+    def predict_one(self, features: Mapping[str, Any]) -> float:
+        """P(convert) of one profile given as a mapping (missing keys are missing values)."""
+        row = self._row(features)
+        if self.booster is not None:
+            p = self._single_booster().inplace_predict(row, validate_features=False)
+        else:
+            p = self._raw_proba(row)
+        if self.calibrator is not None:
+            p = self.calibrator.apply(p)
+        return float(p[0])
+
+    def margin_one(self, features: Mapping[str, Any]) -> float:
+        """The uncalibrated log-odds of one profile (see :meth:`margin`)."""
+        row = self._row(features)
+        if self.booster is not None:
+            m = self._single_booster().inplace_predict(row, predict_type="margin", validate_features=False)
+            return float(m[0])
+        p = min(max(float(self._raw_proba(row)[0]), EPS), 1 - EPS)
+        return float(np.log(p / (1 - p)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_one_booster", None)
+        return state
+
+    def save(self, path: str) -> None:
+        """Pickle the model to ``path``."""
+        with open(path, "wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def load(path: str) -> ConversionModel:
+        """Unpickle a model written by :meth:`save`."""
+        with open(path, "rb") as fh:
+            model = pickle.load(fh)
+        if not isinstance(model, ConversionModel):
+            raise TypeError(f"{path} does not hold a ConversionModel")
+        return model
+
+
+class ConversionPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper: ``predict`` returns P(convert) per row of a snapshot frame."""
+
+    ARTIFACT = "conversion_model"
+
+    def load_context(self, context: Any) -> None:
+        self.model = ConversionModel.load(context.artifacts[self.ARTIFACT])
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # MLflow reads hints
+        if not isinstance(model_input, (pd.DataFrame, pl.DataFrame)):
+            model_input = pd.DataFrame(model_input)
+        return self.model.predict_proba(model_input)
+
+
+def load_conversion_model(model_uri: str) -> ConversionModel:
+    """The :class:`ConversionModel` behind an MLflow URI (``models:/NAME@alias``, ``models:/NAME/V``, ...).
+
+    Uses the current MLflow tracking/registry URI (``mlflow.set_tracking_uri``).
+    """
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    wrapper = pyfunc.unwrap_python_model()
+    if not isinstance(wrapper, ConversionPyfunc):
+        raise TypeError(f"{model_uri} is not a propensity conversion model")
+    return wrapper.model

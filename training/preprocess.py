@@ -1,0 +1,156 @@
+"""Turning snapshot columns into the numeric matrix an estimator sees, identically in batch and per row.
+
+:class:`FeatureEncoder` follows the scikit-learn contract (``fit`` learns attributes ending in
+``_``, ``transform`` never learns). Numeric columns pass through as float32 with NaN for missing;
+categoricals are one-hot encoded over the categories seen in training (unknown or missing: all
+zeros). With ``scale=True`` (linear models) numeric columns are median-imputed, standardised and
+followed by a 0/1 missing indicator for every column that had missing values in training.
+:meth:`FeatureEncoder.encode_one` builds the same row from a plain mapping without pandas, for
+the serving fast path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+Frame = pd.DataFrame | pl.DataFrame
+MAX_CATEGORIES = 50  # most frequent categories kept per column; the rest encode as unknown
+
+
+def column_names(frame: Frame) -> list[str]:
+    """Column names of a pandas or polars frame."""
+    return list(frame.columns)
+
+
+def numeric_column(frame: Frame, name: str) -> np.ndarray:
+    """Column ``name`` as float32 with NaN for null; all-NaN when the column is absent."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan, dtype=np.float32)
+    if isinstance(frame, pl.DataFrame):
+        series = frame.get_column(name)
+        return series.cast(pl.Float32, strict=False).fill_null(float("nan")).to_numpy().astype(np.float32)
+    values = pd.to_numeric(frame[name], errors="coerce")
+    return values.to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def category_key(value: Any) -> str | None:
+    """The string a categorical value is matched by; None for null/NaN."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA:
+        return None
+    return str(value)
+
+
+def category_column(frame: Frame, name: str) -> list[str | None]:
+    """Column ``name`` as strings (None for null); all None when the column is absent."""
+    if name not in frame.columns:
+        return [None] * len(frame)
+    if isinstance(frame, pl.DataFrame):
+        values = frame.get_column(name).to_list()
+    else:
+        values = frame[name].tolist()
+    return [category_key(v) for v in values]
+
+
+class FeatureEncoder:
+    """Snapshot columns → float32 matrix; see the module docstring for the encoding."""
+
+    def __init__(self, numeric: Sequence[str], categorical: Sequence[str], scale: bool = False) -> None:
+        self.numeric = list(numeric)
+        self.categorical = list(categorical)
+        self.scale = scale
+
+    def fit(self, frame: Frame) -> FeatureEncoder:
+        """Learn categories (and medians, means, scales, missing columns when ``scale``)."""
+        self.categories_: dict[str, list[str]] = {}
+        for name in self.categorical:
+            counts = pd.Series(category_column(frame, name), dtype=object).value_counts(dropna=True)
+            top = sorted(counts.index[:MAX_CATEGORIES].tolist(), key=lambda c: (-counts[c], c))
+            self.categories_[name] = sorted(top)
+        self.medians_ = np.zeros(len(self.numeric), dtype=np.float32)
+        self.means_ = np.zeros(len(self.numeric), dtype=np.float32)
+        self.scales_ = np.ones(len(self.numeric), dtype=np.float32)
+        self.missing_columns_: list[int] = []
+        if self.scale:
+            for i, name in enumerate(self.numeric):
+                col = numeric_column(frame, name)
+                missing = np.isnan(col)
+                median = float(np.median(col[~missing])) if (~missing).any() else 0.0
+                filled = np.where(missing, median, col)
+                std = float(filled.std())
+                self.medians_[i], self.means_[i] = median, float(filled.mean())
+                self.scales_[i] = std if std > 0 else 1.0
+                if missing.any():
+                    self.missing_columns_.append(i)
+        self._build_lookup()
+        return self
+
+    def _build_lookup(self) -> None:
+        offset = len(self.numeric)
+        self.code_: dict[str, dict[str, int]] = {}
+        for name in self.categorical:
+            self.code_[name] = {c: offset + j for j, c in enumerate(self.categories_[name])}
+            offset += len(self.categories_[name])
+        self.missing_offset_ = offset
+        self.n_columns_ = offset + len(self.missing_columns_)
+
+    @property
+    def feature_names_out(self) -> list[str]:
+        """Names of the output columns, in order."""
+        names = list(self.numeric)
+        for name in self.categorical:
+            names += [f"{name}={c}" for c in self.categories_[name]]
+        names += [f"{self.numeric[i]}__missing" for i in self.missing_columns_]
+        return names
+
+    def transform(self, frame: Frame) -> np.ndarray:
+        """The float32 matrix (rows × :attr:`feature_names_out`); absent columns count as missing."""
+        n = len(frame)
+        out = np.zeros((n, self.n_columns_), dtype=np.float32)
+        for i, name in enumerate(self.numeric):
+            out[:, i] = numeric_column(frame, name)
+        if self.scale:
+            for k, i in enumerate(self.missing_columns_):
+                out[:, self.missing_offset_ + k] = np.isnan(out[:, i])
+            block = out[:, : len(self.numeric)]
+            block[:] = np.where(np.isnan(block), self.medians_, block)
+            block -= self.means_
+            block /= self.scales_
+        for name in self.categorical:
+            codes = self.code_[name]
+            idx = np.array([codes.get(v, -1) if v is not None else -1 for v in category_column(frame, name)],
+                           dtype=np.int64)
+            rows = np.nonzero(idx >= 0)[0]
+            out[rows, idx[rows]] = 1.0
+        return out
+
+    def encode_one(self, features: Mapping[str, Any]) -> np.ndarray:
+        """One row (shape 1 × n) from a mapping, without pandas; missing keys are missing values."""
+        row = np.zeros((1, self.n_columns_), dtype=np.float32)
+        values = row[0]
+        for i, name in enumerate(self.numeric):
+            v = features.get(name)
+            values[i] = np.nan if v is None else float(v)
+        if self.scale:
+            for k, i in enumerate(self.missing_columns_):
+                values[self.missing_offset_ + k] = 1.0 if np.isnan(values[i]) else 0.0
+            head = values[: len(self.numeric)]
+            head[:] = np.where(np.isnan(head), self.medians_, head)
+            head -= self.means_
+            head /= self.scales_
+        for name in self.categorical:
+            key = category_key(features.get(name))
+            if key is not None:
+                j = self.code_[name].get(key)
+                if j is not None:
+                    values[j] = 1.0
+        return row

@@ -1,0 +1,233 @@
+"""The ``train`` stage: time split, Optuna search, calibration, evaluation, MLflow logging, registration."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import polars as pl
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+
+from features import registry
+from features.errors import DataError
+from training import plots
+from training.calibration import choose_calibration, cross_fitted
+from training.config import TrainConfig
+from training.data import Split, TrainingData, load_training_data, select_features, time_split
+from training.evaluate import classification_metrics, permutation_importance
+from training.families import get_family
+from training.model import ConversionModel, ConversionPyfunc
+from training.search import (
+    Objective,
+    Prepared,
+    enqueue_defaults,
+    family_params,
+    fit_candidate,
+    leaderboard,
+    make_storage,
+    make_study,
+    prepare,
+    run_trials,
+    run_workers,
+)
+from training.tracking import git_commit, register, setup_tracking, ui_command
+
+HEADLINE = ("auc", "pr_auc", "log_loss", "brier")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and where it is recorded."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    model_uri: str  # models:/NAME/VERSION
+    registered_name: str
+    registered_version: str
+    metrics: dict[str, float]  # validation metrics of the registered (calibrated) model
+    best_family: str
+    best_params: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+    calibration: str
+    dataset_digest: str
+    n_trials: int
+    oracle_auc: float | None
+    model: ConversionModel = field(repr=False)
+
+    @property
+    def ui_command(self) -> str:
+        return ui_command(self.tracking_uri)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``propensity train --json`` document."""
+        return {
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "model_uri": self.model_uri,
+            "registered_model": {"name": self.registered_name, "version": self.registered_version},
+            "metrics": dict(self.metrics),
+            "best": {"family": self.best_family, "params": dict(self.best_params)},
+        }
+
+
+def oracle_auc(valid: pl.DataFrame, oracle_path: str | Path) -> float:
+    """ROC AUC of the validation labels against the generator's true probability (``p_true``).
+
+    Joins ``oracle.parquet`` (user_id, as_of, p_true) on (user_id, as_of); the best any model can do.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    path = Path(oracle_path)
+    if not path.exists():
+        raise DataError(f"{path}: oracle file not found")
+    oracle = pl.read_parquet(path, columns=["user_id", "as_of", "p_true"])
+    keys = valid.select("user_id", "as_of", registry.LABEL_COLUMN)
+    oracle = oracle.with_columns(pl.col("as_of").cast(keys.schema["as_of"]))
+    joined = keys.join(oracle, on=["user_id", "as_of"], how="inner")
+    if joined.height < 0.9 * keys.height:
+        raise DataError(f"{path}: oracle covers only {joined.height} of {keys.height} validation rows")
+    return float(roc_auc_score(joined.get_column(registry.LABEL_COLUMN).to_numpy(),
+                               joined.get_column("p_true").to_numpy()))
+
+
+def _search(data: Prepared, cfg: TrainConfig, study_name: str, tracking: tuple[str, str, str],
+            progress: Any) -> tuple[optuna.Study, Objective | None, int]:
+    workers = cfg.search.workers
+    storage = make_storage(cfg.search.storage, workers)
+    study = make_study(cfg, study_name, storage, cfg.seed)
+    if cfg.search.enqueue_defaults:
+        enqueue_defaults(study, list(cfg.search.families))
+    n, timeout = cfg.search.n_trials, cfg.search.timeout_s
+    if workers > 1:
+        done = run_workers(data, cfg, study_name, n, timeout, tracking, workers)
+        return study, None, done
+    objective = Objective(data, cfg, tracking, progress, n)
+    run_trials(study, objective, n, timeout)
+    return study, objective, objective.done
+
+
+def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, *,
+          oracle: str | Path | None = None, progress: Any = None) -> TrainResult:
+    """Search model families on a feature snapshot, register the best as ``cfg.tracking.registered_model``.
+
+    ``features`` is a snapshot file (Parquet, written by ``propensity features``) or a frame with
+    ``user_id``, ``as_of``, feature columns and ``label``. ``oracle`` is an optional
+    ``oracle.parquet`` of the synthetic shop: its AUC on the validation snapshot is logged next to
+    the model's. ``progress`` receives one human line per trial. Raises :class:`DataError` /
+    :class:`ConfigError` for bad input.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda _m: None)
+    source = load_training_data(features)
+    numeric, categorical = select_features(source.frame, cfg.data)
+    split = time_split(source.frame, cfg.data, cfg.seed)
+    data = prepare(split.train, split.valid, numeric, categorical)
+    say(f"data: {split.train.height} training rows ({', '.join(split.train_as_of)}), {split.valid.height} "
+        f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
+    tracking = cfg.tracking
+    uri, experiment_id = setup_tracking(tracking.uri, tracking.experiment, tracking.artifact_location)
+    study_name = cfg.search.study_name or f"propensity-{source.digest[:12]}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{source.digest[:8]}") as run:
+        run_id = run.info.run_id
+        _log_inputs(cfg, source, split, study_name, len(numeric + categorical))
+        study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say)
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            raise DataError("no trial completed (all pruned or failed); raise --trials or --timeout")
+        best = study.best_trial
+        family, params = family_params(best.params)
+        if objective is not None and objective.best is not None and objective.best.trial == best.number:
+            encoder, estimator = objective.best.encoder, objective.best.estimator
+        else:  # best trial ran in another process: refit (deterministic for a given seed)
+            encoder, estimator, _ = fit_candidate(data, family, params, cfg.seed, cfg.search.threads)
+        raw = get_family(family).predict(estimator, encoder.transform(split.valid))
+        method, calibrator, losses = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
+        scored = cross_fitted(method, raw, data.y_valid, cfg.seed)
+        metrics = classification_metrics(data.y_valid, scored)
+        metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
+        model = ConversionModel(family, encoder, estimator, calibrator, metadata={
+            "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
+            "valid_as_of": split.valid_as_of})
+        oracle_value = oracle_auc(split.valid, oracle) if oracle is not None else None
+        if oracle_value is not None:
+            metrics["oracle_auc"] = oracle_value
+            metrics["auc_gap_to_oracle"] = oracle_value - metrics["auc"]
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"calibration_log_loss_{k}": v for k, v in losses.items()})
+        mlflow.log_params({"best_family": family, "calibration": method,
+                           **{f"best.{k}": v for k, v in params.items()}})
+        board = leaderboard(study)
+        mlflow.log_dict({"leaderboard": board}, "leaderboard.json")
+        if cfg.tracking.plots:
+            _log_plots(model, split.valid, data.y_valid, scored, metrics, study, cfg.seed)
+        info = _log_model(model, split.valid)
+        tags = {"dataset_digest": source.digest, "git_commit": git_commit() or "unknown", "family": family,
+                "run_id": run_id, "calibration": method,
+                **{k: f"{metrics[k]:.5f}" for k in HEADLINE}}
+        version = register(info.model_uri, cfg.tracking.registered_model, cfg.tracking.alias, tags)
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+    return TrainResult(uri, experiment_id, run_id, f"models:/{cfg.tracking.registered_model}/{version}",
+                       cfg.tracking.registered_model, version, metrics, family, params, board, method,
+                       source.digest, done, oracle_value, model)
+
+
+def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name: str,
+                n_features: int) -> None:
+    mlflow.log_dict(cfg.model_dump(mode="json"), "config/train.json")
+    mlflow.log_params({"seed": cfg.seed, "n_trials": cfg.search.n_trials, "workers": cfg.search.workers,
+                       "families": ",".join(cfg.search.families), "pruner": cfg.search.pruner,
+                       "study_name": study_name, "split": split.kind, "n_features": n_features,
+                       "valid_as_of": ",".join(split.valid_as_of)})
+    origin = source.source if source.source != "<frame>" else None
+    dataset = mlflow.data.from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN,
+                                      name="snapshot", digest=source.digest)
+    mlflow.log_input(dataset, context="training", tags={"snapshot_digest": source.digest})
+    mlflow.set_tags({"dataset_digest": source.digest, "git_commit": git_commit() or "unknown"})
+
+
+def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
+               metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
+    importance = permutation_importance(model.predict_proba, valid, y, model.feature_names, seed)
+    names = list(importance)
+    figures = {
+        "roc": plots.roc_figure(y, p, metrics["auc"]),
+        "precision_recall": plots.pr_figure(y, p, metrics["pr_auc"]),
+        "calibration": plots.calibration_figure(y, p),
+        "feature_importance": plots.importance_figure(names, np.array([importance[n] for n in names])),
+        **plots.optuna_figures(study),
+    }
+    mlflow.log_dict({"permutation_importance_auc_drop": importance}, "feature_importance.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        plots.save_all(figures, Path(tmp))
+        mlflow.log_artifacts(tmp, "plots")
+
+
+def _log_model(model: ConversionModel, valid: pl.DataFrame) -> Any:
+    example = valid.select(model.feature_names).head(5).to_pandas()
+    inferred = infer_signature(example, model.predict_proba(example))
+    # Every input column is optional: the model treats an absent column as missing values.
+    assert inferred.inputs is not None
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
+    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+    requirements = [f"{name}=={_version(name)}" for name in
+                    ("mlflow", "xgboost", "scikit-learn", "numpy", "pandas", "polars", "cloudpickle")]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "conversion_model.pkl")
+        model.save(path)
+        return mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
+                                       artifacts={ConversionPyfunc.ARTIFACT: path}, signature=signature,
+                                       input_example=example, pip_requirements=requirements)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
