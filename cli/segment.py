@@ -1,0 +1,53 @@
+"""`propensity segment`: flags -> features.segment_stage.segment_snapshot (no logic here)."""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import emit_json, info
+
+
+@click.command()
+@click.option("--features", "features_path", required=True, type=click.Path(dir_okay=False),
+              help="Snapshot Parquet file written by `propensity features`.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for assignments, profile table, plot and the fitted segmenter.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Segments config [default: configs/segments.yaml].")
+@click.option("--events", "events_path", default=None, type=click.Path(dir_okay=False),
+              help="Events file: computes engagement_score / journey_stage when the snapshot lacks them.")
+@click.option("--method", type=click.Choice(["kmeans", "dbscan"]), default=None,
+              help="Clustering method (overrides the config).")
+@click.option("--k", type=click.IntRange(min=1), default=None,
+              help="Fixed number of K-Means clusters (overrides the silhouette search).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def segment(features_path: str, out_dir: str, config_path: str | None, events_path: str | None,
+            method: str | None, k: int | None, as_json: bool) -> None:
+    """Engagement segments, journey stages and behavioural clusters of a snapshot."""
+    from features.segment_config import load_segments_config
+    from features.segment_report import markdown_table
+    from features.segment_stage import segment_snapshot
+
+    cfg = load_segments_config(config_path)
+    if method is not None:
+        cfg.clustering.method = method  # type: ignore[assignment]
+    if k is not None:
+        cfg.clustering.k = k
+    info(f"segmenting {features_path} ...")
+    result = segment_snapshot(features_path, out_dir, cfg, events_path=events_path)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    for note in result.notes:
+        info(f"note: {note}")
+    columns = [c for c in ("cluster", "size", "share", "conversion_rate", "lift", "description")
+               if c in result.profile.columns]
+    click.echo(f"{result.n_rows} rows -> {result.n_clusters} clusters ({result.method})")
+    click.echo(markdown_table(result.profile, columns))
+    if result.segment_summary is not None:
+        click.echo(markdown_table(result.segment_summary))
+    if result.stage_summary is not None:
+        click.echo(markdown_table(result.stage_summary))
+    info(f"profile: {result.profile_md} (CSV: {result.profile_csv})")
+    info(f"assignments: {result.assignments_path}; plot: {result.plot_path}")
+    info(f"segmenter: {result.segmenter_path}")
