@@ -7,8 +7,6 @@ default that is an error, or (``single_snapshot: user_holdout``) a seeded split 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,11 @@ import numpy as np
 import polars as pl
 
 from features import registry
+from features.dataset import content_digest, metadata_path, read_snapshot
 from features.errors import DataError
 from training.config import DataConfig
+
+KNOWN_COLUMNS = {f.name: f for f in registry.FEATURES + registry.SEGMENT_FEATURES}
 
 
 @dataclass
@@ -26,9 +27,19 @@ class TrainingData:
     """A snapshot frame with its provenance: where it came from and its content digest."""
 
     frame: pl.DataFrame
-    digest: str  # content digest (the snapshot's own when read through features.dataset)
+    digest: str  # content digest, "sha256:..." (features.dataset.content_digest; the sidecar's when present)
     source: str  # file path, or "<frame>"
     meta: dict[str, Any]
+
+    @property
+    def mlflow_digest(self) -> str:
+        """The first 32 hex characters of the digest (MLflow caps dataset digests at 36 characters)."""
+        return self.digest.split(":")[-1][:32]
+
+    @property
+    def short_digest(self) -> str:
+        """The first 12 hex characters of the digest (for names)."""
+        return self.digest.split(":")[-1][:12]
 
 
 @dataclass
@@ -42,15 +53,6 @@ class Split:
     kind: str  # "time" or "user_holdout"
 
 
-def frame_digest(frame: pl.DataFrame) -> str:
-    """A content digest of a frame (sha256 over column names, dtypes and row hashes), 16 hex chars."""
-    h = hashlib.sha256()
-    h.update(json.dumps([[c, str(t)] for c, t in frame.schema.items()]).encode())
-    if len(frame):
-        h.update(frame.hash_rows(seed=0).to_numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
     """Read a snapshot file (via ``features.dataset.read_snapshot`` when available) or take a frame.
 
@@ -59,21 +61,16 @@ def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
     meta: dict[str, Any] = {}
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.exists():
+        if not path.is_file():
             raise DataError(f"{path}: features file not found")
-        try:
-            from features.dataset import read_snapshot
-        except ImportError:
-            read_snapshot = None
-        try:
-            if read_snapshot is not None:
-                frame, meta = read_snapshot(path)
-            else:
+        if metadata_path(path).is_file():
+            frame, meta = read_snapshot(path)
+        else:  # a Parquet file without sidecar (not written by `propensity features`)
+            try:
                 frame = pl.read_parquet(path)
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-            raise DataError(f"{path}: cannot read features file ({type(exc).__name__}: {exc})") from None
+            except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+                reason = str(exc).splitlines()[0][:200]
+                raise DataError(f"{path}: cannot read features file ({reason})") from None
         origin = str(path)
     else:
         frame = source if isinstance(source, pl.DataFrame) else pl.from_pandas(source)
@@ -88,7 +85,7 @@ def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
         raise DataError(f"{origin}: no 'as_of' column")
     if frame.height == 0:
         raise DataError(f"{origin}: the features file has no rows")
-    digest = str(meta.get("digest") or frame_digest(frame))
+    digest = str(meta.get("digest") or content_digest(frame))
     return TrainingData(frame=frame, digest=digest, source=origin, meta=meta)
 
 
@@ -113,7 +110,8 @@ def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], li
     numeric, categorical = [], []
     for name in names:
         dtype = frame.schema[name]
-        is_cat = (registry.BY_NAME[name].kind == "categorical" if name in registry.BY_NAME
+        known = KNOWN_COLUMNS.get(name)
+        is_cat = (known.kind == "categorical" if known is not None
                   else dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(dtype, pl.Enum))
         (categorical if is_cat else numeric).append(name)
     return numeric, categorical

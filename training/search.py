@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
+import socket
 import sys
 import time
 import warnings
@@ -107,6 +109,7 @@ class Objective:
         self.done = 0
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         family = trial.suggest_categorical("family", list(self.cfg.search.families))
         params = get_family(family).suggest(trial)
         started = time.perf_counter()

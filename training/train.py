@@ -135,8 +135,8 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
     tracking = cfg.tracking
     uri, experiment_id = setup_tracking(tracking.uri, tracking.experiment, tracking.artifact_location)
-    study_name = cfg.search.study_name or f"propensity-{source.digest[:12]}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{source.digest[:8]}") as run:
+    study_name = cfg.search.study_name or f"propensity-{source.short_digest}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{source.short_digest[:8]}") as run:
         run_id = run.info.run_id
         _log_inputs(cfg, source, split, study_name, len(numeric + categorical))
         study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say)
@@ -188,7 +188,7 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
                        "valid_as_of": ",".join(split.valid_as_of)})
     origin = source.source if source.source != "<frame>" else None
     dataset = mlflow.data.from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN,
-                                      name="snapshot", digest=source.digest)
+                                      name="snapshot", digest=source.mlflow_digest)
     mlflow.log_input(dataset, context="training", tags={"snapshot_digest": source.digest})
     mlflow.set_tags({"dataset_digest": source.digest, "git_commit": git_commit() or "unknown"})
 
