@@ -1,0 +1,134 @@
+"""Start-up of the service: config, model(s) from MLflow, segments config, rules, store, users preload.
+
+The server's worker processes receive their settings through one environment variable
+(``PROPENSITY_SERVING``, JSON) written by :func:`serving.runner.run_server`, so every worker builds
+the same engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from features.errors import ConfigError, PropensityError
+from features.paths import work_dir
+from features.profile_store import ProfileStore, make_profile_store
+from features.segment_config import load_segments_config
+from serving.config import ServingConfig, load_serving_config
+from serving.engine import LoadedModel, PredictionEngine
+from serving.scoring import ExposureLog
+
+ENV_SETTINGS = "PROPENSITY_SERVING"
+
+
+def settings_from_env() -> dict[str, Any]:
+    """The start-up settings a runner left for the workers (empty when started by hand)."""
+    raw = os.environ.get(ENV_SETTINGS)
+    return json.loads(raw) if raw else {}
+
+
+def resolve_config(config_path: str | None = None, model_uri: str | None = None,
+                   store_overrides: dict[str, Any] | None = None) -> ServingConfig:
+    """The serving config with command-line overrides applied."""
+    cfg = load_serving_config(config_path)
+    if model_uri:
+        cfg = cfg.model_copy(update={"model": model_uri})
+    if store_overrides:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update=store_overrides)})
+    return cfg
+
+
+def _set_tracking(cfg: ServingConfig) -> None:
+    import mlflow
+
+    uri = cfg.tracking_uri
+    if uri is None:
+        try:
+            from training.tracking import default_tracking_uri
+
+            uri = default_tracking_uri()
+        except ImportError:
+            uri = f"sqlite:///{work_dir().resolve()}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def load_model(uri: str, cfg: ServingConfig) -> LoadedModel:
+    """A ConversionModel from ``models:/NAME@alias``, ``models:/NAME/V``, ``runs:/...`` or a pickle path."""
+    if not uri.startswith(("models:/", "runs:/")):
+        path = Path(uri)
+        if not path.is_file():
+            raise ConfigError(f"model: '{uri}' is neither an MLflow URI nor a model file")
+        from training.model import ConversionModel
+
+        return LoadedModel(ConversionModel.load(str(path)), cfg.model_name or path.stem, "file")
+    _set_tracking(cfg)
+    from mlflow.exceptions import MlflowException
+
+    from training.model import load_conversion_model
+
+    try:
+        model = load_conversion_model(uri)
+    except MlflowException as exc:
+        raise ConfigError(f"model: cannot load '{uri}' ({str(exc).splitlines()[0]})") from None
+    name, version = _name_version(uri)
+    return LoadedModel(model, cfg.model_name or name, version)
+
+
+def _name_version(uri: str) -> tuple[str, str]:
+    """Registered name and version of a ``models:/`` URI (aliases resolved), else the URI itself."""
+    if not uri.startswith("models:/"):
+        return uri, "run"
+    from mlflow import MlflowClient
+
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.partition("/")
+    return name, version or "latest"
+
+
+def _rules(cfg: ServingConfig) -> Any:
+    path = cfg.rules
+    if path is None:
+        from features.config import default_config_path
+
+        default = default_config_path("rules.yaml")
+        if not default.is_file():
+            return None
+        path = str(default)
+    try:
+        from serving.rules import load_rules
+    except ImportError:
+        return None
+    return load_rules(path).decide
+
+
+def preload_users(store: ProfileStore, users_path: str, consent_default: bool = True) -> int:
+    """Upsert every valid row of a users file (bad rows are skipped and counted by ingestion)."""
+    from features.ingest import ingest_users
+
+    validated = ingest_users(users_path, consent_default=consent_default)
+    rows = validated.clean.to_dicts()
+    return store.upsert_users(rows)
+
+
+def build_engine(settings: dict[str, Any] | None = None) -> PredictionEngine:
+    """The engine described by ``settings`` (config path, model URI, store overrides, users file)."""
+    settings = settings if settings is not None else settings_from_env()
+    cfg = resolve_config(settings.get("config_path"), settings.get("model_uri"), settings.get("store"))
+    champion = load_model(cfg.model, cfg)
+    challenger = exposures = None
+    if cfg.experiment.enabled:
+        challenger = load_model(cfg.experiment.challenger_model, cfg)
+        exposures = ExposureLog(cfg.experiment.exposure_log or work_dir() / "exposures.jsonl")
+    store = make_profile_store(cfg.store)
+    if not store.ping():
+        raise PropensityError(f"store: the {cfg.store.backend} profile store does not answer")
+    if settings.get("users_path") and not settings.get("users_preloaded"):
+        preload_users(store, settings["users_path"], cfg.consent_default)
+    return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
+                            decide=_rules(cfg), challenger=challenger, exposure_log=exposures)

@@ -1,0 +1,54 @@
+"""`propensity serve`: check the settings once, preload users, then hand over to `bentoml serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from features.errors import ConfigError, PropensityError
+from features.profile_store import make_profile_store
+from serving.loader import ENV_SETTINGS, preload_users, resolve_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_settings(model_uri: str | None = None, users_path: str | None = None, workers: int = 1,
+                    config_path: str | None = None, store_overrides: dict[str, Any] | None = None,
+                    announce: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Validated worker settings; users are preloaded here once when the store is shared (Redis)."""
+    cfg = resolve_config(config_path, model_uri, store_overrides)
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    if workers > 1 and cfg.store.backend == "inprocess":
+        raise ConfigError("--workers: several workers need a shared profile store (--store redis); "
+                          "the in-process store is private to each worker")
+    settings: dict[str, Any] = {"config_path": config_path, "model_uri": model_uri, "workers": workers,
+                                "store": store_overrides or {}, "users_path": users_path}
+    if users_path and cfg.store.backend == "redis":
+        store = make_profile_store(cfg.store)
+        if not store.ping():
+            raise PropensityError(f"store: Redis at {cfg.store.redis_url} does not answer")
+        n = preload_users(store, users_path, cfg.consent_default)
+        store.close()
+        settings["users_preloaded"] = True
+        announce(f"preloaded {n} users into the Redis profile store")
+    return settings
+
+
+def run_server(model_uri: str | None = None, host: str = "127.0.0.1", port: int = 3000,
+               users_path: str | None = None, workers: int = 1, config_path: str | None = None,
+               store_overrides: dict[str, Any] | None = None,
+               announce: Callable[[str], None] = lambda _: None) -> None:
+    """Replace this process by `bentoml serve serving.service:PropensityService` with the settings."""
+    settings = server_settings(model_uri, users_path, workers, config_path, store_overrides, announce)
+    env = {**os.environ, ENV_SETTINGS: json.dumps(settings)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    announce(f"serving on http://{host}:{port} (workers: {workers}); try: curl -s -X POST "
+             f"http://{host}:{port}/predict -H 'content-type: application/json' -d '{{\"user_id\": \"u1\"}}'")
+    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:PropensityService", "--host", host,
+            "--port", str(port), "--working-dir", str(ROOT)]
+    os.execve(sys.executable, args, env)
