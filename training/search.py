@@ -33,7 +33,6 @@ from training.preprocess import FeatureEncoder
 
 Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclass
@@ -171,8 +170,10 @@ def make_storage(url: str | None, workers: int) -> Any:
 
 def make_study(cfg: TrainConfig, study_name: str, storage: Any, seed: int) -> optuna.Study:
     """Create (or join) the study: seeded TPE, the configured pruner, maximising validation AUC."""
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                         n_startup_trials=max(5, len(cfg.search.families)))
+    with warnings.catch_warnings():  # multivariate/group TPE are "experimental" (stable since Optuna 2.x)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                             n_startup_trials=max(5, len(cfg.search.families)))
     pruner: optuna.pruners.BasePruner
     if cfg.search.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=max(4, len(cfg.search.families)),
