@@ -1,0 +1,136 @@
+"""The feature stage: raw files -> validated events/users -> stacked snapshots -> versioned Parquet.
+
+:func:`build_features` is what ``propensity features``, the demo and tests call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from features.build_config import FeaturesConfig, format_duration, ledger_path, load_features_config
+from features.dataset import file_digest, metadata_path, write_snapshot
+from features.engine import make_engine
+from features.ingest import (
+    Validated,
+    check_bad_share,
+    read_table,
+    validate_events,
+    validate_users,
+    write_quarantine,
+)
+from features.privacy import forgotten_users
+from features.registry import FEATURE_NAMES
+from features.snapshot import snapshot_times
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FeatureBuildResult:
+    """What a feature build wrote. ``label_rate`` is a share 0..1 (None for an empty snapshot)."""
+
+    output: Path
+    metadata_path: Path
+    rows: int
+    users: int
+    label_rate: float | None
+    quarantined: int
+    quarantine_path: Path | None
+    digest: str
+    duplicates: int
+    seconds: float
+    metadata: dict[str, Any] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` document of ``propensity features``."""
+        return {
+            "output": str(self.output),
+            "rows": self.rows,
+            "users": self.users,
+            "label_rate": self.label_rate,
+            "quarantined": self.quarantined,
+            "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
+            "digest": self.digest,
+        }
+
+
+def quarantine_path_for(out: Path) -> Path:
+    """Where the bad rows of a build writing ``F.parquet`` go: ``F.quarantine.parquet``."""
+    return out.with_name(out.stem + ".quarantine.parquet")
+
+
+def _ingest_counts(v: Validated) -> dict[str, int]:
+    return {"rows_read": v.rows_read, "clean": v.clean.height, "duplicates": v.duplicates,
+            "quarantined": v.quarantine.height}
+
+
+def build_features(events_path: str | Path, users_path: str | Path | None, as_of: datetime,
+                   horizon: timedelta | None, snapshots: int | None, every: timedelta | None,
+                   out: str | Path, config: FeaturesConfig | str | Path | None = None,
+                   progress: Progress | None = None) -> FeatureBuildResult:
+    """Ingest the raw files, build ``snapshots`` stacked snapshots ending at ``as_of``, write them.
+
+    ``horizon`` (label window), ``snapshots`` (count) and ``every`` (spacing) default to the config
+    (``configs/features.yaml``). Writes ``out`` (Parquet), its ``.meta.json`` sidecar and, when rows
+    were bad, ``<out stem>.quarantine.parquet``. Users without consent and users in the forget ledger
+    are left out. Raises :class:`DataError` for unreadable input or too many bad rows (after the
+    quarantine file is written).
+    """
+    started = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    cfg = config if isinstance(config, FeaturesConfig) else load_features_config(config)
+    horizon = horizon or cfg.horizon
+    every = every or cfg.every
+    snapshots = snapshots or cfg.snapshots
+    as_ofs = snapshot_times(as_of, snapshots, every)
+    out = Path(out)
+
+    say(f"reading {events_path}")
+    events = validate_events(read_table(events_path), source=str(events_path))
+    parts = [events]
+    users = None
+    if users_path is not None:
+        say(f"reading {users_path}")
+        users = validate_users(read_table(users_path), source=str(users_path),
+                               consent_default=cfg.ingest.consent_default,
+                               age_range=(cfg.ingest.age_min, cfg.ingest.age_max))
+        parts.append(users)
+    q_path = quarantine_path_for(out)
+    quarantined = write_quarantine(parts, q_path)
+    for part in parts:
+        check_bad_share(part, cfg.ingest.max_bad_share, q_path if quarantined else None)
+    say(f"{events.clean.height} clean events, {events.duplicates} duplicates, {quarantined} rows quarantined")
+
+    forgotten = forgotten_users(ledger_path(cfg))
+    say(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
+    with make_engine(cfg) as engine:
+        frame = engine.build(events.clean, users.clean if users else None, as_ofs, horizon,
+                             consent_default=cfg.ingest.consent_default, exclude_users=forgotten)
+    sources = {"events": file_digest(events_path),
+               "users": file_digest(users_path) if users_path is not None else None}
+    say(f"writing {out}")
+    meta = write_snapshot(frame, out, {
+        "as_of": [t.isoformat() for t in as_ofs],
+        "horizon": format_duration(horizon),
+        "horizon_seconds": horizon.total_seconds(),
+        "features": list(FEATURE_NAMES),
+        "engine": cfg.engine,
+        "sources": sources,
+        "ingest": {part.source: _ingest_counts(part) for part in parts},
+        "quarantine_path": str(q_path) if quarantined else None,
+        "forgotten_users_in_ledger": len(forgotten),
+        "created_at": datetime.now(UTC).isoformat(),
+        "consent_default": cfg.ingest.consent_default,
+    })
+    return FeatureBuildResult(
+        output=out, metadata_path=metadata_path(out), rows=meta["rows"], users=meta["users"],
+        label_rate=meta["label_rate"], quarantined=quarantined,
+        quarantine_path=q_path if quarantined else None,
+        digest=meta["digest"], duplicates=sum(p.duplicates for p in parts),
+        seconds=time.perf_counter() - started, metadata=meta,
+    )
