@@ -7,6 +7,7 @@ profile store may be shared between workers (Redis).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -161,6 +162,7 @@ class PredictionEngine:
         }
         if debug:
             answer["features"] = json_ready(features)
+            answer["worker_pid"] = os.getpid()
         return answer
 
     def predict_batch(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -31,8 +31,8 @@ def publish(r: redis.Redis, stream: str, n_users: int, per_user: int, seed: int)
     for u in range(n_users):
         for i in range(per_user):
             ts = T0 + timedelta(seconds=rng.uniform(0, 20 * 86400))
-            events.append({"event_id": f"u{u}-{i}", "user_id": f"u{u}", "event": rng.choice(["page_view", "search"]),
-                           "timestamp": ts.isoformat()})
+            events.append({"event_id": f"u{u}-{i}", "user_id": f"u{u}",
+                           "event": rng.choice(["page_view", "search"]), "timestamp": ts.isoformat()})
             expected[f"u{u}"].add(f"u{u}-{i}")
     events += rng.sample(events, len(events) // 10)  # the producer retried some deliveries
     rng.shuffle(events)
@@ -75,7 +75,8 @@ def test_pending_entries_of_a_dead_consumer_are_reclaimed(stream_env, redis_url:
 
 def test_invalid_entries_go_to_the_dead_letter_stream(stream_env, redis_url: str) -> None:
     r, store, stream = stream_env
-    r.xadd(stream, {"event_id": "ok", "user_id": "u", "event": "page_view", "timestamp": "2026-03-01T00:00:00Z"})
+    r.xadd(stream, {"event_id": "ok", "user_id": "u", "event": "page_view",
+                    "timestamp": "2026-03-01T00:00:00Z"})
     r.xadd(stream, {"event_id": "bad", "user_id": "u", "event": "page_view", "timestamp": "not a time"})
     consumer = StreamConsumer(StreamSource(redis_url, stream, "g", "c"), store, block_ms=50)
     stats = consumer.run(exit_when_idle_s=0.2)

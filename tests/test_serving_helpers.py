@@ -49,7 +49,8 @@ def make_shop(n_users: int = 120, days: int = 60, seed: int = 0) -> tuple[list[d
             })
         users.append({
             "user_id": uid, "age": rng.randint(18, 80), "gender": rng.choice(["F", "M", "x"]),
-            "country": rng.choice(["DE", "FR", "US"]), "loyalty_tier": rng.choice(["bronze", "silver", "gold"]),
+            "country": rng.choice(["DE", "FR", "US"]),
+            "loyalty_tier": rng.choice(["bronze", "silver", "gold"]),
             "signup_date": (date(2025, 1, 1) + timedelta(days=rng.randrange(400))).isoformat(),
             "consent": u % 17 != 5,
         })
