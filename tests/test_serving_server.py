@@ -62,12 +62,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (workdir / "users.jsonl").write_text("".join(json.dumps(u) + "\n" for u in raw_users[:5]))
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     port = _free_port()
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(workdir / "model.pkl"), "--port", str(port),
-           "--users", str(workdir / "users.jsonl"), "--workers", "2", "--store", "redis",
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(workdir / "model.pkl"),
+           "--port", str(port), "--users", str(workdir / "users.jsonl"), "--workers", "2", "--store", "redis",
            "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--key-prefix", prefix]
     env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -197,7 +198,8 @@ def test_a_new_event_invalidates_the_cached_prediction(server: Server) -> None:
     ("POST", "/predict", {}, 422, "user_id"),
     ("POST", "/events", [{"event_id": "e", "user_id": "u", "event": "purchase", "value": -3,
                           "timestamp": "2026-01-01T00:00:00Z"}], 400, "value"),
-    ("POST", "/events", [{"event_id": "e", "user_id": "u", "event": "view", "timestamp": "soon"}], 422, "timestamp"),
+    ("POST", "/events", [{"event_id": "e", "user_id": "u", "event": "view", "timestamp": "soon"}], 422,
+     "timestamp"),
     ("POST", "/predict_batch", [{"user_id": "u"}, {"user_id": "u", "colour": "red"}], 400, "colour"),
     ("PUT", "/users/u9", {"age": "old"}, 422, "age"),
     ("PUT", "/users/u9", {"consent": True, "shoe_size": 44}, 422, "shoe_size"),
@@ -212,5 +214,6 @@ def test_invalid_requests_get_4xx_naming_the_field(server: Server, method: str, 
 
 def test_oversized_requests_are_refused(server: Server) -> None:
     with server.client() as c:
-        r = c.post("/events", content=b"[" + b" " * 2_000_000 + b"]", headers={"content-type": "application/json"})
+        r = c.post("/events", content=b"[" + b" " * 2_000_000 + b"]",
+                   headers={"content-type": "application/json"})
     assert r.status_code == 413 and "body" in r.json()["field"]
