@@ -107,3 +107,17 @@ def test_unknown_profile_and_bad_override_are_config_errors() -> None:
         load_train_config(profile="nope")
     with pytest.raises(ConfigError, match="search.pruner"):
         load_train_config(overrides={"search": {"pruner": "sometimes"}})
+
+
+def test_permutation_importance_ranks_the_informative_column_first() -> None:
+    from training.evaluate import permutation_importance
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=3000) > 0).astype(int)
+
+    def score(M: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-M[:, 0]))
+
+    drop = permutation_importance(score, X, y, {"signal": [0], "noise": [1, 2]}, seed=0)
+    assert drop["signal"] > 0.3 and drop["noise"] == 0.0

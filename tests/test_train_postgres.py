@@ -25,7 +25,7 @@ def frame() -> pl.DataFrame:
 
 
 def second_database(url: str) -> str:
-    """A second fresh database next to the fixture's (MLflow and Optuna both keep an alembic_version table)."""
+    """A second fresh database next to the fixture's (MLflow and Optuna both keep alembic_version)."""
     name = url.rsplit("/", 1)[1] + "_optuna"
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
     conn.autocommit = True

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import polars as pl
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-15
@@ -60,23 +59,24 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def permutation_importance(score: Callable[[pl.DataFrame], np.ndarray], frame: pl.DataFrame,
-                           y: np.ndarray, columns: list[str], seed: int, max_rows: int = 5000
-                           ) -> dict[str, float]:
-    """Drop in ROC AUC when each raw column is shuffled (one shuffle, on at most ``max_rows`` rows).
+def permutation_importance(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray, y: np.ndarray,
+                           groups: dict[str, list[int]], seed: int, max_rows: int = 5000) -> dict[str, float]:
+    """Drop in ROC AUC when each input column's block of ``X`` is shuffled (rows permuted jointly).
 
-    ``score`` maps a frame to probabilities; a larger drop means a more important column.
+    ``groups`` maps an input column to its positions in ``X`` (a one-hot block moves as one);
+    one shuffle each, on at most ``max_rows`` rows. A larger drop means a more important column.
     """
     rng = np.random.default_rng(seed)
-    if frame.height > max_rows:
-        rows = np.sort(rng.choice(frame.height, size=max_rows, replace=False))
-        frame, y = frame[rows], np.asarray(y)[rows]
+    y = np.asarray(y)
+    if len(X) > max_rows:
+        rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
+        X, y = X[rows], y[rows]
     if len(np.unique(y)) < 2:
-        return {c: 0.0 for c in columns}
-    base = roc_auc_score(y, score(frame))
+        return {name: 0.0 for name in groups}
+    base = roc_auc_score(y, score(X))
     out = {}
-    for col in columns:
-        perm = rng.permutation(frame.height)
-        shuffled = frame.with_columns(frame.get_column(col).gather(perm).alias(col))
-        out[col] = float(base - roc_auc_score(y, score(shuffled)))
+    for name, cols in groups.items():
+        shuffled = X.copy()
+        shuffled[:, cols] = X[rng.permutation(len(X))][:, cols]
+        out[name] = float(base - roc_auc_score(y, score(shuffled)))
     return out

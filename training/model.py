@@ -75,7 +75,11 @@ class ConversionModel:
 
     def predict_proba(self, frame: Frame) -> np.ndarray:
         """P(convert) per row (1-D float64); extra columns are ignored, absent ones count as missing."""
-        p = self._raw_proba(self.transform(frame))
+        return self.predict_matrix(self.transform(frame))
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """P(convert) per row of an already transformed matrix (see :meth:`transform`)."""
+        p = self._raw_proba(X)
         return self.calibrator.apply(p) if self.calibrator is not None else p
 
     def margin(self, frame: Frame) -> np.ndarray:

@@ -40,6 +40,7 @@ def quiet_mlflow() -> None:
     for name in ("mlflow.pyfunc", "mlflow.data", "mlflow.models.signature", "mlflow.types.utils"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from a training job
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*[Tt]ype hints.*", category=UserWarning)

@@ -195,7 +195,8 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
 
 def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
                metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
-    importance = permutation_importance(model.predict_proba, valid, y, model.feature_names, seed)
+    importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
+                                        model.encoder.column_groups(), seed)
     names = list(importance)
     figures = {
         "roc": plots.roc_figure(y, p, metrics["auc"]),

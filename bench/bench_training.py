@@ -1,0 +1,110 @@
+"""Benchmark: the training platform's overhead and search throughput.
+
+Measures, in one run on the same synthetic snapshot frame (registry columns, 4 weekly snapshots):
+- ``bare``: ``xgboost.DMatrix`` + ``xgboost.train`` on the encoded training matrix with the
+  parameters of the first (default) XGBoost trial — the irreducible work;
+- ``platform``: :func:`training.train.train` with one XGBoost trial — reading the frame, content
+  digest, time split, encoding, the trial with pruning reports, calibration choice, metrics, plots,
+  MLflow run with dataset, pyfunc model logging and registration (SQLite store in a temp folder).
+  Each is run twice, alternating; the minimum of each is reported with the ratio platform / bare.
+- ``search``: the default search (all four families, median pruning) for a time budget on the
+  same frame; reports completed + pruned trials per minute.
+
+    .venv/bin/python -m bench.bench_training --rows 1000000 --search-seconds 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import xgboost as xgb
+
+from tests.train_support import synthetic_snapshots
+from training.config import load_train_config
+from training.families import XGBoostFamily
+from training.preprocess import FeatureEncoder
+from training.train import train
+
+
+def bare_xgboost(frame: pl.DataFrame, threads: int, seed: int) -> float:
+    """Seconds for DMatrix + xgboost.train on the earlier snapshots (encoding excluded)."""
+    cut = frame.get_column("as_of").max()
+    train_rows = frame.filter(pl.col("as_of") < cut)
+    cfg = load_train_config()
+    from training.data import select_features
+
+    numeric, categorical = select_features(frame, cfg.data)
+    X = FeatureEncoder(numeric, categorical).fit(train_rows).transform(train_rows)
+    y = train_rows.get_column("label").to_numpy()
+    params = XGBoostFamily.defaults
+    started = time.perf_counter()
+    dtrain = xgb.DMatrix(X, label=y, nthread=threads)
+    xgb.train(XGBoostFamily.booster_params(params, seed, threads), dtrain, num_boost_round=params["n_rounds"])
+    return time.perf_counter() - started
+
+
+def platform_trial(frame: pl.DataFrame, threads: int, folder: Path) -> float:
+    """Seconds for a whole `train` with one XGBoost trial (default parameters), tracked in MLflow."""
+    cfg = load_train_config(overrides={
+        "search": {"n_trials": 1, "families": ["xgboost"], "threads": threads},
+        "tracking": {"uri": f"sqlite:///{folder}/mlflow.db", "artifact_location": (folder / "art").as_uri()},
+    })
+    started = time.perf_counter()
+    train(frame, cfg)
+    return time.perf_counter() - started
+
+
+def search_throughput(frame: pl.DataFrame, seconds: float, folder: Path) -> dict[str, float]:
+    """Trials per minute of the default search within ``seconds`` (the last trial may overrun)."""
+    cfg = load_train_config(overrides={
+        "search": {"n_trials": 10_000, "timeout_s": seconds},
+        "tracking": {"uri": f"sqlite:///{folder}/search.db", "artifact_location": (folder / "art").as_uri(),
+                     "plots": False},
+    })
+    started = time.perf_counter()
+    result = train(frame, cfg, progress=lambda m: print("  " + m, flush=True))
+    elapsed = time.perf_counter() - started
+    per_minute = result.n_trials / elapsed * 60
+    return {"trials": result.n_trials, "seconds": elapsed, "trials_per_minute": per_minute,
+            "best_family": result.best_family, "auc": result.metrics["auc"]}  # type: ignore[dict-item]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="snapshot rows (4 snapshots)")
+    parser.add_argument("--search-seconds", type=float, default=600.0)
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="threads per fit (0 = all cores)")
+    args = parser.parse_args()
+    frame = synthetic_snapshots(n_users=args.rows // 4, n_snapshots=4, seed=0)
+    print(f"frame: {frame.height} rows x {frame.width} columns; cores: {os.cpu_count()}")
+    out: dict[str, object] = {"rows": frame.height}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PROPENSITY_HOME"] = tmp
+        bare, platform = [], []
+        for i in range(2):
+            bare.append(bare_xgboost(frame, args.threads, 42))
+            platform.append(platform_trial(frame, args.threads, Path(tmp)))
+            print(f"round {i + 1}: bare {bare[-1]:.2f} s, platform {platform[-1]:.2f} s", flush=True)
+        out.update(bare_s=min(bare), platform_s=min(platform), ratio=min(platform) / min(bare))
+        print(f"one trial: bare xgboost.train {min(bare):.2f} s, platform train {min(platform):.2f} s, "
+              f"ratio {min(platform) / min(bare):.2f}x (goal <= 1.25x)")
+        if not args.skip_search:
+            search = search_throughput(frame, args.search_seconds, Path(tmp))
+            out["search"] = search
+            print(f"default search: {search['trials']} trials in {search['seconds']:.0f} s = "
+                  f"{search['trials_per_minute']:.2f} trials/min (best {search['best_family']}, "
+                  f"AUC {search['auc']:.4f})")
+    results = Path("bench/results")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "training.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
