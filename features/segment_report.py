@@ -149,6 +149,9 @@ def pca_plot(frame: pl.DataFrame, segmenter: Segmenter, path: str | Path, sample
     if n_comp == 1:
         xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
     names = sub["cluster"].to_numpy()
+    rates: dict[str, float] = {}
+    if "label" in frame.columns:
+        rates = dict(frame.group_by("cluster").agg(pl.col("label").cast(pl.Float64).mean()).iter_rows())
     fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
     cmap = plt.get_cmap("tab10")
     for i, name in enumerate(segmenter.cluster_names_ + ["noise"]):
@@ -156,8 +159,10 @@ def pca_plot(frame: pl.DataFrame, segmenter: Segmenter, path: str | Path, sample
         if not mask.any():
             continue
         color = "lightgrey" if name == "noise" else cmap(i % 10)
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.6, color=color,
-                   label=f"cluster {name} ({mask.sum()})" if name != "noise" else f"noise ({mask.sum()})")
+        text = f"cluster {name}" if name != "noise" else "noise"
+        if name in rates:
+            text += f", converts {100 * rates[name]:.1f}%"
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.6, color=color, label=text)
     ratio = list(pca.explained_variance_ratio_) + [0.0]
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% of variance)")
