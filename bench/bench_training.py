@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import xgboost as xgb
 
@@ -75,6 +76,42 @@ def search_throughput(frame: pl.DataFrame, seconds: float, folder: Path) -> dict
             "best_family": result.best_family, "auc": result.metrics["auc"]}  # type: ignore[dict-item]
 
 
+def single_row_latency(frame: pl.DataFrame, calls: int = 2000) -> dict[str, float]:
+    """Median µs per call: ConversionModel.predict_one vs a bare single-thread inplace_predict on a ready row.
+
+    The model is XGBoost with 300 trees of depth 6 (the serving reference of KNOWN.md).
+    """
+    from training.data import select_features
+    from training.model import ConversionModel
+    from training.search import fit_candidate, prepare
+
+    small = frame.head(40_000)
+    cut = small.get_column("as_of").max()
+    numeric, categorical = select_features(small, load_train_config().data)
+    data = prepare(small.filter(pl.col("as_of") < cut), small.filter(pl.col("as_of") == cut), numeric,
+                   categorical)
+    params = {**XGBoostFamily.defaults, "n_rounds": 300, "max_depth": 6}
+    enc, booster, _ = fit_candidate(data, "xgboost", params, seed=0, threads=0)
+    model = ConversionModel("xgboost", enc, booster)
+    rows = small.head(200).to_dicts()
+    bare = booster.copy()
+    bare.set_param({"nthread": 1})
+    ready = [enc.encode_one(r) for r in rows]
+
+    def median_us(fn: object) -> float:
+        times = []
+        for i in range(calls):
+            started = time.perf_counter()
+            fn(i % len(rows))  # type: ignore[operator]
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1e6)
+
+    one = median_us(lambda i: model.predict_one(rows[i]))
+    base = median_us(lambda i: bare.inplace_predict(ready[i], validate_features=False))
+    frame_one = median_us(lambda i: model.predict_proba(small[i : i + 1]))
+    return {"predict_one_us": one, "bare_inplace_us": base, "predict_proba_1row_us": frame_one}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="snapshot rows (4 snapshots)")
@@ -93,6 +130,11 @@ def main() -> None:
             platform.append(platform_trial(frame, args.threads, Path(tmp)))
             print(f"round {i + 1}: bare {bare[-1]:.2f} s, platform {platform[-1]:.2f} s", flush=True)
         out.update(bare_s=min(bare), platform_s=min(platform), ratio=min(platform) / min(bare))
+        latency = single_row_latency(frame)
+        out["single_row"] = latency
+        print(f"single row: predict_one {latency['predict_one_us']:.0f} us, bare inplace_predict "
+              f"{latency['bare_inplace_us']:.0f} us, predict_proba(1-row frame) "
+              f"{latency['predict_proba_1row_us']:.0f} us (median)")
         print(f"one trial: bare xgboost.train {min(bare):.2f} s, platform train {min(platform):.2f} s, "
               f"ratio {min(platform) / min(bare):.2f}x (goal <= 1.25x)")
         if not args.skip_search:

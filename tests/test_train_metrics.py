@@ -121,3 +121,18 @@ def test_permutation_importance_ranks_the_informative_column_first() -> None:
 
     drop = permutation_importance(score, X, y, {"signal": [0], "noise": [1, 2]}, seed=0)
     assert drop["signal"] > 0.3 and drop["noise"] == 0.0
+
+
+def test_oracle_auc_joins_on_user_and_as_of(tmp_path: Path) -> None:
+    from training.train import oracle_auc
+
+    valid = synthetic_snapshots(n_users=200, n_snapshots=1, seed=7)
+    # A perfect oracle (p_true = label) has AUC 1.0 by definition, a reversed one 0.0.
+    oracle = valid.select("user_id", "as_of", pl.col("label").cast(pl.Float64).alias("p_true"))
+    oracle.write_parquet(tmp_path / "oracle.parquet")
+    assert oracle_auc(valid, tmp_path / "oracle.parquet") == 1.0
+    oracle.with_columns((1 - pl.col("p_true")).alias("p_true")).write_parquet(tmp_path / "reversed.parquet")
+    assert oracle_auc(valid, tmp_path / "reversed.parquet") == 0.0
+    oracle.head(10).write_parquet(tmp_path / "partial.parquet")
+    with pytest.raises(DataError, match="covers only"):
+        oracle_auc(valid, tmp_path / "partial.parquet")

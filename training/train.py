@@ -99,6 +99,30 @@ def oracle_auc(valid: pl.DataFrame, oracle_path: str | Path) -> float:
                                joined.get_column("p_true").to_numpy()))
 
 
+def find_oracle(meta: dict[str, Any]) -> Path | None:
+    """``oracle.parquet`` next to the snapshot's source events file (a synthetic shop), if there is one."""
+    events = (meta.get("sources") or {}).get("events") or {}
+    path = events.get("path") if isinstance(events, dict) else None
+    if not path:
+        return None
+    candidate = Path(path).parent / "oracle.parquet"
+    return candidate if candidate.is_file() else None
+
+
+def _oracle_auc(valid: pl.DataFrame, oracle: str | Path | None, meta: dict[str, Any],
+                say: Any) -> float | None:
+    if oracle is not None:
+        return oracle_auc(valid, oracle)
+    found = find_oracle(meta)
+    if found is None:
+        return None
+    try:
+        return oracle_auc(valid, found)
+    except DataError as exc:  # found by convention, not asked for: report and go on
+        say(f"oracle not used: {exc}")
+        return None
+
+
 def _search(data: Prepared, cfg: TrainConfig, study_name: str, tracking: tuple[str, str, str],
             progress: Any) -> tuple[optuna.Study, Objective | None, int]:
     workers = cfg.search.workers
@@ -121,8 +145,9 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
 
     ``features`` is a snapshot file (Parquet, written by ``propensity features``) or a frame with
     ``user_id``, ``as_of``, feature columns and ``label``. ``oracle`` is an optional
-    ``oracle.parquet`` of the synthetic shop: its AUC on the validation snapshot is logged next to
-    the model's. ``progress`` receives one human line per trial. Raises :class:`DataError` /
+    ``oracle.parquet`` of the synthetic shop (default: the one next to the snapshot's source events
+    file, when present): its AUC on the validation snapshot is logged next to the model's.
+    ``progress`` receives one human line per trial. Raises :class:`DataError` /
     :class:`ConfigError` for bad input.
     """
     started = time.perf_counter()
@@ -156,7 +181,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         model = ConversionModel(family, encoder, estimator, calibrator, metadata={
             "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
             "valid_as_of": split.valid_as_of})
-        oracle_value = oracle_auc(split.valid, oracle) if oracle is not None else None
+        oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
         if oracle_value is not None:
             metrics["oracle_auc"] = oracle_value
             metrics["auc_gap_to_oracle"] = oracle_value - metrics["auc"]
