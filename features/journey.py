@@ -9,10 +9,10 @@ Semantics (the same in both paths):
   matches any event without its own row; no row leaves the stage unchanged);
 - at ``as_of`` the same inactivity check runs on the time since the last event.
 
-Every event therefore acts as a fixed map stages -> stages. The batch path composes those maps per
-user with a vectorised pairwise reduction (log2(longest history) numpy steps), never a Python loop
-over events; :class:`JourneyState` folds them one event at a time and replays only the tail when
-an event arrives out of order.
+Every event therefore acts as a fixed map stages -> stages (a row of a small table). The batch path
+folds all users at once, one numpy step per event position, never a Python loop over events;
+:class:`JourneyState` folds one event at a time and replays only the tail when an event arrives
+out of order.
 """
 
 from __future__ import annotations
@@ -94,21 +94,42 @@ def machine_for(cfg: SegmentsConfig | JourneyConfig | JourneyMachine | None = No
     return _MACHINES[key]
 
 
-def _compose_segments(maps: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Compose the per-event maps of each user: rows of ``maps`` (n, S) in time order, users
-    contiguous, ``first[i]`` True on a user's first row. Returns one composed map per user."""
-    pos = np.arange(len(maps)) - np.maximum.accumulate(np.where(first, np.arange(len(maps)), 0))
-    while len(maps) and pos.max() > 0:
-        even = pos % 2 == 0
-        has_next = np.zeros(len(maps), dtype=bool)
-        has_next[:-1] = even[:-1] & (pos[1:] == pos[:-1] + 1)
-        keep = np.flatnonzero(even)
-        out = maps[keep].copy()
-        paired = has_next[keep]
-        later = maps[keep[paired] + 1]
-        out[paired] = np.take_along_axis(later, out[paired].astype(np.intp), axis=1)
-        maps, pos = out, pos[keep] // 2
-    return maps
+_TAIL_USERS = 16  # below this many users still folding, a plain loop beats numpy's per-call overhead
+
+
+def _fold_users(step_base: np.ndarray, first: np.ndarray, flat_step: np.ndarray, initial: int) -> np.ndarray:
+    """Final stage of each user after folding their events in order.
+
+    ``step_base[i]`` is the offset into ``flat_step`` of row i's map (users contiguous, in time order;
+    ``first[i]`` marks a user's first row), so the next stage is ``flat_step[step_base[i] + stage]``.
+    Step k updates, in one numpy operation, every user with more than k events: the work is
+    O(events) and the number of numpy calls is the longest history (a long tail is finished in a
+    plain loop over the few users left).
+    """
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.append(starts, len(step_base)))
+    order = np.argsort(-lengths, kind="stable")
+    begin, length = starts[order], lengths[order]
+    ascending = length[::-1]
+    state = np.full(len(starts), initial, dtype=np.int64)
+    k = 0
+    while True:
+        active = len(length) - int(np.searchsorted(ascending, k, side="right"))
+        if active == 0:
+            break
+        if active <= _TAIL_USERS:
+            table = flat_step.tolist()
+            for i in range(active):
+                stage = int(state[i])
+                for offset in step_base[begin[i] + k:begin[i] + length[i]].tolist():
+                    stage = table[offset + stage]
+                state[i] = stage
+            break
+        state[:active] = flat_step[step_base[begin[:active] + k] + state[:active]]
+        k += 1
+    out = np.empty_like(state)
+    out[order] = state
+    return out
 
 
 def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
@@ -124,10 +145,11 @@ def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
     ev = (events.lazy()
           .select("user_id", "event_id", "event", pl.col("timestamp").dt.epoch("us").alias("t"))
           .filter(pl.col("t") < as_of_us)
+          # codes before sorting: the sort then moves an int instead of the event name
+          .with_columns(pl.col("event").replace_strict(machine.event_codes, default=len(machine.event_codes),
+                                                       return_dtype=pl.Int32).alias("code"))
           .sort(["user_id", "t", "event_id"])
-          .select("user_id", "t",
-                  pl.col("event").replace_strict(machine.event_codes, default=len(machine.event_codes),
-                                                 return_dtype=pl.Int32).alias("code"))
+          .select("user_id", "t", "code")
           .collect())
     n_stages = len(machine.stages)
     if ev.height == 0:
@@ -140,10 +162,9 @@ def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
     for j in range(len(machine.limits_us) - 1, -1, -1):  # shortest first so the longest wins
         gap_class[gap >= machine.limits_us[j]] = j + 1
     gap_class[first] = 0
-    step = np.asarray(machine.step, dtype=np.int8).reshape(-1, n_stages)
-    maps = step[ev["code"].to_numpy().astype(np.intp) * len(machine.idle) + gap_class]
-    composed = _compose_segments(maps, first)
-    state = composed[:, machine.initial].astype(np.intp)
+    flat_step = np.asarray(machine.step, dtype=np.int64).reshape(-1)
+    step_base = (ev["code"].to_numpy().astype(np.int64) * len(machine.idle) + gap_class) * n_stages
+    state = _fold_users(step_base, first, flat_step, machine.initial)
     last_idx = np.append(np.flatnonzero(first)[1:] - 1, len(t) - 1)
     idle_gap = as_of_us - t[last_idx]
     idle_class = np.zeros(len(state), dtype=np.intp)

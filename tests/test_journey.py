@@ -170,6 +170,26 @@ def test_batch_and_incremental_stages_agree_for_any_arrival_order(raw, seed, as_
         assert state.stage_at(as_of) == batch.get(user, CFG.journey.initial_stage)
 
 
+def test_batch_and_incremental_agree_for_many_users_of_uneven_history_length() -> None:
+    # Hundreds of users, so the batch fold runs its vectorised steps and its long-tail loop.
+    rng = random.Random(11)
+    rows = []
+    for u in range(300):
+        n = rng.choice([1, 2, 5, 20, 60, 200]) if u % 50 else 1500
+        for i in range(n):
+            rows.append({"event_id": f"e{u}-{i}", "user_id": f"u{u}", "event": rng.choice(NAMES),
+                         "timestamp": T0 + timedelta(hours=rng.randrange(0, 300 * 24))})
+    as_of = T0 + timedelta(days=250)
+    batch = dict(journey_stages(frame(rows), as_of, CFG).iter_rows())
+    states: dict[str, JourneyState] = {}
+    for row in sorted(rows, key=lambda r: (r["timestamp"], r["event_id"])):
+        states.setdefault(row["user_id"], JourneyState(CFG)).apply(row)
+    incremental = {user: state.stage_at(as_of) for user, state in states.items()}
+    assert {u: s for u, s in incremental.items() if u in batch} == batch
+    assert {incremental[u] for u in set(incremental) - set(batch)} <= {CFG.journey.initial_stage}
+    assert len(set(batch.values())) >= 4
+
+
 def test_machine_stages_follow_the_config() -> None:
     assert machine_for(CFG).stages == ("awareness", "consideration", "decision", "retention", "at_risk",
                                        "lapsed")
