@@ -15,6 +15,8 @@ from features.config import StrictModel, default_config_path, load_config
 from features.errors import ConfigError
 
 FamilyName = Literal["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"]
+ALL_FAMILIES: tuple[FamilyName, ...] = ("xgboost", "hist_gradient_boosting", "random_forest",
+                                        "logistic_regression")
 DEFAULT_EXTRA_FEATURES = ["engagement_score", "journey_stage", "segment", "cluster"]
 
 
@@ -25,24 +27,23 @@ class DataConfig(StrictModel):
     extra_features: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTRA_FEATURES))
     include_sensitive: bool = False  # protected attributes (age, gender, country) as model inputs
     drop_features: list[str] = Field(default_factory=list)
-    validation_snapshots: int = Field(1, ge=1)  # the latest K as_of values validate, the rest train
+    validation_snapshots: int = Field(default=1, ge=1)  # the latest K as_of values validate, the rest train
     # With a single snapshot: "error", or "user_holdout" (a seeded split by user; documented fallback).
     single_snapshot: Literal["error", "user_holdout"] = "error"
-    holdout_share: float = Field(0.25, gt=0.0, lt=1.0)
+    holdout_share: float = Field(default=0.25, gt=0.0, lt=1.0)
 
 
 class SearchConfig(StrictModel):
     """The Optuna search over model families and their hyper-parameters."""
 
-    families: list[FamilyName] = Field(
-        default_factory=lambda: ["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"])
-    n_trials: int = Field(40, ge=1)
-    timeout_s: float | None = Field(None, gt=0)
+    families: list[FamilyName] = Field(default_factory=lambda: list(ALL_FAMILIES))
+    n_trials: int = Field(default=40, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
     pruner: Literal["median", "hyperband", "none"] = "median"
     storage: str | None = None  # None: in memory (or a journal file with workers > 1); sqlite:/// or postgresql://
     study_name: str | None = None  # None: "propensity-<dataset digest prefix>"
-    workers: int = Field(1, ge=1)
-    threads: int = Field(0, ge=0)  # threads per model fit; 0 = all cores
+    workers: int = Field(default=1, ge=1)
+    threads: int = Field(default=0, ge=0)  # threads per model fit; 0 = all cores
     enqueue_defaults: bool = True  # first trials: each family with its default parameters
 
 
@@ -63,9 +64,9 @@ class TrainConfig(StrictModel):
 
     seed: int = 42
     calibration: Literal["auto", "none", "isotonic", "sigmoid"] = "auto"
-    data: DataConfig = Field(default_factory=DataConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    search: SearchConfig = Field(default_factory=lambda: SearchConfig())
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -107,7 +107,8 @@ def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], li
     names = [c for c in names if c not in cfg.drop_features]
     if not names:
         raise DataError("no model feature columns found in the snapshot")
-    numeric, categorical = [], []
+    numeric: list[str] = []
+    categorical: list[str] = []
     for name in names:
         dtype = frame.schema[name]
         known = KNOWN_COLUMNS.get(name)

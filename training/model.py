@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import xgboost as xgb
+from mlflow.pyfunc import PythonModel
 
 from training.calibration import Calibrator
 from training.families import get_family
@@ -144,7 +145,7 @@ class ConversionModel:
         return model
 
 
-class ConversionPyfunc(mlflow.pyfunc.PythonModel):
+class ConversionPyfunc(PythonModel):
     """MLflow pyfunc wrapper: ``predict`` returns P(convert) per row of a snapshot frame."""
 
     ARTIFACT = "conversion_model"

@@ -68,14 +68,20 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure]:
         warnings.simplefilter("ignore")
         from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
-        out["optuna_history"] = plot_optimization_history(study).figure
+        out["optuna_history"] = _root(plot_optimization_history(study))
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(complete) >= 2:
             try:
-                out["optuna_param_importances"] = plot_param_importances(study).figure
+                out["optuna_param_importances"] = _root(plot_param_importances(study))
             except (ValueError, RuntimeError):
                 pass  # importances need at least one parameter that varies across complete trials
     return out
+
+
+def _root(ax: Any) -> Figure:
+    fig = ax.get_figure(root=True)
+    assert fig is not None
+    return fig
 
 
 def save_all(figures: dict[str, Any], folder: Path) -> list[Path]:

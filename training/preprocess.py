@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
-Frame = pd.DataFrame | pl.DataFrame
+Frame: TypeAlias = pd.DataFrame | pl.DataFrame
 MAX_CATEGORIES = 50  # most frequent categories kept per column; the rest encode as unknown
-
-
-def column_names(frame: Frame) -> list[str]:
-    """Column names of a pandas or polars frame."""
-    return list(frame.columns)
 
 
 def numeric_column(frame: Frame, name: str) -> np.ndarray:
@@ -119,8 +114,8 @@ class FeatureEncoder:
         present = [name for name in self.numeric if name in frame.columns]
         if isinstance(frame, pl.DataFrame) and len(present) == len(self.numeric) and self.numeric:
             # one conversion of the whole numeric block (much faster than column by column)
-            block = frame.select([pl.col(c).cast(pl.Float32, strict=False) for c in self.numeric])
-            out[:, : len(self.numeric)] = block.to_numpy(allow_copy=True).astype(np.float32, copy=False)
+            numbers = frame.select([pl.col(c).cast(pl.Float32, strict=False) for c in self.numeric])
+            out[:, : len(self.numeric)] = numbers.to_numpy(allow_copy=True).astype(np.float32, copy=False)
         else:
             for i, name in enumerate(self.numeric):
                 out[:, i] = numeric_column(frame, name)

@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import polars as pl
+from mlflow.data import from_polars  # type: ignore[attr-defined]
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
@@ -212,7 +213,7 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
                        "study_name": study_name, "split": split.kind, "n_features": n_features,
                        "valid_as_of": ",".join(split.valid_as_of)})
     origin = source.source if source.source != "<frame>" else None
-    dataset = mlflow.data.from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN,
+    dataset = from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN,
                                       name="snapshot", digest=source.mlflow_digest)
     mlflow.log_input(dataset, context="training", tags={"snapshot_digest": source.digest})
     mlflow.set_tags({"dataset_digest": source.digest, "git_commit": git_commit() or "unknown"})
