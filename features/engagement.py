@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from features.eventtime import US_PER_DAY, US_PER_HOUR, epoch_us
-from features.segment_config import EngagementConfig, SegmentsConfig, load_segments_config
+from features.segment_config import EngagementConfig, SegmentsConfig, default_segments_config
 
 # Rebase the anchored sum before 2**x can overflow (2**1023 is the float64 limit).
 _REBASE_HALF_LIVES = 500.0
@@ -33,7 +34,7 @@ _REBASE_HALF_LIVES = 500.0
 
 def _engagement_cfg(cfg: SegmentsConfig | EngagementConfig | None) -> EngagementConfig:
     if cfg is None:
-        return load_segments_config().engagement
+        return default_segments_config().engagement
     return cfg.engagement if isinstance(cfg, SegmentsConfig) else cfg
 
 
@@ -106,6 +107,39 @@ def engagement_scores(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
             .sort("user_id").collect())
 
 
+@dataclass(frozen=True)
+class EngagementRules:
+    """The engagement config compiled for the per-event path (built once per config)."""
+
+    cfg: EngagementConfig
+    weights: dict[str, float]
+    half_life_us: float | None
+    wait_us: int
+    w_abandoned: float
+
+    @classmethod
+    def from_config(cls, cfg: EngagementConfig) -> EngagementRules:
+        h = cfg.half_life_days
+        return cls(cfg, {k: v for k, v in cfg.weights.items() if k != "abandoned_cart"},
+                   None if h is None else h * US_PER_DAY, round(cfg.abandoned_cart_after_hours * US_PER_HOUR),
+                   cfg.weights.get("abandoned_cart", 0.0))
+
+
+_RULES: dict[int, tuple[object, EngagementRules]] = {}
+
+
+def rules_for(cfg: SegmentsConfig | EngagementConfig | EngagementRules | None = None) -> EngagementRules:
+    """Compiled rules of a config, cached by config object (configs are treated as immutable)."""
+    if isinstance(cfg, EngagementRules):
+        return cfg
+    hit = _RULES.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    rules = EngagementRules.from_config(_engagement_cfg(cfg))
+    _RULES[id(cfg)] = (cfg, rules)  # keeps cfg alive, so its id is not reused
+    return rules
+
+
 class EngagementState:
     """The engagement score of one user, updated one event at a time, in any order.
 
@@ -117,13 +151,13 @@ class EngagementState:
     __slots__ = ("_cfg", "_weights", "_half_life_us", "_wait_us", "_w_abandoned", "_ref", "_sum",
                  "_latest", "_earliest", "_count", "_terms", "_carts", "_purchases", "_seen")
 
-    def __init__(self, cfg: SegmentsConfig | EngagementConfig | None = None) -> None:
-        self._cfg = _engagement_cfg(cfg)
-        self._weights = {k: v for k, v in self._cfg.weights.items() if k != "abandoned_cart"}
-        h = self._cfg.half_life_days
-        self._half_life_us: float | None = None if h is None else h * US_PER_DAY
-        self._wait_us = round(self._cfg.abandoned_cart_after_hours * US_PER_HOUR)
-        self._w_abandoned = self._cfg.weights.get("abandoned_cart", 0.0)
+    def __init__(self, cfg: SegmentsConfig | EngagementConfig | EngagementRules | None = None) -> None:
+        rules = rules_for(cfg)
+        self._cfg = rules.cfg
+        self._weights = rules.weights
+        self._half_life_us = rules.half_life_us
+        self._wait_us = rules.wait_us
+        self._w_abandoned = rules.w_abandoned
         self._ref: int | None = None  # anchor time of _sum (µs)
         self._sum = 0.0  # sum of weight * 2 ** ((t - _ref) / half_life)
         self._latest: int | None = None

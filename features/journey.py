@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from features.eventtime import US_PER_DAY, epoch_us
-from features.segment_config import ANY_EVENT, JourneyConfig, SegmentsConfig, load_segments_config
+from features.segment_config import ANY_EVENT, JourneyConfig, SegmentsConfig, default_segments_config
 
 
 @dataclass(frozen=True)
@@ -79,19 +79,21 @@ class JourneyMachine:
         return self.event_codes.get(event, len(self.event_codes))
 
 
-_MACHINES: dict[str, JourneyMachine] = {}
+_MACHINES: dict[int, tuple[object, JourneyMachine]] = {}
 
 
 def machine_for(cfg: SegmentsConfig | JourneyConfig | JourneyMachine | None = None) -> JourneyMachine:
-    """The compiled machine of a config (cached per distinct config)."""
+    """The compiled machine of a config, cached by config object (configs are treated as immutable)."""
     if isinstance(cfg, JourneyMachine):
         return cfg
-    jcfg = (load_segments_config().journey if cfg is None
+    hit = _MACHINES.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    jcfg = (default_segments_config().journey if cfg is None
             else cfg.journey if isinstance(cfg, SegmentsConfig) else cfg)
-    key = jcfg.model_dump_json()
-    if key not in _MACHINES:
-        _MACHINES[key] = JourneyMachine.from_config(jcfg)
-    return _MACHINES[key]
+    machine = JourneyMachine.from_config(jcfg)
+    _MACHINES[id(cfg)] = (cfg, machine)  # keeps cfg alive, so its id is not reused
+    return machine
 
 
 _TAIL_USERS = 16  # below this many users still folding, a plain loop beats numpy's per-call overhead

@@ -140,3 +140,13 @@ class SegmentsConfig(StrictModel):
 def load_segments_config(path: str | Path | None = None) -> SegmentsConfig:
     """Read ``path`` (default ``configs/segments.yaml``); a bad key is a ConfigError naming it."""
     return load_config(SegmentsConfig, path, default_name="segments.yaml")
+
+
+_DEFAULT: list[SegmentsConfig] = []
+
+
+def default_segments_config() -> SegmentsConfig:
+    """``configs/segments.yaml``, read once per process (for callers that pass no config)."""
+    if not _DEFAULT:
+        _DEFAULT.append(load_segments_config())
+    return _DEFAULT[0]
