@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,9 @@ def group_profile(frame: pl.DataFrame, column: str, label: str = "label") -> pl.
     return frame.group_by(column).agg(aggs).sort(["size", column], descending=[True, False])
 
 
-def markdown_table(frame: pl.DataFrame, columns: list[str] | None = None) -> str:
+def markdown_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> str:
     """A Markdown table of ``frame`` (floats with 3 significant digits, shares as percentages)."""
-    cols = columns or frame.columns
+    cols = list(columns) if columns else frame.columns
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.select(cols).iter_rows(named=True):
         cells = []
