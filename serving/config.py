@@ -51,12 +51,14 @@ class ServingConfig(StrictModel):
     store: ProfileStoreConfig = Field(default_factory=ProfileStoreConfig)
     consent_default: bool = True
     reasons_top_k: int = Field(default=3, ge=0)
+    reasons_approximate: bool = Field(default=False, description="Saabas instead of TreeSHAP contributions")
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     default_decision: str = "default"
+    access_log: bool = Field(default=True, description="BentoML access log line per request")
 
 
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:

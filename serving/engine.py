@@ -16,6 +16,7 @@ from typing import Any
 
 from features.engagement import segment_for
 from features.errors import DataError
+from features.journey import machine_for
 from features.online import empty_features, normalize_event, to_epoch_us
 from features.profile_store import ProfileStore
 from features.registry import FEATURE_NAMES
@@ -50,6 +51,7 @@ class PredictionEngine:
         self.champion = champion
         self.challenger = challenger
         self.seg_cfg = seg_cfg
+        self._machine = machine_for(seg_cfg)
         self.decide = decide
         self.exposures = exposure_log
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
@@ -63,7 +65,7 @@ class PredictionEngine:
         if state is not None and state.profile.version == version:
             self._states.move_to_end(user_id)
             return state
-        state = ProfileState.build(self.store.get_profile(user_id), self.seg_cfg)
+        state = ProfileState.build(self.store.get_profile(user_id), self.seg_cfg, self._machine)
         self._states[user_id] = state
         if len(self._states) > self.cfg.cache.max_users:
             self._states.popitem(last=False)
@@ -142,7 +144,8 @@ class PredictionEngine:
             features["segment"] = segment_for(float(score), self.seg_cfg)
         pre = getattr(loaded.model, "pre_transform", None)
         cluster = pre.assign_one(features).get("cluster") if pre is not None else None
-        reasons = feature_reasons(loaded.model, features, self.cfg.reasons_top_k) if personalized else []
+        reasons = feature_reasons(loaded.model, features, self.cfg.reasons_top_k,
+                                  self.cfg.reasons_approximate) if personalized else []
         facts = {**features, **context, "probability": probability, "personalized": personalized,
                  "source": source}
         decision = self.decide(facts) if self.decide is not None else self.cfg.default_decision

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from features.engagement import EngagementState
-from features.journey import JourneyState
+from features.journey import JourneyMachine, JourneyState
 from features.online import UserProfile, online_features
 from features.segment_config import SegmentsConfig
 
@@ -33,10 +33,11 @@ class ProfileState:
     journey: JourneyState
 
     @classmethod
-    def build(cls, profile: UserProfile, seg_cfg: SegmentsConfig) -> ProfileState:
+    def build(cls, profile: UserProfile, seg_cfg: SegmentsConfig, machine: JourneyMachine) -> ProfileState:
         engagement = EngagementState(seg_cfg)
-        journey = JourneyState(seg_cfg)
-        for rec in profile.events:
+        journey = JourneyState(machine)
+        # Time order makes every journey step an append (a late event would re-fold its successors).
+        for rec in sorted(profile.events, key=lambda r: (r.ts, r.event_id)):
             event = {"timestamp": rec.ts, "event": rec.event, "event_id": rec.event_id}
             engagement.add(event)
             journey.apply(event)
@@ -51,8 +52,10 @@ class ProfileState:
         return out
 
 
-def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int) -> list[dict[str, Any]]:
-    """Top ``top_k`` feature contributions (log-odds, XGBoost TreeSHAP) of one prediction.
+def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int,
+                    approximate: bool = False) -> list[dict[str, Any]]:
+    """Top ``top_k`` feature contributions (log-odds) of one prediction: XGBoost TreeSHAP, or the
+    faster Saabas path attribution when ``approximate``.
 
     One-hot columns (``name=value``) and missing indicators are summed back to their raw feature.
     Empty for non-XGBoost models (their reasons come from the audit's SHAP report).
@@ -66,12 +69,23 @@ def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int) -> list
     if pre is not None:
         features = {**features, **pre.assign_one(features)}
     row = model.encoder.encode_one(features)
-    contribs = booster.predict(xgb.DMatrix(row), pred_contribs=True, validate_features=False)[0][:-1]
+    # One thread: on a busy 2-core box OpenMP start-up dominates a single row by far.
+    contribs = _single_thread(model).predict(xgb.DMatrix(row, nthread=1), pred_contribs=True,
+                                             approx_contribs=approximate, validate_features=False)[0][:-1]
     totals: dict[str, float] = {}
     for name, value in zip(_raw_names(model), contribs, strict=False):
         totals[name] = totals.get(name, 0.0) + float(value)
     ranked = sorted(totals.items(), key=lambda kv: -abs(kv[1]))[:top_k]
     return [{"feature": name, "contribution": value} for name, value in ranked if value != 0.0]
+
+
+def _single_thread(model: Any) -> Any:
+    booster = model.__dict__.get("_serving_booster")
+    if booster is None:
+        booster = model.booster.copy()
+        booster.set_param({"nthread": 1})
+        model.__dict__["_serving_booster"] = booster
+    return booster
 
 
 def _raw_names(model: Any) -> list[str]:

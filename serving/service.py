@@ -72,10 +72,11 @@ def _bad_request(exc: DataError) -> JSONResponse:
 
 users_app = FastAPI(title="propensity users")
 SETTINGS = settings_from_env()
+_CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"))
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
-                 metrics={"enabled": True})
+                 metrics={"enabled": True}, logging={"access": {"enabled": _CFG.access_log}})
 @bentoml.asgi_app(users_app, path="/users")
 class PropensityService:
     """Conversion propensity for the content engine, from the live profile store."""
@@ -101,8 +102,9 @@ class PropensityService:
                       debug: bool = False) -> Any:
         """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision."""
         try:
-            return self.engine.predict({"user_id": user_id, "context": context or {}, "features": features,
-                                        "as_of": as_of, "debug": debug})
+            # A ready Response skips BentoML's output schema and serde step (a third of the time).
+            return JSONResponse(self.engine.predict({"user_id": user_id, "context": context or {},
+                                                     "features": features, "as_of": as_of, "debug": debug}))
         except DataError as exc:
             return _bad_request(exc)
 
@@ -110,7 +112,7 @@ class PropensityService:
     async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
         """``/predict`` for a list of requests; the answers come back in the same order."""
         try:
-            return self.engine.predict_batch(r.model_dump() for r in requests)
+            return JSONResponse(self.engine.predict_batch(r.model_dump() for r in requests))
         except DataError as exc:
             return _bad_request(exc)
 
@@ -118,7 +120,7 @@ class PropensityService:
     async def events(self, events: list[EventIn], /) -> Any:
         """Apply events to the live profiles at once, idempotently by event_id."""
         try:
-            return self.engine.ingest([e.model_dump(exclude_none=True) for e in events])
+            return JSONResponse(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
         except DataError as exc:
             return _bad_request(exc)
 
@@ -144,7 +146,6 @@ class PropensityService:
         return self.engine.delete_user(user_id, self.ledger)
 
 
-_CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"))
 PropensityService.add_asgi_middleware(
     ProtectionMiddleware, max_request_bytes=_CFG.max_request_bytes, rate_limit=_CFG.rate_limit.enabled,
     rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst,
