@@ -1,0 +1,141 @@
+"""The prediction engine in-process: MLflow loading, champion/challenger split, cache, protection."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
+
+from serving.config import ServingConfig
+from serving.loader import build_engine, load_model
+from serving.protection import ProtectionMiddleware, TokenBuckets
+from serving.scoring import variant_for
+from training.model import ConversionPyfunc
+from training.tracking import register, setup_tracking
+
+
+@pytest.fixture(scope="module")
+def shop_model(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("engine")
+    raw_events, raw_users = make_shop(n_users=40, seed=5)
+    events, users = clean_frames(raw_events, raw_users)
+    model = train_model(events, users, tmp / "model.pkl")
+    return tmp, model, raw_events, raw_users
+
+
+def _engine(tmp: Path, **cfg: object):
+    config = tmp / f"serving-{len(list(tmp.glob('serving-*')))}.yaml"
+    config.write_text(json.dumps(cfg))  # JSON is YAML
+    return build_engine({"config_path": str(config), "model_uri": str(tmp / "model.pkl")})
+
+
+def test_model_loads_from_the_registry_by_alias(shop_model, tmp_path: Path) -> None:
+    tmp, model, _, _ = shop_model
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    setup_tracking(uri, "serving-test", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
+                                       artifacts={ConversionPyfunc.ARTIFACT: str(tmp / "model.pkl")})
+    register(info.model_uri, "conv", "champion", {})
+    register(info.model_uri, "conv", "champion", {})  # version 2 now holds the alias
+    loaded = load_model("models:/conv@champion", ServingConfig(tracking_uri=uri))
+    assert (loaded.name, loaded.version) == ("conv", "2")
+    row = {"events_30d": 12.0, "purchases_total": 1.0, "loyalty_tier": "gold"}
+    assert loaded.model.predict_one(row) == pytest.approx(model.predict_one(row), abs=1e-12)
+
+
+def test_challenger_split_is_deterministic_and_logged(shop_model, tmp_path: Path) -> None:
+    tmp, _, _, _ = shop_model
+    log = tmp_path / "exposures.jsonl"
+    engine = _engine(tmp, experiment={"enabled": True, "name": "exp1", "salt": "s1", "challenger_share": 0.3,
+                                      "challenger_model": str(tmp / "model.pkl"), "exposure_log": str(log)},
+                     cache={"enabled": False})
+    users = [f"v{i}" for i in range(600)]
+    variants = {u: engine.predict({"user_id": u, "as_of": AS_OF.isoformat()})["variant"] for u in users}
+    again = {u: engine.predict({"user_id": u, "as_of": AS_OF.isoformat()})["variant"] for u in users[:50]}
+    assert all(variants[u] == v for u, v in again.items())
+    share = sum(v == "challenger" for v in variants.values()) / len(users)
+    assert abs(share - 0.3) < 4 * math.sqrt(0.3 * 0.7 / len(users))  # binomial, 4 standard errors
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 650
+    assert set(records[0]) == {"user_id", "experiment", "variant", "model_name", "model_version", "time"}
+    assert all(r["variant"] == variants[r["user_id"]] and r["experiment"] == "exp1" for r in records)
+
+
+def test_variant_depends_on_the_salt() -> None:
+    a = [variant_for("salt-a", f"u{i}", 0.5) for i in range(200)]
+    b = [variant_for("salt-b", f"u{i}", 0.5) for i in range(200)]
+    assert a != b
+    assert variant_for("salt-a", "u1", 0.0) == "champion" and variant_for("x", "u1", 1.0) == "challenger"
+
+
+def test_as_of_answers_are_cached_until_a_new_event(shop_model) -> None:
+    tmp, _, raw_events, raw_users = shop_model
+    engine = _engine(tmp)
+    user = raw_users[3]["user_id"]
+    engine.ingest([e for e in raw_events if e["user_id"] == user])
+    first = engine.predict({"user_id": user, "as_of": AS_OF.isoformat(), "debug": True})
+    assert engine.predict({"user_id": user, "as_of": AS_OF.isoformat(), "debug": True}) is first
+    engine.ingest([{"event_id": "late-1", "user_id": user, "event": "purchase", "value": 5.0,
+                    "timestamp": "2026-02-01T00:00:00Z"}])
+    second = engine.predict({"user_id": user, "as_of": AS_OF.isoformat(), "debug": True})
+    assert second["features"]["purchases_total"] == first["features"]["purchases_total"] + 1
+
+
+def test_raw_features_are_scored_directly(shop_model) -> None:
+    tmp, model, _, _ = shop_model
+    engine = _engine(tmp)
+    features = {"events_30d": 30.0, "add_to_cart_7d": 2.0, "cart_open": 1.0, "loyalty_tier": "silver"}
+    answer = engine.predict({"features": features})
+    assert answer["probability"] == pytest.approx(model.predict_one(features), abs=1e-12)
+    assert answer["source"] == "features" and len(answer["reasons"]) == 3
+
+
+def _echo_app(**options: object) -> TestClient:
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"size": len(await request.body())})
+
+    app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/livez", echo)])
+    app.add_middleware(ProtectionMiddleware, **options)  # type: ignore[arg-type]
+    return TestClient(app)
+
+
+def test_rate_limit_answers_429_with_retry_after_per_client() -> None:
+    client = _echo_app(rate_limit=True, rate_per_s=0.5, burst=3)
+    engine = {"x-client-id": "engine"}
+    codes = [client.post("/predict", json={}, headers=engine).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    refused = client.post("/predict", json={}, headers={"x-client-id": "engine"})
+    assert refused.headers["retry-after"] == "2"  # 1 token at 0.5 tokens/s
+    assert client.post("/predict", json={}, headers={"x-client-id": "other"}).status_code == 200
+    assert client.get("/livez").status_code == 200  # probes are never limited
+
+
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    buckets = TokenBuckets(rate_per_s=10, burst=2)
+    assert [buckets.take("c", now=0.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.1)]
+    assert buckets.take("c", now=0.1) == 0.0  # one token back after 0.1 s
+
+
+def test_bodies_over_the_limit_get_413_even_without_content_length() -> None:
+    client = _echo_app(max_request_bytes=1024)
+
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 500
+
+    assert client.post("/predict", content=b"x" * 1000).status_code == 200
+    assert client.post("/predict", content=b"x" * 2000).status_code == 413
+    r = client.post("/predict", content=chunks())
+    assert r.status_code == 413 and r.json()["field"] == "body"
+
+
