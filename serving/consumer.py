@@ -93,7 +93,8 @@ class StreamConsumer:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.stats = ConsumeStats()
-        self._r = redis.Redis.from_url(source.redis_url, decode_responses=True)
+        # Any: redis-py's stubs type stream replies as bytes-or-str unions; decode_responses makes them str.
+        self._r: Any = redis.Redis.from_url(source.redis_url, decode_responses=True)
         self._stop = False
         self._ensure_group()
 

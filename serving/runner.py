@@ -52,3 +52,29 @@ def run_server(model_uri: str | None = None, host: str = "127.0.0.1", port: int 
     args = [sys.executable, "-m", "bentoml", "serve", "serving.service:PropensityService", "--host", host,
             "--port", str(port), "--working-dir", str(ROOT)]
     os.execve(sys.executable, args, env)
+
+
+def sample_request(model_uri: str, user_id: str, events_path: str | None = None,
+                   users_path: str | None = None, port: int = 3000,
+                   config_path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A curl command for ``/predict`` and the answer the service gives to it (computed in-process).
+
+    The engine is the one the server runs (same config, in-process store) fed with the users and
+    events files, so `make demo` can print a real answer without starting a server.
+    """
+    import polars as pl
+
+    from features.ingest import ingest_events
+    from features.online import normalize_event
+    from serving.loader import build_engine
+
+    settings = {"config_path": config_path, "model_uri": model_uri, "users_path": users_path,
+                "store": {"backend": "inprocess"}}
+    engine = build_engine(settings)
+    if events_path is not None:
+        rows = ingest_events(events_path).clean.filter(pl.col("user_id") == user_id)
+        engine.store.add_events(normalize_event(r) for r in rows.to_dicts())
+    body = {"user_id": user_id, "context": {"device": "mobile", "page_type": "product"}}
+    command = (f"curl -s -X POST http://127.0.0.1:{port}/predict -H 'content-type: application/json' "
+               f"-d '{json.dumps(body)}'")
+    return command, engine.predict(body)

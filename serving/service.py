@@ -10,7 +10,7 @@ Invalid requests get 4xx JSON naming the field; anything else would be a bug (50
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 from fastapi import FastAPI, Query
@@ -146,7 +146,7 @@ class PropensityService:
         return self.engine.delete_user(user_id, self.ledger)
 
 
-PropensityService.add_asgi_middleware(
+cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a bentoml Service
     ProtectionMiddleware, max_request_bytes=_CFG.max_request_bytes, rate_limit=_CFG.rate_limit.enabled,
     rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst,
     client_header=_CFG.rate_limit.client_header)
