@@ -88,4 +88,5 @@ def forget(user_id: str, config_path: Path | None, as_json: bool) -> None:
         emit_json({"user_id": record.user_id, "forgotten_at": record.forgotten_at.isoformat(),
                    "ledger": str(record.ledger_path)})
         return
-    click.echo(f"forgot {record.user_id}: recorded in {record.ledger_path}; later feature builds leave it out")
+    click.echo(f"forgot {record.user_id}: recorded in {record.ledger_path}; "
+               "later feature builds leave the user out")
