@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.errors import ConfigError
 from serving.rules import ConditionError, load_rules, parse_condition
@@ -169,3 +171,16 @@ def test_a_malformed_rules_file_is_a_config_error(tmp_path: Path, data: object, 
 def test_a_missing_rules_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_rules(tmp_path / "nope.yaml")
+
+
+ALPHABET = list("()[],=!<> '\"-.0123456789") + ["and ", "or ", "not ", "in ", "cart_open ", "segment ",
+                                                  "loyal ", "true "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ALPHABET), max_size=25).map("".join))
+def test_any_text_either_parses_or_is_a_condition_error(text: str) -> None:
+    try:
+        parse_condition(text)
+    except ConditionError as exc:
+        assert 0 <= exc.position <= len(text)
