@@ -238,3 +238,20 @@ def test_the_cli_prints_json_and_fails_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "--features", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
+
+
+def test_dbscan_noise_is_its_own_group_in_the_profile() -> None:
+    snap = shop_snapshot(300)
+    outlier = snap.head(1).with_columns(pl.lit("far").alias("user_id"),
+                                        pl.lit(5000.0).alias("product_view_30d"),
+                                        pl.lit(900.0).alias("events_30d"))
+    snap = pl.concat([snap, outlier])
+    cfg = CFG.model_copy(deep=True)
+    cfg.clustering.method = "dbscan"
+    seg = Segmenter(cfg).fit(snap)
+    out = seg.transform(snap)
+    assert out.filter(pl.col("user_id") == "far")["cluster"].item() == "noise"
+    profile = cluster_profile(out, seg)
+    assert profile["cluster"].to_list()[-1] == "noise"
+    assert profile.filter(pl.col("cluster") == "noise")["description"].item().startswith("noise")
+    assert profile["size"].sum() == snap.height
