@@ -6,7 +6,10 @@ Measures, in one run on the same synthetic snapshot frame (registry columns, 4 w
 - ``platform``: :func:`training.train.train` with one XGBoost trial — reading the frame, content
   digest, time split, encoding, the trial with pruning reports, calibration choice, metrics, plots,
   MLflow run with dataset, pyfunc model logging and registration (SQLite store in a temp folder).
-  Each is run twice, alternating; the minimum of each is reported with the ratio platform / bare.
+  Each is run ``--repeats`` times, alternating; the minimum of each (the least disturbed run on a
+  shared machine) is reported with the ratio platform / bare.
+- ``single row``: median µs of ``ConversionModel.predict_one`` vs a bare single-thread
+  ``inplace_predict`` on a ready numpy row (XGBoost, 300 trees of depth 6).
 - ``search``: the default search (all four families, median pruning) for a time budget on the
   same frame; reports completed + pruned trials per minute.
 
@@ -118,6 +121,7 @@ def main() -> None:
     parser.add_argument("--search-seconds", type=float, default=600.0)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="threads per fit (0 = all cores)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of bare and platform")
     args = parser.parse_args()
     frame = synthetic_snapshots(n_users=args.rows // 4, n_snapshots=4, seed=0)
     print(f"frame: {frame.height} rows x {frame.width} columns; cores: {os.cpu_count()}")
@@ -125,11 +129,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PROPENSITY_HOME"] = tmp
         bare, platform = [], []
-        for i in range(2):
+        for i in range(args.repeats):
             bare.append(bare_xgboost(frame, args.threads, 42))
             platform.append(platform_trial(frame, args.threads, Path(tmp)))
             print(f"round {i + 1}: bare {bare[-1]:.2f} s, platform {platform[-1]:.2f} s", flush=True)
-        out.update(bare_s=min(bare), platform_s=min(platform), ratio=min(platform) / min(bare))
+        out.update(bare_s=min(bare), platform_s=min(platform), ratio=min(platform) / min(bare),
+                   bare_runs=bare, platform_runs=platform)
         latency = single_row_latency(frame)
         out["single_row"] = latency
         print(f"single row: predict_one {latency['predict_one_us']:.0f} us, bare inplace_predict "
@@ -145,7 +150,7 @@ def main() -> None:
                   f"AUC {search['auc']:.4f})")
     results = Path("bench/results")
     results.mkdir(parents=True, exist_ok=True)
-    (results / "training.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (results / f"training-{frame.height}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class SearchConfig(StrictModel):
     storage: str | None = None  # None: in memory (or a journal file with workers > 1); sqlite:/// or postgresql://
     study_name: str | None = None  # None: "propensity-<dataset digest prefix>"
     workers: int = Field(default=1, ge=1)
-    threads: int = Field(default=0, ge=0)  # threads per model fit; 0 = all cores
+    threads: int = Field(default=0, ge=0)  # threads per model fit; 0 = auto (1 below 50k rows, else all)
     enqueue_defaults: bool = True  # first trials: each family with its default parameters
 
 

@@ -9,9 +9,10 @@ pyfunc (:class:`ConversionPyfunc`) whose ``predict`` returns probabilities, not 
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,7 @@ from training.families import get_family
 from training.preprocess import FeatureEncoder, Frame
 
 EPS = 1e-12
-# MLflow suggests type hints on PythonModel.predict; ours takes any frame and validates by signature.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
+SMALL_BATCH = 2048  # rows up to which one thread predicts faster than a pool
 
 @dataclass
 class ConversionModel:
@@ -72,6 +71,9 @@ class ConversionModel:
         return self.encoder.transform(self._prepared(frame))
 
     def _raw_proba(self, X: np.ndarray) -> np.ndarray:
+        if self.booster is not None and len(X) <= SMALL_BATCH:
+            p = self._single_booster().inplace_predict(X, validate_features=False)
+            return np.asarray(p, dtype=np.float64)
         return get_family(self.family).predict(self.estimator, X)
 
     def predict_proba(self, frame: Frame) -> np.ndarray:
@@ -145,18 +147,31 @@ class ConversionModel:
         return model
 
 
-class ConversionPyfunc(PythonModel):
-    """MLflow pyfunc wrapper: ``predict`` returns P(convert) per row of a snapshot frame."""
+@contextlib.contextmanager
+def silent_warnings() -> Iterator[None]:
+    """Drop warnings shown inside (MLflow forces its "add type hints" advice with a "once" filter)."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
-    ARTIFACT = "conversion_model"
 
-    def load_context(self, context: Any) -> None:
-        self.model = ConversionModel.load(context.artifacts[self.ARTIFACT])
+with silent_warnings():  # predict has no type hints on purpose: the model signature validates inputs
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # MLflow reads hints
-        if not isinstance(model_input, (pd.DataFrame, pl.DataFrame)):
-            model_input = pd.DataFrame(model_input)
-        return self.model.predict_proba(model_input)
+    class ConversionPyfunc(PythonModel):
+        """MLflow pyfunc wrapper: ``predict`` returns P(convert) per row of a snapshot frame."""
+
+        ARTIFACT = "conversion_model"
+
+        def load_context(self, context: Any) -> None:
+            self.model = ConversionModel.load(context.artifacts[self.ARTIFACT])
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            if not isinstance(model_input, (pd.DataFrame, pl.DataFrame)):
+                model_input = pd.DataFrame(model_input)
+            return self.model.predict_proba(model_input)
 
 
 def load_conversion_model(model_uri: str) -> ConversionModel:

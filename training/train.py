@@ -25,7 +25,7 @@ from training.config import TrainConfig
 from training.data import Split, TrainingData, load_training_data, select_features, time_split
 from training.evaluate import classification_metrics, permutation_importance
 from training.families import get_family
-from training.model import ConversionModel, ConversionPyfunc
+from training.model import ConversionModel, ConversionPyfunc, silent_warnings
 from training.search import (
     Objective,
     Prepared,
@@ -249,9 +249,10 @@ def _log_model(model: ConversionModel, valid: pl.DataFrame) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "conversion_model.pkl")
         model.save(path)
-        return mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
-                                       artifacts={ConversionPyfunc.ARTIFACT: path}, signature=signature,
-                                       input_example=example, pip_requirements=requirements)
+        with silent_warnings():  # MLflow's advice to add type hints to predict (see training.model)
+            return mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
+                                           artifacts={ConversionPyfunc.ARTIFACT: path}, signature=signature,
+                                           input_example=example, pip_requirements=requirements)
 
 
 def _version(dist: str) -> str:
