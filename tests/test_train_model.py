@@ -21,7 +21,7 @@ SMALL_PARAMS = {
                                "min_samples_leaf": 10, "l2_regularization": 0.01},
     "random_forest": {"n_estimators": 20, "max_depth": 5, "min_samples_leaf": 5, "max_features": 0.5,
                       "max_samples": 0.5},
-    "logistic_regression": {"C": 1.0, "l1_ratio": 0.0},
+    "logistic_regression": {"C": 1.0},
 }
 NUMERIC = ["add_to_cart_7d", "product_view_30d", "days_since_last_event", "tenure_days"]
 CATEGORICAL = ["loyalty_tier"]
