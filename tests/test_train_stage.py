@@ -127,3 +127,27 @@ def test_cli_missing_features_file_is_a_one_line_error(home: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", "--features", str(home / "missing.parquet")])
     assert exc.value.code == 2
+
+
+class TierSegmenter:
+    """A fitted pre-transform in the Segmenter shape: adds a categorical ``segment`` column."""
+
+    features_ = ["add_to_cart_7d"]
+
+    def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        hot = pl.when(pl.col("add_to_cart_7d") > 1).then(pl.lit("hot")).otherwise(pl.lit("cold"))
+        return frame.with_columns(hot.alias("segment"))
+
+    def assign_one(self, features: dict) -> dict:
+        return {"segment": "hot" if (features.get("add_to_cart_7d") or 0) > 1 else "cold"}
+
+
+def test_pre_transform_columns_become_features_and_travel_with_the_model(tmp_path: Path,
+                                                                        frame: pl.DataFrame) -> None:
+    result = train(frame, quick_config(tmp_path), pre_transform=TierSegmenter())
+    assert "segment" in result.model.feature_names
+    rows = frame.head(30)  # raw snapshot rows, without the segment column
+    batch = result.model.predict_proba(rows)
+    np.testing.assert_allclose([result.model.predict_one(r) for r in rows.to_dicts()], batch, atol=1e-6)
+    mlflow.set_tracking_uri(result.tracking_uri)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(result.model_uri).predict(rows.to_pandas()), batch)

@@ -62,9 +62,10 @@ class ConversionModel:
         return self.estimator if isinstance(self.estimator, xgb.Booster) else None
 
     def _prepared(self, frame: Frame) -> Frame:
-        if self.pre_transform is not None:
-            return self.pre_transform.transform(frame)
-        return frame
+        if self.pre_transform is None:
+            return frame
+        snapshot = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+        return self.pre_transform.transform(snapshot)  # pre-transforms get polars, like a snapshot
 
     def transform(self, frame: Frame) -> np.ndarray:
         """The float32 matrix the estimator sees, one row per frame row."""

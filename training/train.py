@@ -141,21 +141,24 @@ def _search(data: Prepared, cfg: TrainConfig, study_name: str, tracking: tuple[s
 
 
 def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, *,
-          oracle: str | Path | None = None, progress: Any = None) -> TrainResult:
+          oracle: str | Path | None = None, pre_transform: Any = None, progress: Any = None) -> TrainResult:
     """Search model families on a feature snapshot, register the best as ``cfg.tracking.registered_model``.
 
     ``features`` is a snapshot file (Parquet, written by ``propensity features``) or a frame with
     ``user_id``, ``as_of``, feature columns and ``label``. ``oracle`` is an optional
     ``oracle.parquet`` of the synthetic shop (default: the one next to the snapshot's source events
     file, when present): its AUC on the validation snapshot is logged next to the model's.
-    ``progress`` receives one human line per trial. Raises :class:`DataError` /
-    :class:`ConfigError` for bad input.
+    ``pre_transform`` is an optional fitted object (``transform(frame) -> frame`` adding columns,
+    ``assign_one(mapping) -> dict``; e.g. ``features.segmenter.Segmenter``) applied before feature
+    selection and stored in the model. ``progress`` receives one human line per trial. Raises
+    :class:`DataError` / :class:`ConfigError` for bad input.
     """
     started = time.perf_counter()
     say = progress or (lambda _m: None)
     source = load_training_data(features)
-    numeric, categorical = select_features(source.frame, cfg.data)
-    split = time_split(source.frame, cfg.data, cfg.seed)
+    frame = source.frame if pre_transform is None else pre_transform.transform(source.frame)
+    numeric, categorical = select_features(frame, cfg.data)
+    split = time_split(frame, cfg.data, cfg.seed)
     data = prepare(split.train, split.valid, numeric, categorical)
     say(f"data: {split.train.height} training rows ({', '.join(split.train_as_of)}), {split.valid.height} "
         f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
@@ -179,7 +182,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         scored = cross_fitted(method, raw, data.y_valid, cfg.seed)
         metrics = classification_metrics(data.y_valid, scored)
         metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
-        model = ConversionModel(family, encoder, estimator, calibrator, metadata={
+        model = ConversionModel(family, encoder, estimator, calibrator, pre_transform, metadata={
             "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
             "valid_as_of": split.valid_as_of})
         oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
@@ -194,7 +197,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         mlflow.log_dict({"leaderboard": board}, "leaderboard.json")
         if cfg.tracking.plots:
             _log_plots(model, split.valid, data.y_valid, scored, metrics, study, cfg.seed)
-        info = _log_model(model, split.valid)
+        info = _log_model(model, split.valid, source.frame)
         tags = {"dataset_digest": source.digest, "git_commit": git_commit() or "unknown", "family": family,
                 "run_id": run_id, "calibration": method,
                 **{k: f"{metrics[k]:.5f}" for k in HEADLINE}}
@@ -237,8 +240,11 @@ def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np
         mlflow.log_artifacts(tmp, "plots")
 
 
-def _log_model(model: ConversionModel, valid: pl.DataFrame) -> Any:
-    example = valid.select(model.feature_names).head(5).to_pandas()
+def _log_model(model: ConversionModel, valid: pl.DataFrame, raw: pl.DataFrame) -> Any:
+    # The pyfunc's inputs: raw snapshot columns the model (and its pre-transform) read.
+    wanted = model.feature_names + list(getattr(model.pre_transform, "features_", []))
+    columns = list(dict.fromkeys(c for c in wanted if c in raw.columns))
+    example = valid.select(columns).head(5).to_pandas()
     inferred = infer_signature(example, model.predict_proba(example))
     # Every input column is optional: the model treats an absent column as missing values.
     assert inferred.inputs is not None
