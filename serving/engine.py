@@ -85,8 +85,8 @@ class PredictionEngine:
         raw_as_of = request.get("as_of")
         as_of_us = to_epoch_us(raw_as_of, "as_of") if raw_as_of is not None else _now_us()
         if request.get("features") is not None:
-            return self._answer(user_id, dict(request["features"]), context, "features", as_of_us,
-                                bool(request.get("debug")))
+            return self._exposed(self._answer(user_id, dict(request["features"]), context, "features",
+                                              as_of_us, bool(request.get("debug"))))
         if not user_id:
             raise DataError("user_id: required unless 'features' is given")
         cache = self.cfg.cache
@@ -97,7 +97,7 @@ class PredictionEngine:
             key = (user_id, version, raw_as_of, ctx_key, bool(request.get("debug")))
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return hit[1]
+                return self._exposed(hit[1])
         state = self._state(user_id)
         profile = state.profile
         if profile.deleted:
@@ -116,6 +116,13 @@ class PredictionEngine:
             self._answers[key] = (time.monotonic(), answer)
             if len(self._answers) > cache.max_users:
                 self._answers.popitem(last=False)
+        return self._exposed(answer)
+
+    def _exposed(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Record the exposure of an answer (every prediction served, cached or not) when experimenting."""
+        if self.exposures is not None and self.cfg.experiment.enabled and answer["user_id"]:
+            self.exposures.record(answer["user_id"], self.cfg.experiment.name, answer["variant"],
+                                  answer["model"]["name"], answer["model"]["version"])
         return answer
 
     def _context_features(self, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,8 +136,6 @@ class PredictionEngine:
         if exp.enabled and self.challenger is not None and user_id:
             variant = variant_for(exp.salt, user_id, exp.challenger_share)
             loaded = self.challenger if variant == "challenger" else self.champion
-            if self.exposures is not None:
-                self.exposures.record(user_id, exp.name, variant, loaded.name, loaded.version)
             return loaded, variant
         return self.champion, "champion"
 

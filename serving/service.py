@@ -130,7 +130,7 @@ class PropensityService:
             return _bad_request(exc)
 
     @users_app.put("/{user_id}")
-    def put_user(self, user_id: str, body: UserIn) -> Any:
+    async def put_user(self, user_id: str, body: UserIn) -> Any:
         """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent)."""
         try:
             return self.engine.put_user(user_id, body.model_dump(exclude_unset=True))
@@ -138,7 +138,7 @@ class PropensityService:
             return _bad_request(exc)
 
     @users_app.get("/{user_id}")
-    def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
+    async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
         """The live profile and its feature vector at ``as_of`` (default now)."""
         try:
             return self.engine.get_user(user_id, as_of)
@@ -146,7 +146,7 @@ class PropensityService:
             return _bad_request(exc)
 
     @users_app.delete("/{user_id}")
-    def delete_user(self, user_id: str) -> Any:
+    async def delete_user(self, user_id: str) -> Any:
         """Privacy deletion: forget the profile, record it in the forget ledger."""
         return self.engine.delete_user(user_id, self.ledger)
 
