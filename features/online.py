@@ -327,9 +327,9 @@ def online_features(profile: UserProfile, as_of_us: int) -> dict[str, Any]:
     out["days_since_first_event"] = _days(as_of_us, first_ts)
     out["days_since_last_add_to_cart"] = _days(as_of_us, last_atc)
     out["days_since_last_purchase"] = _days(as_of_us, last_buy)
-    cart_open = last_atc is not None and (last_buy is None or last_atc > last_buy)
-    out["cart_open"] = 1.0 if cart_open else 0.0
-    out["hours_since_cart_abandoned"] = (as_of_us - last_atc) / US_PER_HOUR if cart_open and last_atc else NAN
+    if last_atc is not None and (last_buy is None or last_atc > last_buy):
+        out["cart_open"] = 1.0
+        out["hours_since_cart_abandoned"] = (as_of_us - last_atc) / US_PER_HOUR
     out.update(profile_attributes(profile.attributes, as_of_us))
     return out
 

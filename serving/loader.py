@@ -132,3 +132,16 @@ def build_engine(settings: dict[str, Any] | None = None) -> PredictionEngine:
         preload_users(store, settings["users_path"], cfg.consent_default)
     return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
                             decide=_rules(cfg), challenger=challenger, exposure_log=exposures)
+
+
+def forget_online_user(user_id: str, config_path: str | None = None) -> bool:
+    """Delete a user from the configured live profile store (``propensity forget``); True if stored.
+
+    Only a shared (Redis) store outlives a process; the in-process store of a running server is
+    reached through ``DELETE /users/{id}`` instead.
+    """
+    store = make_profile_store(load_serving_config(config_path).store)
+    try:
+        return store.delete_user(user_id)
+    finally:
+        store.close()
