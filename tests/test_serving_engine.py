@@ -139,3 +139,22 @@ def test_bodies_over_the_limit_get_413_even_without_content_length() -> None:
     assert r.status_code == 413 and r.json()["field"] == "body"
 
 
+
+
+def test_forget_removes_the_user_from_the_shared_store(redis_url: str, redis_prefix: str,
+                                                     tmp_path: Path) -> None:
+    from features.profile_redis import RedisProfileStore
+    from serving.loader import forget_online_user
+
+    config = tmp_path / "serving.yaml"
+    config.write_text(json.dumps({"store": {"backend": "redis", "redis_url": redis_url,
+                                            "key_prefix": redis_prefix}}))
+    store = RedisProfileStore(redis_url, redis_prefix)
+    store.upsert_user("gone", {"age": 33})
+    try:
+        assert forget_online_user("gone", str(config)) is True
+        assert store.get_profile("gone").deleted
+        assert forget_online_user("never", str(config)) is False
+    finally:
+        store.clear()
+        store.close()
