@@ -18,6 +18,7 @@ import polars as pl
 from features.errors import DataError
 from features.schema import (
     ENUM_EVENT_COLUMNS,
+    ENUM_USER_COLUMNS,
     EVENT_COLUMNS,
     REQUIRED_EVENT_COLUMNS,
     USER_COLUMNS,
@@ -53,6 +54,7 @@ NUMERIC_EVENT_COLUMNS: tuple[str, ...] = ("value", "duration_s", "scroll_depth")
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
            ".json": "ndjson"}
 _ROW = "__row"
+_BAD = "__bad"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
@@ -101,15 +103,33 @@ def read_table(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path}: cannot read as {kind} ({first[:200]})") from None
 
 
-def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A column as stripped strings; empty strings become null."""
-    col = pl.col(name)
+def _text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as strings, verbatim."""
     if dtype == pl.Null:
         return pl.lit(None, pl.String).alias(name)
-    if dtype != pl.String:
-        col = col.cast(pl.String, strict=False)
-    col = col.str.strip_chars()
-    return pl.when(col == "").then(None).otherwise(col).alias(name)
+    return pl.col(name) if dtype == pl.String else pl.col(name).cast(pl.String, strict=False)
+
+
+def _blank(text: pl.Expr) -> pl.Expr:
+    """Empty or whitespace-only (null stays null)."""
+    return text.str.contains(r"^\s*$")
+
+
+def _blank_to_null(name: str, dtype: pl.DataType) -> pl.Expr:
+    text = _text(name, dtype)
+    return pl.when(_blank(text)).then(None).otherwise(text).alias(name)
+
+
+def _normalise_enum(raw: pl.DataFrame, name: str) -> pl.Expr:
+    """Enum strings trimmed and lower-cased (blank -> null), worked out on the distinct values only."""
+    distinct = raw.select(_text(name, raw.schema[name]).unique().drop_nulls()).to_series()
+    normal = distinct.str.strip_chars().str.to_lowercase()
+    changed = (normal == "") | (distinct != normal)
+    text = _text(name, raw.schema[name])
+    if not changed.any():
+        return text.alias(name)
+    normal = pl.select(pl.when(normal == "").then(None).otherwise(normal)).to_series()
+    return text.replace(distinct.filter(changed), normal.filter(changed)).alias(name)
 
 
 def _parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -120,7 +140,7 @@ def _parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
         return col.cast(UTC_US).alias(name)
     if dtype == pl.Date:
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
-    text = (_as_string(name, dtype)
+    text = (_text(name, dtype).str.strip_chars()
             .str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T")
             .str.replace(r"[zZ]$", "+00:00"))
     with_offset = [text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us")
@@ -130,24 +150,64 @@ def _parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.coalesce(*with_offset, *naive).alias(name)
 
 
-def _parse_float(name: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype.is_numeric():
-        return pl.col(name).cast(pl.Float64).alias(name)
-    return _as_string(name, dtype).cast(pl.Float64, strict=False).alias(name)
+class _Checks:
+    """Normalised columns of a raw frame and the row checks on them, evaluated in one streaming pass.
 
+    ``exprs`` map output columns to expressions over the raw frame; ``checks`` are (failed?, reason)
+    expressions over the output columns.
+    """
 
-def _parse_bool(name: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.Boolean:
-        return pl.col(name)
-    text = _as_string(name, dtype).str.to_lowercase()
-    return (pl.when(text.is_in(_TRUE)).then(True).when(text.is_in(_FALSE)).then(False)
-            .otherwise(None).cast(pl.Boolean).alias(name))
+    def __init__(self, raw: pl.DataFrame) -> None:
+        self.raw = raw
+        self.exprs: dict[str, pl.Expr] = {}
+        self.checks: list[tuple[pl.Expr, str]] = []
 
+    def present(self, name: str) -> pl.Expr:
+        """True where the raw value was there and not blank (a helper column of the parsed frame)."""
+        helper = f"__present_{name}"
+        if helper not in self.exprs:
+            dtype = self.raw.schema[name]
+            text_like = dtype in (pl.String, pl.Null)
+            present = ~_blank(_text(name, dtype)).fill_null(True) if text_like else pl.col(name).is_not_null()
+            self.exprs[helper] = present.alias(helper)
+        return pl.col(helper)
 
-def _parse_date(name: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.Date:
-        return pl.col(name)
-    return _parse_timestamp(name, dtype).dt.date().alias(name)
+    def strings(self, name: str, enum: bool = False, required: bool = False) -> None:
+        """A string column; ``required`` ones are checked (blank = missing) but kept verbatim."""
+        if name not in self.raw.columns:
+            return
+        dtype = self.raw.schema[name]
+        if enum:
+            self.exprs[name] = _normalise_enum(self.raw, name)
+        elif required:
+            self.exprs[name] = _text(name, dtype).alias(name)
+        else:
+            self.exprs[name] = _blank_to_null(name, dtype)
+        if required:
+            self.checks.append((pl.col(name).is_null() | _blank(pl.col(name)), f"missing {name}"))
+
+    def timestamp(self, name: str, label: str = "timestamp") -> None:
+        dtype = self.raw.schema[name]
+        self.exprs[name] = _parse_timestamp(name, dtype)
+        if not isinstance(dtype, (pl.Datetime, pl.Date)):
+            self.checks.append((pl.col(name).is_null() & self.present(name), f"unparseable {label}"))
+
+    def number(self, name: str, label: str | None = None) -> None:
+        dtype = self.raw.schema[name]
+        if dtype.is_numeric():
+            self.exprs[name] = pl.col(name).cast(pl.Float64)
+            return
+        self.exprs[name] = _text(name, dtype).str.strip_chars().cast(pl.Float64, strict=False).alias(name)
+        self.checks.append((pl.col(name).is_null() & self.present(name), label or f"{name} not numeric"))
+
+    def parsed(self) -> tuple[pl.DataFrame, pl.Series]:
+        """The parsed frame (helper columns included) and the mask of rows failing any check."""
+        bad: pl.Expr | bool = (pl.any_horizontal([c for c, _ in self.checks]).fill_null(False).alias(_BAD)
+                               if self.checks else False)
+        frame = (self.raw.lazy().select(*self.exprs.values())
+                 .with_columns(pl.lit(False).alias(_BAD) if isinstance(bad, bool) else bad)
+                 .collect(engine="streaming"))
+        return frame, frame[_BAD]
 
 
 def _require_columns(raw: pl.DataFrame, required: tuple[str, ...], source: str) -> None:
@@ -156,36 +216,48 @@ def _require_columns(raw: pl.DataFrame, required: tuple[str, ...], source: str) 
             raise DataError(f"{source}: missing required column '{name}'")
 
 
-def _raw_strings(raw: pl.DataFrame, columns: tuple[str, ...]) -> list[pl.Expr]:
-    """Contract columns as they came in, cast to strings for the quarantine file."""
-    out = []
-    for name in columns:
-        if name in raw.columns:
-            dtype = raw.schema[name]
-            out.append(pl.col(name) if dtype == pl.String else pl.col(name).cast(pl.String, strict=False))
-    return out
+def _first_occurrence(keys: pl.Series) -> pl.Series:
+    """True at the first occurrence of each key.
+
+    Works on 64-bit hashes (fast on millions of strings), then re-checks exactly every row whose
+    hash repeats, so a hash collision never merges two different keys.
+    """
+    hashes = keys.hash()
+    first = hashes.is_first_distinct()
+    if first.all():
+        return first
+    involved = hashes.is_in(hashes.filter(~first).unique())
+    exact = keys.filter(involved).is_first_distinct().to_numpy()
+    result = first.to_numpy().copy()
+    result[involved.to_numpy()] = exact
+    return pl.Series(keys.name, result)
 
 
-def _reasons(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
-    """'; '-joined messages of the failed checks, '' when every check passed."""
-    parts = [pl.when(bad.fill_null(False)).then(pl.lit(msg)) for bad, msg in checks]
-    return pl.concat_str(parts, separator="; ", ignore_nulls=True).fill_null("")
-
-
-def _split(source: str, raw: pl.DataFrame, parsed: pl.DataFrame, key: str, columns: tuple[str, ...],
+def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
            schema: dict[str, pl.DataType]) -> Validated:
-    """Quarantine rows with a reason, then keep the first valid occurrence of each ``key``."""
-    bad = parsed["reason"] != ""
-    quarantine = (
-        raw.with_row_index(_ROW).filter(bad)
-        .select(pl.lit(source).alias("file"), pl.col(_ROW).cast(pl.Int64).alias("row"),
-                *_raw_strings(raw, columns))
-        .with_columns(parsed.filter(bad)["reason"])
-    )
-    good = parsed.filter(~bad)
-    first = good[key].is_first_distinct()
-    clean = good.filter(first).select([pl.col(c).cast(t) for c, t in schema.items()])
-    return Validated(source, clean, quarantine, duplicates=good.height - clean.height, rows_read=raw.height)
+    """Quarantine rows failing a check (with every reason), then keep the first valid row per ``key``."""
+    raw = checks.raw
+    parsed, bad = checks.parsed()
+    reasons = [pl.when(c.fill_null(False)).then(pl.lit(msg)) for c, msg in checks.checks]
+    any_bad = bool(bad.any())
+    quarantine = raw.with_row_index(_ROW).filter(bad).select(
+        pl.lit(source).alias("file"), pl.col(_ROW).cast(pl.Int64).alias("row"),
+        *[pl.col(c).cast(pl.String, strict=False) for c in columns if c in raw.columns])
+    if any_bad:
+        why = parsed.filter(bad).select(pl.concat_str(reasons, separator="; ", ignore_nulls=True))
+        quarantine = quarantine.with_columns(why.to_series().alias("reason"))
+    else:
+        quarantine = quarantine.with_columns(pl.lit("", pl.String).alias("reason"))
+    # A bad row never shadows a later valid row with the same key: bad keys are nulled first.
+    keys = parsed[key]
+    if any_bad:
+        keys = parsed.select(pl.when(bad).then(None).otherwise(pl.col(key))).to_series()
+    keep = _first_occurrence(keys) & ~bad
+    good_rows = raw.height - quarantine.height
+    clean = parsed.filter(keep) if not keep.all() else parsed
+    clean = clean.select([(pl.col(c).cast(t) if c in clean.columns else pl.lit(None, t).alias(c))
+                          for c, t in schema.items()])
+    return Validated(source, clean, quarantine, duplicates=good_rows - clean.height, rows_read=raw.height)
 
 
 def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
@@ -193,41 +265,30 @@ def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
 
     Checks: event_id, user_id, event and a parseable timestamp present; value >= 0 and
     duration_s >= 0 (seconds), scroll_depth in [0, 1], each numeric and finite when present.
+    IDs are kept verbatim (blank means missing); enum columns are trimmed and lower-cased.
     Raises :class:`DataError` only for a missing required column.
     """
     _require_columns(raw, REQUIRED_EVENT_COLUMNS, source)
-    exprs: list[pl.Expr] = []
-    for name in EVENT_COLUMNS:
-        dtype = raw.schema.get(name, pl.Null())
-        if name not in raw.columns:
-            exprs.append(pl.lit(None, EVENT_SCHEMA[name]).alias(name))
-        elif name == "timestamp":
-            exprs.append(_parse_timestamp(name, dtype))
-        elif name in NUMERIC_EVENT_COLUMNS:
-            exprs.append(_parse_float(name, dtype))
-        elif name in ENUM_EVENT_COLUMNS:
-            exprs.append(_as_string(name, dtype).str.to_lowercase())
-        else:
-            exprs.append(_as_string(name, dtype))
-    checked = [n for n in ("timestamp", *NUMERIC_EVENT_COLUMNS) if n in raw.columns]
-    raw_present = {name: pl.col(f"__raw_{name}").is_not_null() for name in checked}
-    checks: list[tuple[pl.Expr, str]] = [
-        (pl.col(c).is_null(), f"missing {c}") for c in ("event_id", "user_id", "event")
-    ]
-    checks.append((pl.col("timestamp").is_null() & ~raw_present["timestamp"], "missing timestamp"))
-    checks.append((pl.col("timestamp").is_null() & raw_present["timestamp"], "unparseable timestamp"))
+    checks = _Checks(raw)
+    checks.strings("event_id", required=True)
+    checks.strings("user_id", required=True)
+    checks.strings("event", enum=True, required=True)
+    for name in ("session_id", "product_id", "category"):
+        checks.strings(name)
+    for name in ENUM_EVENT_COLUMNS[1:]:
+        checks.strings(name, enum=True)
+    checks.checks.append((~checks.present("timestamp"), "missing timestamp"))
+    checks.timestamp("timestamp")
     for name in NUMERIC_EVENT_COLUMNS:
         if name not in raw.columns:
             continue
+        checks.number(name)
         val = pl.col(name)
-        checks.append((val.is_null() & raw_present[name], f"{name} not numeric"))
-        checks.append((val.is_not_null() & ~val.is_finite(), f"{name} not finite"))
-        checks.append((val.is_finite() & (val < 0), f"{name} negative"))
+        checks.checks.append((val.is_not_null() & ~val.is_finite(), f"{name} not finite"))
+        checks.checks.append((val.is_finite() & (val < 0), f"{name} negative"))
         if name == "scroll_depth":
-            checks.append((val.is_finite() & (val > 1), "scroll_depth above 1"))
-    raws = [_as_string(n, raw.schema[n]).alias(f"__raw_{n}") for n in checked]
-    parsed = raw.select(*exprs, *raws).with_columns(_reasons(checks).alias("reason"))
-    return _split(source, raw, parsed, "event_id", EVENT_COLUMNS, EVENT_SCHEMA)
+            checks.checks.append((val.is_finite() & (val > 1), "scroll_depth above 1"))
+    return _split(source, checks, "event_id", EVENT_COLUMNS, EVENT_SCHEMA)
 
 
 def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bool = True,
@@ -238,36 +299,32 @@ def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bo
     (true/false, yes/no, 1/0); a null consent or an absent consent column takes ``consent_default``.
     """
     _require_columns(raw, ("user_id",), source)
-    exprs: list[pl.Expr] = [_as_string("user_id", raw.schema["user_id"])]
-    checks: list[tuple[pl.Expr, str]] = [(pl.col("user_id").is_null(), "missing user_id")]
-    raws: list[pl.Expr] = []
-    for name in USER_COLUMNS[1:]:
-        if name not in raw.columns:
-            exprs.append(pl.lit(None, USER_SCHEMA[name]).alias(name))
-            continue
-        dtype = raw.schema[name]
-        raws.append(_as_string(name, dtype).alias(f"__raw_{name}"))
-        present = pl.col(f"__raw_{name}").is_not_null()
-        if name == "age":
-            exprs.append(_parse_float(name, dtype))
-            age = pl.col("age")
-            checks.append(((age.is_null() & present) | age.is_nan() | (age != age.floor())
-                           | (age < age_range[0]) | (age > age_range[1]),
-                           f"age not a whole number in [{age_range[0]}, {age_range[1]}]"))
-        elif name == "signup_date":
-            exprs.append(_parse_date(name, dtype))
-            checks.append((pl.col(name).is_null() & present, "unparseable signup_date"))
-        elif name == "consent":
-            exprs.append(_parse_bool(name, dtype))
-            checks.append((pl.col(name).is_null() & present, "consent not a boolean"))
+    checks = _Checks(raw)
+    checks.strings("user_id", required=True)
+    for name in ENUM_USER_COLUMNS:
+        checks.strings(name, enum=True)
+    age_reason = f"age not a whole number in [{age_range[0]}, {age_range[1]}]"
+    if "age" in raw.columns:
+        checks.number("age", label=age_reason)
+        age = pl.col("age")
+        checks.checks.append((~age.is_finite() | (age != age.floor()) | (age < age_range[0])
+                              | (age > age_range[1]), age_reason))
+    if "signup_date" in raw.columns:
+        checks.timestamp("signup_date", label="signup_date")
+        checks.exprs["signup_date"] = checks.exprs["signup_date"].dt.date()
+    consent: pl.Expr = pl.lit(None, pl.Boolean)
+    if "consent" in raw.columns:
+        dtype = raw.schema["consent"]
+        if dtype == pl.Boolean:
+            consent = pl.col("consent")
         else:
-            exprs.append(_as_string(name, dtype).str.to_lowercase())
-    parsed = (raw.select(*exprs, *raws)
-              .with_columns(_reasons(checks).alias("reason"))
-              .with_columns(pl.col("consent").fill_null(consent_default),
-                            pl.when(pl.col("age").is_finite()).then(pl.col("age"))
-                            .cast(pl.Int64, strict=False)))
-    return _split(source, raw, parsed, "user_id", USER_COLUMNS, USER_SCHEMA)
+            text = _text("consent", dtype).str.strip_chars().str.to_lowercase()
+            consent = pl.when(text.is_in(_TRUE)).then(True).when(text.is_in(_FALSE)).then(False)
+            checks.exprs["__consent"] = consent.alias("__consent")
+            checks.checks.append((pl.col("__consent").is_null() & checks.present("consent"),
+                                  "consent not a boolean"))
+    checks.exprs["consent"] = consent.fill_null(consent_default).alias("consent")
+    return _split(source, checks, "user_id", USER_COLUMNS, USER_SCHEMA)
 
 
 def check_bad_share(validated: Validated, max_bad_share: float, where: str | Path | None = None) -> None:
