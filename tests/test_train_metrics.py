@@ -46,10 +46,23 @@ def test_calibration_repairs_distorted_probabilities() -> None:
     p_true = rng.uniform(0.02, 0.6, 6000)
     y = (rng.random(6000) < p_true).astype(int)
     distorted = p_true ** 2.5  # same ranking, badly under-confident
-    method, calibrator, losses = choose_calibration(distorted, y, "auto", seed=1)
-    assert method in ("isotonic", "sigmoid") and calibrator is not None
-    assert losses[method] < losses["none"] - 0.02
-    assert log_loss(y, calibrator.apply(distorted)) < log_loss(y, distorted)
+    choice = choose_calibration(distorted, y, "auto", seed=1)
+    assert choice.method in ("isotonic", "sigmoid") and choice.calibrator is not None
+    assert choice.losses[choice.method] < choice.losses["none"] - 0.02
+    assert log_loss(y, choice.calibrator.apply(distorted)) < log_loss(y, distorted)
+
+
+def test_platt_scaling_matches_unpenalised_logistic_regression() -> None:
+    # Reference: scikit-learn's LogisticRegression without penalty on the same one-feature problem.
+    from sklearn.linear_model import LogisticRegression
+
+    from training.calibration import platt
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(0.7 * z - 0.4)))).astype(float)
+    ref = LogisticRegression(C=np.inf).fit(z[:, None], y)
+    np.testing.assert_allclose(platt(z, y), [ref.coef_[0, 0], ref.intercept_[0]], atol=1e-3)
 
 
 def test_cross_fitting_never_scores_a_row_with_its_own_calibrator() -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 EPS = 1e-6
@@ -36,7 +36,7 @@ class Calibrator:
         if self.method == "isotonic":
             return np.clip(np.interp(p, self.x, self.y), EPS, 1 - EPS)
         a, b = self.x
-        return 1.0 / (1.0 + np.exp(-(a * _logit(p) + b)))
+        return np.asarray(expit(a * _logit(p) + b), dtype=np.float64)
 
 
 def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -46,9 +46,36 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
         return Calibrator("isotonic", iso.X_thresholds_.copy(), iso.y_thresholds_.copy())
     if method == "sigmoid":
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p).reshape(-1, 1), y)
-        return Calibrator("sigmoid", np.array([lr.coef_[0, 0], lr.intercept_[0]]), np.zeros(0))
+        return Calibrator("sigmoid", platt(_logit(p), np.asarray(y, dtype=np.float64)), np.zeros(0))
     raise ValueError(f"unknown calibration method {method!r}")
+
+
+def platt(z: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """[a, b] maximising the likelihood of y ~ Bernoulli(sigmoid(a·z + b)), by Newton's method.
+
+    Two parameters, so each step solves a 2×2 system; a tiny ridge keeps separable data finite.
+    """
+    X = np.column_stack([z, np.ones_like(z)])
+
+    def loss(w: np.ndarray) -> float:  # negative log-likelihood + ridge, computed without overflow
+        m = X @ w
+        return float(np.sum(np.logaddexp(0.0, m) - y * m) + 0.5e-6 * w @ w)
+
+    w = np.array([1.0, 0.0])
+    current = loss(w)
+    for _ in range(iterations):
+        q = expit(X @ w)
+        grad = X.T @ (q - y) + 1e-6 * w
+        hess = (X * (q * (1 - q))[:, None]).T @ X + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while loss(w - scale * step) > current and scale > 1e-6:  # damped Newton: never go uphill
+            scale /= 2
+        w = w - scale * step
+        previous, current = current, loss(w)
+        if previous - current < 1e-12 * max(1.0, abs(current)):
+            break
+    return w
 
 
 def cross_fitted(method: str, p: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -67,16 +94,22 @@ def cross_fitted(method: str, p: np.ndarray, y: np.ndarray, seed: int) -> np.nda
     return out
 
 
-def choose_calibration(p: np.ndarray, y: np.ndarray, setting: str, seed: int
-                       ) -> tuple[str, Calibrator | None, dict[str, float]]:
-    """Pick the calibration by cross-fitted validation log loss (or take ``setting`` when fixed).
+@dataclass
+class CalibrationChoice:
+    """The chosen method, its calibrator (fitted on all rows; None for "none"), the cross-fitted
+    log loss of every candidate and the chosen method's cross-fitted probabilities."""
 
-    Returns the method, the calibrator fitted on all of ``p``/``y`` (None for "none") and the
-    cross-fitted log loss of every candidate.
-    """
+    method: str
+    calibrator: Calibrator | None
+    losses: dict[str, float]
+    crossed: np.ndarray
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, setting: str, seed: int) -> CalibrationChoice:
+    """Pick the calibration by cross-fitted validation log loss (or take ``setting`` when fixed)."""
     candidates = ["none", "isotonic", "sigmoid"] if setting == "auto" else [setting]
-    losses = {m: float(log_loss(y, np.clip(cross_fitted(m, p, y, seed), EPS, 1 - EPS), labels=[0, 1]))
-              for m in candidates}
+    crossed = {m: cross_fitted(m, p, y, seed) for m in candidates}
+    losses = {m: float(log_loss(y, np.clip(crossed[m], EPS, 1 - EPS), labels=[0, 1])) for m in candidates}
     best = min(candidates, key=lambda m: (losses[m], candidates.index(m)))
     calibrator = None if best == "none" else fit_calibrator(best, p, y)
-    return best, calibrator, losses
+    return CalibrationChoice(best, calibrator, losses, crossed[best])

@@ -90,7 +90,8 @@ def save_all(figures: dict[str, Any], folder: Path) -> list[Path]:
     paths = []
     for name, fig in figures.items():
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        fig.tight_layout()
+        fig.savefig(path, dpi=72)
         plt.close(fig)
         paths.append(path)
     return paths

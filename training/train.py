@@ -20,7 +20,7 @@ from mlflow.types import ColSpec, Schema
 from features import registry
 from features.errors import DataError
 from training import plots
-from training.calibration import choose_calibration, cross_fitted
+from training.calibration import choose_calibration
 from training.config import TrainConfig
 from training.data import Split, TrainingData, load_training_data, select_features, time_split
 from training.evaluate import classification_metrics, permutation_importance
@@ -178,8 +178,8 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         else:  # best trial ran in another process: refit (deterministic for a given seed)
             encoder, estimator, _ = fit_candidate(data, family, params, cfg.seed, cfg.search.threads)
         raw = get_family(family).predict(estimator, encoder.transform(split.valid))
-        method, calibrator, losses = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
-        scored = cross_fitted(method, raw, data.y_valid, cfg.seed)
+        choice = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
+        method, calibrator, losses, scored = choice.method, choice.calibrator, choice.losses, choice.crossed
         metrics = classification_metrics(data.y_valid, scored)
         metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
         model = ConversionModel(family, encoder, estimator, calibrator, pre_transform, metadata={
