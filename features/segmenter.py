@@ -123,8 +123,7 @@ class Segmenter(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         model = self.cluster_model_
         x = np.array([[_number(features.get(name)) for name in model.features]], dtype=np.float64)
         code = int(model.assign(model.standardise(x))[0])
-        score = features.get(SCORE_COLUMN)
-        return {"segment": segment_for(None if score is None else float(score), self.config_),
+        return {"segment": segment_for(_number(features.get(SCORE_COLUMN)), self.config_),
                 "cluster": cluster_label(code)}
 
     def save(self, path: str | Path) -> Path:
