@@ -86,7 +86,8 @@ def baseline(events_path: Path, out: Path) -> int:
     in30 = in_w[30]
     aggs += [
         ts.max().alias("last"), ts.min().alias("first"),
-        ts.filter(ev == "add_to_cart").max().alias("last_cart"), ts.filter(ev == "purchase").max().alias("last_buy"),
+        ts.filter(ev == "add_to_cart").max().alias("last_cart"),
+        ts.filter(ev == "purchase").max().alias("last_buy"),
         pl.col("duration_s").filter(in30 & (pl.col("page_type") == "product")).sum().alias("product_time"),
         pl.col("duration_s").filter(in30).mean().alias("avg_duration"),
         pl.col("scroll_depth").filter(in30).mean().alias("avg_scroll"),
@@ -104,9 +105,10 @@ def baseline(events_path: Path, out: Path) -> int:
 
 def snapshot_only(events_path: Path, out: Path) -> int:
     """Parquet read -> build_snapshot -> Parquet write, on clean input (no validation)."""
-    from features.snapshot import build_snapshot
+    from features.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshot
 
-    frame = build_snapshot(pl.read_parquet(events_path), None, AS_OF, timedelta(days=7))
+    events = pl.read_parquet(events_path, columns=list(SNAPSHOT_EVENT_COLUMNS))
+    frame = build_snapshot(events, None, AS_OF, timedelta(days=7))
     frame.write_parquet(out)
     return frame.height
 

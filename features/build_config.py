@@ -58,10 +58,10 @@ def parse_as_of(text: str | datetime) -> datetime:
 
 
 class IngestConfig(StrictModel):
-    max_bad_share: float = Field(0.05, ge=0.0, le=1.0)
+    max_bad_share: float = Field(default=0.05, ge=0.0, le=1.0)  # share 0..1 of a file's rows
     consent_default: bool = True
-    age_min: int = Field(0, ge=0)
-    age_max: int = Field(120, ge=1)
+    age_min: int = Field(default=0, ge=0)  # years
+    age_max: int = Field(default=120, ge=1)  # years
 
 
 class PrivacyConfig(StrictModel):
@@ -70,7 +70,7 @@ class PrivacyConfig(StrictModel):
 
 class SparkConfig(StrictModel):
     master: str = "local[2]"
-    shards: int = Field(8, ge=1)
+    shards: int = Field(default=8, ge=1)
     driver_memory: str = "2g"
 
 
@@ -79,7 +79,7 @@ class FeaturesConfig(StrictModel):
 
     engine: Literal["local", "spark"] = "local"
     horizon: timedelta = timedelta(days=7)
-    snapshots: int = Field(1, ge=1)
+    snapshots: int = Field(default=1, ge=1)
     every: timedelta = timedelta(days=7)
     ingest: IngestConfig = IngestConfig()
     privacy: PrivacyConfig = PrivacyConfig()

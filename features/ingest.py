@@ -10,6 +10,7 @@ enum strings trimmed and lower-cased); clean users have :data:`USER_SCHEMA`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,12 @@ class Validated:
         return self.quarantine.height / self.rows_read if self.rows_read else 0.0
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
+def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.DataFrame:
     """Read a Parquet, CSV or JSON Lines file, chosen by extension; CSV columns are read as strings.
 
-    Raises :class:`DataError` (one line naming the file) for a missing, unreadable or
-    unsupported file.
+    ``columns`` limits a Parquet read to those of the named columns the file has (others are never
+    decoded); CSV and JSON Lines are read whole. Raises :class:`DataError` (one line naming the
+    file) for a missing, unreadable or unsupported file.
     """
     path = Path(path)
     kind = READERS.get(path.suffix.lower())
@@ -94,7 +96,10 @@ def read_table(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         if kind == "parquet":
-            return pl.read_parquet(path)
+            if columns is None:
+                return pl.read_parquet(path)
+            present = pl.read_parquet_schema(path)
+            return pl.read_parquet(path, columns=[c for c in present if c in set(columns)])
         if kind == "csv":
             return pl.read_csv(path, infer_schema=False)
         return pl.read_ndjson(path, infer_schema_length=None)

@@ -25,7 +25,7 @@ from features.ingest import (
 )
 from features.privacy import forgotten_users
 from features.registry import FEATURE_NAMES
-from features.snapshot import snapshot_times
+from features.snapshot import SNAPSHOT_EVENT_COLUMNS, snapshot_times
 
 Progress = Callable[[str], None]
 
@@ -91,7 +91,7 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
     out = Path(out)
 
     say(f"reading {events_path}")
-    events = validate_events(read_table(events_path), source=str(events_path))
+    events = validate_events(read_table(events_path, SNAPSHOT_EVENT_COLUMNS), source=str(events_path))
     parts = [events]
     users = None
     if users_path is not None:
