@@ -7,6 +7,7 @@ profile store may be shared between workers (Redis).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import OrderedDict
@@ -22,7 +23,14 @@ from features.profile_store import ProfileStore
 from features.registry import FEATURE_NAMES
 from features.segment_config import SegmentsConfig
 from serving.config import ServingConfig
-from serving.scoring import ExposureLog, ProfileState, feature_reasons, json_ready, variant_for
+from serving.scoring import (
+    ExposureLog,
+    ModelBatcher,
+    ProfileState,
+    feature_reasons,
+    json_ready,
+    variant_for,
+)
 
 _KNOWN_FEATURES = frozenset(FEATURE_NAMES) | {"engagement_score", "journey_stage", "segment", "cluster"}
 
@@ -34,6 +42,24 @@ class LoadedModel:
     model: Any
     name: str
     version: str
+
+
+@dataclass
+class _Plan:
+    """A request between profile lookup and scoring."""
+
+    user_id: str
+    features: dict[str, Any]
+    context: Mapping[str, Any]
+    source: str
+    debug: bool
+    cache_key: tuple | None
+    loaded: LoadedModel
+    variant: str
+
+    @property
+    def personalized(self) -> bool:
+        return self.source in ("profile", "features")
 
 
 def _now_us() -> int:
@@ -54,6 +80,7 @@ class PredictionEngine:
         self._machine = machine_for(seg_cfg)
         self.decide = decide
         self.exposures = exposure_log
+        self.batcher = ModelBatcher(cfg.reasons_approximate)
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
 
@@ -80,13 +107,33 @@ class PredictionEngine:
     def predict(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Answer one ``/predict`` request (``user_id``, ``context``, optional ``features``, ``as_of``,
         ``debug``); raises :class:`DataError` naming a bad field."""
+        ready, plan = self._plan(request)
+        if plan is None:
+            return ready
+        probability = plan.loaded.model.predict_one(plan.features)
+        reasons = (feature_reasons(plan.loaded.model, plan.features, self.cfg.reasons_top_k,
+                                   self.cfg.reasons_approximate) if plan.personalized else [])
+        return self._finish(plan, probability, reasons)
+
+    async def predict_async(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`predict` for the event loop: model and reasons of concurrent requests run as one
+        batch (adaptive batching without added wait: a batch is whatever is ready together)."""
+        ready, plan = self._plan(request)
+        if plan is None:
+            return ready
+        top_k = self.cfg.reasons_top_k if plan.personalized else 0
+        probability, reasons = await self.batcher.score(plan.loaded.model, plan.features, top_k)
+        return self._finish(plan, probability, reasons)
+
+    def _plan(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], _Plan | None]:
+        """A cached answer (and None), or the features and model still to be scored."""
         user_id = str(request.get("user_id") or "")
         context: Mapping[str, Any] = request.get("context") or {}
         raw_as_of = request.get("as_of")
         as_of_us = to_epoch_us(raw_as_of, "as_of") if raw_as_of is not None else _now_us()
+        debug = bool(request.get("debug"))
         if request.get("features") is not None:
-            return self._exposed(self._answer(user_id, dict(request["features"]), context, "features",
-                                              as_of_us, bool(request.get("debug"))))
+            return {}, self._new_plan(user_id, dict(request["features"]), context, "features", debug, None)
         if not user_id:
             raise DataError("user_id: required unless 'features' is given")
         cache = self.cfg.cache
@@ -94,29 +141,29 @@ class PredictionEngine:
         if cache.enabled:
             version = self.store.version(user_id)
             ctx_key = tuple(sorted((k, str(v)) for k, v in context.items()))
-            key = (user_id, version, raw_as_of, ctx_key, bool(request.get("debug")))
+            key = (user_id, version, raw_as_of, ctx_key, debug)
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return self._exposed(hit[1])
+                return self._exposed(hit[1]), None
         state = self._state(user_id)
         profile = state.profile
         if profile.deleted:
-            answer = self._answer(user_id, self._context_features(context), context, "deleted", as_of_us,
-                                  bool(request.get("debug")))
+            source = "deleted"
         elif not self._consents(profile.attributes):
-            answer = self._answer(user_id, self._context_features(context), context, "no_consent", as_of_us,
-                                  bool(request.get("debug")))
+            source = "no_consent"
         elif not profile.known:
-            answer = self._answer(user_id, self._context_features(context), context, "cold_start", as_of_us,
-                                  bool(request.get("debug")))
+            source = "cold_start"
         else:
-            features = state.features(as_of_us)
-            answer = self._answer(user_id, features, context, "profile", as_of_us, bool(request.get("debug")))
-        if key is not None:
-            self._answers[key] = (time.monotonic(), answer)
-            if len(self._answers) > cache.max_users:
-                self._answers.popitem(last=False)
-        return self._exposed(answer)
+            return {}, self._new_plan(user_id, state.features(as_of_us), context, "profile", debug, key)
+        return {}, self._new_plan(user_id, self._context_features(context), context, source, debug, key)
+
+    def _new_plan(self, user_id: str, features: dict[str, Any], context: Mapping[str, Any], source: str,
+                  debug: bool, cache_key: tuple | None) -> _Plan:
+        loaded, variant = self._model_for(user_id)
+        score = features.get("engagement_score")
+        if "segment" not in features and score is not None:
+            features["segment"] = segment_for(float(score), self.seg_cfg)
+        return _Plan(user_id, features, context, source, debug, cache_key, loaded, variant)
 
     def _exposed(self, answer: dict[str, Any]) -> dict[str, Any]:
         """Record the exposure of an answer (every prediction served, cached or not) when experimenting."""
@@ -139,39 +186,35 @@ class PredictionEngine:
             return loaded, variant
         return self.champion, "champion"
 
-    def _answer(self, user_id: str, features: dict[str, Any], context: Mapping[str, Any], source: str,
-                as_of_us: int, debug: bool) -> dict[str, Any]:
-        personalized = source in ("profile", "features")
-        loaded, variant = self._model_for(user_id)
-        probability = loaded.model.predict_one(features)
-        score = features.get("engagement_score")
-        if "segment" not in features and score is not None:
-            features["segment"] = segment_for(float(score), self.seg_cfg)
-        pre = getattr(loaded.model, "pre_transform", None)
-        cluster = pre.assign_one(features).get("cluster") if pre is not None else None
-        reasons = feature_reasons(loaded.model, features, self.cfg.reasons_top_k,
-                                  self.cfg.reasons_approximate) if personalized else []
-        facts = {**features, **context, "probability": probability, "personalized": personalized,
-                 "source": source}
+    def _finish(self, plan: _Plan, probability: float, reasons: list[dict[str, Any]]) -> dict[str, Any]:
+        features, personalized = plan.features, plan.personalized
+        pre = getattr(plan.loaded.model, "pre_transform", None)
+        cluster = pre.assign_one(features).get("cluster") if pre is not None and personalized else None
+        facts = {**features, **plan.context, "probability": probability, "personalized": personalized,
+                 "source": plan.source}
         decision = self.decide(facts) if self.decide is not None else self.cfg.default_decision
         answer: dict[str, Any] = {
-            "user_id": user_id or None,
+            "user_id": plan.user_id or None,
             "probability": probability,
             "segment": features.get("segment") if personalized else None,
-            "cluster": cluster if personalized else None,
+            "cluster": cluster,
             "journey_stage": features.get("journey_stage") if personalized else None,
             "engagement_score": _number(features.get("engagement_score")) if personalized else None,
             "reasons": reasons,
-            "model": {"name": loaded.name, "version": loaded.version},
-            "variant": variant,
+            "model": {"name": plan.loaded.name, "version": plan.loaded.version},
+            "variant": plan.variant,
             "decision": decision,
             "personalized": personalized,
-            "source": source,
+            "source": plan.source,
         }
-        if debug:
+        if plan.debug:
             answer["features"] = json_ready(features)
             answer["worker_pid"] = os.getpid()
-        return answer
+        if plan.cache_key is not None:
+            self._answers[plan.cache_key] = (time.monotonic(), answer)
+            if len(self._answers) > self.cfg.cache.max_users:
+                self._answers.popitem(last=False)
+        return self._exposed(answer)
 
     def predict_batch(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``/predict`` for each request, same order; a bad item raises DataError naming its index."""
@@ -182,6 +225,16 @@ class PredictionEngine:
             except DataError as exc:
                 raise DataError(f"[{i}].{exc}") from None
         return out
+
+    async def predict_batch_async(self, requests: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`predict_batch` on the event loop: all items are scored in one model batch."""
+        async def one(i: int, request: Mapping[str, Any]) -> dict[str, Any]:
+            try:
+                return await self.predict_async(request)
+            except DataError as exc:
+                raise DataError(f"[{i}].{exc}") from None
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ No pandas on this path: one profile at a time, numpy rows, XGBoost ``pred_contri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -60,23 +61,101 @@ def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int,
     One-hot columns (``name=value``) and missing indicators are summed back to their raw feature.
     Empty for non-XGBoost models (their reasons come from the audit's SHAP report).
     """
-    booster = getattr(model, "booster", None)
-    if booster is None or top_k == 0:
+    if getattr(model, "booster", None) is None or top_k == 0:
         return []
-    import xgboost as xgb
+    return top_reasons(model, contributions(model, encode(model, features), approximate)[0], top_k)
 
+
+def encode(model: Any, features: Mapping[str, Any]) -> np.ndarray:
+    """The model's input row (1 x n) for one profile, as ``ConversionModel.predict_one`` builds it."""
     pre = getattr(model, "pre_transform", None)
     if pre is not None:
         features = {**features, **pre.assign_one(features)}
-    row = model.encoder.encode_one(features)
-    # One thread: on a busy 2-core box OpenMP start-up dominates a single row by far.
-    contribs = _single_thread(model).predict(xgb.DMatrix(row, nthread=1), pred_contribs=True,
-                                             approx_contribs=approximate, validate_features=False)[0][:-1]
+    row: np.ndarray = model.encoder.encode_one(features)
+    return row
+
+
+def contributions(model: Any, X: np.ndarray, approximate: bool) -> np.ndarray:
+    """Per-column contributions (rows x columns, bias dropped) of an XGBoost model."""
+    import xgboost as xgb
+
+    # One thread: on a busy 2-core box OpenMP start-up dominates a few rows by far.
+    out = _single_thread(model).predict(xgb.DMatrix(X, nthread=1), pred_contribs=True,
+                                        approx_contribs=approximate, validate_features=False)
+    return np.asarray(out)[:, :-1]
+
+
+def top_reasons(model: Any, contribs: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+    """The ``top_k`` raw features with the largest absolute summed contribution."""
     totals: dict[str, float] = {}
     for name, value in zip(_raw_names(model), contribs, strict=False):
         totals[name] = totals.get(name, 0.0) + float(value)
     ranked = sorted(totals.items(), key=lambda kv: -abs(kv[1]))[:top_k]
     return [{"feature": name, "contribution": value} for name, value in ranked if value != 0.0]
+
+
+class ModelBatcher:
+    """Scores the requests that are ready together on the event loop as one batch.
+
+    ``score`` queues a row and schedules a flush with ``call_soon``: the flush runs after every
+    request handler already runnable in this loop iteration has queued its row, so under load one
+    ``inplace_predict`` and one ``pred_contribs`` call serve many requests, and an idle server adds
+    no waiting. Rows of an XGBoost ``ConversionModel`` are scored exactly as ``predict_one`` does
+    (same encoding, single-threaded booster, calibration); other models fall back to ``predict_one``.
+    """
+
+    def __init__(self, approximate: bool) -> None:
+        self.approximate = approximate
+        self._queue: list[tuple[Any, Mapping[str, Any], int, asyncio.Future]] = []
+        self._scheduled = False
+        self.batches = 0
+        self.rows = 0
+
+    async def score(self, model: Any, features: Mapping[str, Any], top_k: int) -> tuple[float, list]:
+        """(probability, reasons) of one row, computed in the next batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._queue.append((model, features, top_k, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        result: tuple[float, list] = await future
+        return result
+
+    def _flush(self) -> None:
+        queue, self._queue, self._scheduled = self._queue, [], False
+        self.batches += 1
+        self.rows += len(queue)
+        by_model: dict[int, list[tuple[Any, Mapping[str, Any], int, asyncio.Future]]] = {}
+        for item in queue:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for items in by_model.values():
+            try:
+                results = self._score_rows(items[0][0], [(f, k) for _, f, k, _ in items])
+            except Exception as exc:  # every waiting request gets the error, none hangs
+                for *_, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (*_, future), result in zip(items, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    def _score_rows(self, model: Any, rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
+        if getattr(model, "booster", None) is None:
+            return [(model.predict_one(f), []) for f, _ in rows]
+        X = np.vstack([encode(model, f) for f, _ in rows])
+        p = _single_thread(model).inplace_predict(X, validate_features=False)
+        if model.calibrator is not None:
+            p = model.calibrator.apply(p)
+        probs = [float(v) for v in p]
+        wanted = [i for i, (_, k) in enumerate(rows) if k > 0]
+        reasons: list[list] = [[] for _ in rows]
+        if wanted:
+            contribs = contributions(model, X[wanted], self.approximate)
+            for j, i in enumerate(wanted):
+                reasons[i] = top_reasons(model, contribs[j], rows[i][1])
+        return list(zip(probs, reasons, strict=True))
 
 
 def _single_thread(model: Any) -> Any:

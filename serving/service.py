@@ -108,8 +108,9 @@ class PropensityService:
         """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision."""
         try:
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
-            return JSONResponse(self.engine.predict({"user_id": user_id, "context": context or {},
-                                                     "features": features, "as_of": as_of, "debug": debug}))
+            return JSONResponse(await self.engine.predict_async({
+                "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
+                "debug": debug}))
         except DataError as exc:
             return _bad_request(exc)
 
@@ -117,7 +118,7 @@ class PropensityService:
     async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
         """``/predict`` for a list of requests; the answers come back in the same order."""
         try:
-            return JSONResponse(self.engine.predict_batch(r.model_dump() for r in requests))
+            return JSONResponse(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
         except DataError as exc:
             return _bad_request(exc)
 

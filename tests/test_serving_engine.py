@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -158,3 +159,20 @@ def test_forget_removes_the_user_from_the_shared_store(redis_url: str, redis_pre
     finally:
         store.clear()
         store.close()
+
+
+def test_batched_scoring_answers_exactly_like_single_rows(shop_model) -> None:
+    tmp, _, raw_events, raw_users = shop_model
+    engine = _engine(tmp, cache={"enabled": False})
+    for i in range(0, len(raw_events), 500):
+        engine.ingest(raw_events[i:i + 500])
+    requests = [{"user_id": u["user_id"], "as_of": AS_OF.isoformat()} for u in raw_users]
+    requests.append({"features": {"events_30d": 3.0, "loyalty_tier": "gold"}})
+    single = [engine.predict(r) for r in requests]
+    batched = asyncio.run(engine.predict_batch_async(requests))
+    assert engine.batcher.batches == 1 and engine.batcher.rows == len(requests)
+    for a, b in zip(single, batched, strict=True):
+        assert a["probability"] == b["probability"] and a["source"] == b["source"]
+        assert [r["feature"] for r in a["reasons"]] == [r["feature"] for r in b["reasons"]]
+        assert all(abs(x["contribution"] - y["contribution"]) < 1e-6
+                   for x, y in zip(a["reasons"], b["reasons"], strict=True))
