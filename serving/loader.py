@@ -77,6 +77,23 @@ def load_model(uri: str, cfg: ServingConfig) -> LoadedModel:
     return LoadedModel(model, cfg.model_name or name, version)
 
 
+def check_model(cfg: ServingConfig) -> None:
+    """Fail fast, with a one-line ConfigError, when the configured model cannot be found."""
+    uri = cfg.model
+    if not uri.startswith(("models:/", "runs:/")):
+        if not Path(uri).is_file():
+            raise ConfigError(f"model: '{uri}' is neither an MLflow URI nor a model file")
+        return
+    if uri.startswith("models:/"):
+        _set_tracking(cfg)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            _name_version(uri)
+        except MlflowException as exc:
+            raise ConfigError(f"model: cannot resolve '{uri}' ({str(exc).splitlines()[0]})") from None
+
+
 def _name_version(uri: str) -> tuple[str, str]:
     """Registered name and version of a ``models:/`` URI (aliases resolved), else the URI itself."""
     if not uri.startswith("models:/"):

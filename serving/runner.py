@@ -11,7 +11,7 @@ from typing import Any
 
 from features.errors import ConfigError, PropensityError
 from features.profile_store import make_profile_store
-from serving.loader import ENV_SETTINGS, preload_users, resolve_config
+from serving.loader import ENV_SETTINGS, check_model, preload_users, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,7 @@ def server_settings(model_uri: str | None = None, users_path: str | None = None,
     if workers > 1 and cfg.store.backend == "inprocess":
         raise ConfigError("--workers: several workers need a shared profile store (--store redis); "
                           "the in-process store is private to each worker")
+    check_model(cfg)
     settings: dict[str, Any] = {"config_path": config_path, "model_uri": model_uri, "workers": workers,
                                 "store": store_overrides or {}, "users_path": users_path}
     if users_path and cfg.store.backend == "redis":
