@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -176,3 +179,16 @@ def test_batched_scoring_answers_exactly_like_single_rows(shop_model) -> None:
         assert [r["feature"] for r in a["reasons"]] == [r["feature"] for r in b["reasons"]]
         assert all(abs(x["contribution"] - y["contribution"]) < 1e-6
                    for x, y in zip(a["reasons"], b["reasons"], strict=True))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/model.pkl"], "neither an MLflow URI nor a model file"),
+    (["--model", "models:/absent@champion"], "cannot resolve 'models:/absent@champion'"),
+    (["--workers", "2", "--store", "inprocess"], "--workers: several workers need a shared profile store"),
+])
+def test_serve_refuses_bad_settings_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PROPENSITY_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "cli.main", "serve", *args], capture_output=True,
+                            text=True, env=env, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
