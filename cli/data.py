@@ -74,19 +74,38 @@ def features(events_path: Path, users_path: Path | None, as_of: datetime, horizo
     click.echo(f"{result.duplicates} duplicate rows counted once; took {result.seconds:.1f} s")
 
 
-@click.command(help="Record a privacy deletion: later feature builds leave the user out.")
+@click.command(help="Record a privacy deletion: removed from a shared (Redis) online store, left out of "
+                    "later feature builds.")
 @click.argument("user_id")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Feature config YAML naming the ledger [configs/features.yaml].")
+@click.option("--serving-config", "serving_config_path", type=click.Path(path_type=Path), default=None,
+              help="Serving config YAML naming the online store [configs/serving.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def forget(user_id: str, config_path: Path | None, as_json: bool) -> None:
+def forget(user_id: str, config_path: Path | None, serving_config_path: Path | None, as_json: bool) -> None:
     from features.build_config import ledger_path, load_features_config
-    from features.privacy import forget_user
+    from features.privacy import forget_everywhere
+    from features.profile_store import make_profile_store
+    from serving.config import load_serving_config
 
-    record = forget_user(user_id, ledger_path(load_features_config(config_path)))
+    store_cfg = load_serving_config(serving_config_path).store
+    # An in-process store lives inside the running service: DELETE /users/{id} reaches it.
+    store = make_profile_store(store_cfg) if store_cfg.backend != "inprocess" else None
+    try:
+        outcome = forget_everywhere(user_id, ledger_path(load_features_config(config_path)), store)
+    finally:
+        if store is not None:
+            store.close()
+    record = outcome.record
     if as_json:
         emit_json({"user_id": record.user_id, "forgotten_at": record.forgotten_at.isoformat(),
-                   "ledger": str(record.ledger_path)})
+                   "ledger": str(record.ledger_path), "online_store": store_cfg.backend,
+                   "removed_from_store": outcome.removed_from_store})
         return
     click.echo(f"forgot {record.user_id}: recorded in {record.ledger_path}; "
                "later feature builds leave the user out")
+    if store is None:
+        click.echo("online store is in-process: a running service forgets the user on DELETE /users/{id}")
+    else:
+        state = "removed" if outcome.removed_from_store else "not present"
+        click.echo(f"online store ({store_cfg.backend}): profile {state}")

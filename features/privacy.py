@@ -15,8 +15,12 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.errors import DataError
+
+if TYPE_CHECKING:
+    from features.profile_store import ProfileStore
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,32 @@ def forgotten_users(ledger_path: str | Path | None = None) -> set[str]:
         except (ValueError, KeyError, TypeError):
             raise DataError(f"{path}:{number}: corrupt forget ledger record") from None
     return users
+
+
+@dataclass(frozen=True)
+class ForgetOutcome:
+    """A deletion recorded in the ledger and, when a shared online store was given, applied there.
+
+    ``removed_from_store`` is None without a store, else whether the store held the user.
+    """
+
+    record: ForgetRecord
+    removed_from_store: bool | None
+
+
+def forget_everywhere(user_id: str, ledger_path: str | Path | None = None,
+                      store: ProfileStore | None = None) -> ForgetOutcome:
+    """Record the deletion in the ledger first (durable), then delete the user from ``store``.
+
+    Raises :class:`DataError` when the store cannot be reached; the ledger record stays, so later
+    feature builds still leave the user out.
+    """
+    record = forget_user(user_id, ledger_path)
+    if store is None:
+        return ForgetOutcome(record, None)
+    try:
+        removed = store.delete_user(record.user_id)
+    except Exception as exc:  # backend clients (redis, ...) raise their own error types
+        raise DataError(f"online store: cannot delete '{record.user_id}' ({str(exc).splitlines()[0][:200]}); "
+                        f"the deletion is recorded in {record.ledger_path}") from None
+    return ForgetOutcome(record, removed)

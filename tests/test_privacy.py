@@ -126,8 +126,31 @@ def test_forget_command_records_the_deletion_for_the_next_build(tmp_path: Path,
     out = json.loads(capsys.readouterr().out)
     assert out["user_id"] == "alice"
     assert out["ledger"] == str(ledger)
+    assert (out["online_store"], out["removed_from_store"]) == ("inprocess", None)
     main(["features", "--events", str(events), "--as-of", "2024-03-10", "--out", str(tmp_path / "f.parquet"),
           "--config", str(config), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["users"] == 3
     assert "alice" not in pl.read_parquet(tmp_path / "f.parquet")["user_id"].to_list()
+
+
+@pytest.mark.redis
+def test_forget_command_removes_the_user_from_a_shared_redis_store(
+        tmp_path: Path, redis_url: str, redis_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from features.profile_store import ProfileStoreConfig, make_profile_store
+
+    serving = tmp_path / "serving.yaml"
+    serving.write_text(f"store:\n  backend: redis\n  redis_url: {redis_url}\n"
+                       f"  key_prefix: '{redis_prefix}'\n")
+    store = make_profile_store(ProfileStoreConfig(backend="redis", redis_url=redis_url,
+                                                  key_prefix=redis_prefix))
+    try:
+        store.upsert_user("alice", {"age": 30, "consent": True})
+        main(["forget", "alice", "--config", str(_config(tmp_path, tmp_path / "ledger.jsonl")),
+              "--serving-config", str(serving), "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert (out["online_store"], out["removed_from_store"]) == ("redis", True)
+        assert store.delete_user("alice") is False  # already gone
+        assert forgotten_users(tmp_path / "ledger.jsonl") == {"alice"}
+    finally:
+        store.close()
