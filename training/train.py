@@ -27,6 +27,7 @@ from training.evaluate import classification_metrics, permutation_importance
 from training.families import get_family
 from training.model import ConversionModel, ConversionPyfunc, silent_warnings
 from training.search import (
+    Fitted,
     Objective,
     Prepared,
     enqueue_defaults,
@@ -169,20 +170,14 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         run_id = run.info.run_id
         _log_inputs(cfg, source, split, study_name, len(numeric + categorical))
         study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say)
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            raise DataError("no trial completed (all pruned or failed); raise --trials or --timeout")
-        best = study.best_trial
-        family, params = family_params(best.params)
-        if objective is not None and objective.best is not None and objective.best.trial == best.number:
-            encoder, estimator = objective.best.encoder, objective.best.estimator
-        else:  # best trial ran in another process: refit (deterministic for a given seed)
-            encoder, estimator, _ = fit_candidate(data, family, params, cfg.seed, cfg.search.threads)
-        raw = get_family(family).predict(estimator, encoder.transform(split.valid))
+        best = _best_candidate(study, objective, data, cfg)
+        family, params = best.family, best.params
+        raw = get_family(family).predict(best.estimator, data.encoded(get_family(family).needs_scaling)[2])
         choice = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
         method, calibrator, losses, scored = choice.method, choice.calibrator, choice.losses, choice.crossed
         metrics = classification_metrics(data.y_valid, scored)
         metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
-        model = ConversionModel(family, encoder, estimator, calibrator, pre_transform, metadata={
+        model = ConversionModel(family, best.encoder, best.estimator, calibrator, pre_transform, metadata={
             "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
             "valid_as_of": split.valid_as_of})
         oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
@@ -208,6 +203,19 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
                        source.digest, done, oracle_value, model)
 
 
+def _best_candidate(study: optuna.Study, objective: Objective | None, data: Prepared,
+                    cfg: TrainConfig) -> Fitted:
+    """The best trial's fitted model: kept in memory when it ran here, else refitted (same seed)."""
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise DataError("no trial completed (all pruned or failed); raise --trials or --timeout")
+    best = study.best_trial
+    if objective is not None and objective.best is not None and objective.best.trial == best.number:
+        return objective.best
+    family, params = family_params(best.params)
+    encoder, estimator, auc = fit_candidate(data, family, params, cfg.seed, cfg.search.threads)
+    return Fitted(best.number, family, params, encoder, estimator, auc)
+
+
 def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name: str,
                 n_features: int) -> None:
     mlflow.log_dict(cfg.model_dump(mode="json"), "config/train.json")
@@ -216,8 +224,8 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
                        "study_name": study_name, "split": split.kind, "n_features": n_features,
                        "valid_as_of": ",".join(split.valid_as_of)})
     origin = source.source if source.source != "<frame>" else None
-    dataset = from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN,
-                                      name="snapshot", digest=source.mlflow_digest)
+    dataset = from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN, name="snapshot",
+                          digest=source.mlflow_digest)
     mlflow.log_input(dataset, context="training", tags={"snapshot_digest": source.digest})
     mlflow.set_tags({"dataset_digest": source.digest, "git_commit": git_commit() or "unknown"})
 
