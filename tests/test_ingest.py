@@ -290,3 +290,20 @@ def test_mixed_type_json_lines_only_ever_raise_data_error(tmp_path_factory: pyte
     except DataError:
         return
     _assert_every_row_accounted_for(raw)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({
+    "user_id": st.one_of(st.none(), st.sampled_from(["a", "b", " ", ""]), _text),
+    "age": _number, "consent": st.one_of(st.none(), st.sampled_from(["yes", "No", "1", "maybe"]), _text),
+    "signup_date": _timestamp, "country": st.one_of(st.none(), _text)}), max_size=20))
+def test_every_malformed_user_row_is_clean_duplicate_or_quarantined(
+        rows: list[dict[str, str | None]]) -> None:
+    raw = pl.DataFrame(rows, schema={k: pl.String for k in ("user_id", "age", "consent", "signup_date",
+                                                            "country")})
+    result = validate_users(raw, consent_default=False)
+    assert result.clean.height + result.duplicates + result.quarantine.height == raw.height
+    assert result.clean["user_id"].is_unique().all()
+    assert result.clean["consent"].null_count() == 0
+    ages = result.clean["age"].drop_nulls()
+    assert ((ages >= 0) & (ages <= 120)).all()
