@@ -51,7 +51,7 @@ class ServingConfig(StrictModel):
     store: ProfileStoreConfig = Field(default_factory=ProfileStoreConfig)
     consent_default: bool = True
     reasons_top_k: int = Field(default=3, ge=0)
-    reasons_approximate: bool = Field(default=False, description="Saabas instead of TreeSHAP contributions")
+    reasons_approximate: bool = Field(default=True, description="Saabas instead of exact TreeSHAP reasons")
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
     cache: CacheConfig = Field(default_factory=CacheConfig)
