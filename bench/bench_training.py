@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="snapshot rows (4 snapshots)")
     parser.add_argument("--search-seconds", type=float, default=600.0)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the search throughput")
     parser.add_argument("--threads", type=int, default=0, help="threads per fit (0 = all cores)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of bare and platform")
     args = parser.parse_args()
@@ -144,22 +145,23 @@ def main() -> None:
         os.environ["PROPENSITY_HOME"] = tmp
         bare: list[Clock] = []
         platform: list[Clock] = []
-        for i in range(args.repeats):
+        for i in range(0 if args.skip_overhead else args.repeats):
             bare.append(bare_xgboost(frame, args.threads, 42))
             platform.append(platform_trial(frame, args.threads, Path(tmp)))
             print(f"round {i + 1}: bare {bare[-1].wall:.2f} s (cpu {bare[-1].cpu:.2f}), platform "
                   f"{platform[-1].wall:.2f} s (cpu {platform[-1].cpu:.2f})", flush=True)
-        for kind in ("wall", "cpu"):
+        for kind in ("wall", "cpu") if bare else ():
             b = min(getattr(c, kind) for c in bare)
             p = min(getattr(c, kind) for c in platform)
             out[kind] = {"bare_s": b, "platform_s": p, "ratio": p / b}
             print(f"one trial ({kind}): bare xgboost.train {b:.2f} s, platform train {p:.2f} s, "
                   f"ratio {p / b:.2f}x (goal <= 1.25x)")
-        latency = single_row_latency(frame)
-        out["single_row"] = latency
-        print(f"single row: predict_one {latency['predict_one_us']:.0f} us, bare inplace_predict "
-              f"{latency['bare_inplace_us']:.0f} us, predict_proba(1-row frame) "
-              f"{latency['predict_proba_1row_us']:.0f} us (median)")
+        if not args.skip_overhead:
+            latency = single_row_latency(frame)
+            out["single_row"] = latency
+            print(f"single row: predict_one {latency['predict_one_us']:.0f} us, bare inplace_predict "
+                  f"{latency['bare_inplace_us']:.0f} us, predict_proba(1-row frame) "
+                  f"{latency['predict_proba_1row_us']:.0f} us (median)")
         if not args.skip_search:
             search = search_throughput(frame, args.search_seconds, Path(tmp))
             out["search"] = search
