@@ -150,16 +150,18 @@ def test_no_skew_between_http_replay_and_batch_pipeline(server: Server) -> None:
 
 def test_two_workers_see_each_others_writes(server: Server) -> None:
     pids: set[int] = set()
-    for i in range(16):
+    for i in range(48):  # until both workers have answered (new connections spread over them)
         event = {"event_id": f"w{i}", "user_id": "shared", "event": "add_to_cart", "value": 10.0,
-                 "timestamp": (AS_OF - timedelta(hours=1 + i)).isoformat()}
-        with server.client() as c:  # a new connection each time, spread over the workers
+                 "timestamp": (AS_OF - timedelta(minutes=1 + i)).isoformat()}
+        with server.client() as c:
             assert c.post("/events", json=[event]).json()["applied"] == 1
         with server.client() as c:
             answer = c.post("/predict", json={"user_id": "shared", "as_of": AS_OF.isoformat(),
                                               "debug": True}).json()
         assert answer["features"]["add_to_cart_1d"] == i + 1
         pids.add(answer["worker_pid"])
+        if len(pids) == 2 and i >= 8:
+            break
     assert len(pids) == 2
 
 
