@@ -128,6 +128,8 @@ def test_no_skew_between_http_replay_and_batch_pipeline(server: Server) -> None:
         users_ids = [u["user_id"] for u in raw_users]
         answers = c.post("/predict_batch", json=[{"user_id": u, "as_of": AS_OF.isoformat(), "debug": True}
                                                  for u in users_ids]).json()
+        profile = c.get(f"/users/{users_ids[1]}", params={"as_of": AS_OF.isoformat()}).json()
+    assert profile["features"] == answers[1]["features"]
     snapshot = build_snapshot(events, users, AS_OF, timedelta(days=7))
     expected_p = dict(zip(snapshot["user_id"], server.model.predict_proba(snapshot), strict=True))
     scores = dict(engagement_scores(events, AS_OF).iter_rows())
