@@ -7,7 +7,7 @@ the whole module.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -84,7 +84,7 @@ def _users(n: int, seed: int) -> pl.DataFrame:
     }, schema=USER_SCHEMA)
 
 
-def _tiny(rows: list[tuple[str, float, str]]) -> pl.DataFrame:
+def _tiny(rows: Sequence[tuple[str, float, str]]) -> pl.DataFrame:
     """Events from (user, hours relative to AS_OF, event)."""
     return pl.DataFrame([{**{c: None for c in EVENT_SCHEMA}, "event_id": f"e{i}", "user_id": u,
                           "timestamp": AS_OF + timedelta(hours=h), "event": e}
@@ -130,9 +130,9 @@ def test_spark_and_local_engines_give_identical_snapshots(spark_engine: Any) -> 
     events = _events(40_000, 1_500, seed=11)
     users = _users(1_200, seed=11)  # the last 300 users have events but no CRM row
     as_ofs = snapshot_times(AS_OF, 2, timedelta(days=7))
-    kwargs = {"consent_default": True, "exclude_users": {"3", "17"}}
-    local = LocalEngine().build(events, users, as_ofs, WEEK, **kwargs)
-    distributed = spark_engine.build(events, users, as_ofs, WEEK, **kwargs)
+    gone = {"3", "17"}
+    local = LocalEngine().build(events, users, as_ofs, WEEK, exclude_users=gone)
+    distributed = spark_engine.build(events, users, as_ofs, WEEK, exclude_users=gone)
     assert local.height > 2_000
     assert distributed.schema == local.schema
     assert distributed.equals(local)
