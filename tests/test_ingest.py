@@ -37,8 +37,9 @@ def _events(**overrides: list) -> pl.DataFrame:
     return pl.DataFrame(base, schema={k: pl.String for k in base})
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+         micro: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def test_duplicate_user_ids_keep_the_first_row() -> None:
 
 # --- property-based: random malformed rows ---------------------------------------------------------
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
 _maybe_id = st.one_of(st.none(), st.sampled_from(["e1", "e2", "e3", " ", "", "E1"]), _text)
 _timestamp = st.one_of(st.none(), _text, st.sampled_from(
     ["2024-03-01T10:00:00+02:00", "2024-03-01", "2024-03-01 10:00:00Z", "2024-13-01", "2024-03-01T25:00:00"]))

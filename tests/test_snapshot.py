@@ -304,10 +304,10 @@ def _reference(events: pl.DataFrame, users: pl.DataFrame, as_of: datetime, horiz
         f["purchase_value_30d"] = sum(e["value"] or 0 for e in w30 if e["event"] == "purchase")
         f["purchases_total"] = float(sum(e["event"] == "purchase" for e in hist))
         f["purchase_value_total"] = sum(e["value"] or 0 for e in hist if e["event"] == "purchase")
-        is_open = last["add_to_cart"] is not None and (
-            last["purchase"] is None or last["add_to_cart"] > last["purchase"])
+        cart, bought_at = last["add_to_cart"], last["purchase"]
+        is_open = cart is not None and (bought_at is None or cart > bought_at)
         f["cart_open"] = float(is_open)
-        hours_open = (as_of - last["add_to_cart"]) / timedelta(hours=1) if is_open else None
+        hours_open = (as_of - cart) / timedelta(hours=1) if cart is not None and is_open else None
         f["hours_since_cart_abandoned"] = hours_open
         carts = {e["session_id"] for e in w30 if e["session_id"] and e["event"] == "add_to_cart"}
         bought = {e["session_id"] for e in w30 if e["session_id"] and e["event"] == "purchase"}
