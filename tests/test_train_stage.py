@@ -151,3 +151,16 @@ def test_pre_transform_columns_become_features_and_travel_with_the_model(tmp_pat
     np.testing.assert_allclose([result.model.predict_one(r) for r in rows.to_dicts()], batch, atol=1e-6)
     mlflow.set_tracking_uri(result.tracking_uri)
     np.testing.assert_allclose(mlflow.pyfunc.load_model(result.model_uri).predict(rows.to_pandas()), batch)
+
+
+def test_cli_prints_leaderboard_registered_version_and_ui_command(home: Path, frame: pl.DataFrame) -> None:
+    path = home / "snap.parquet"
+    write_snapshot(frame, path, {"as_of": [], "horizon": "7d"})
+    uri = f"sqlite:///{home}/human.db"
+    result = CliRunner().invoke(cli, ["train", "--features", str(path), "--profile", "demo", "--trials", "2",
+                                      "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "best AUC" in result.stderr and "xgboost" in result.stderr
+    assert "registered: propensity-conversion version 1 (alias challenger)" in result.stderr
+    assert f"mlflow ui --backend-store-uri {uri}" in result.stderr
+    assert result.stdout == ""
