@@ -47,6 +47,8 @@ class ServingConfig(StrictModel):
     model_name: str | None = Field(default=None, description="name reported in responses; null = from URI")
     rules: str | None = Field(default=None,
                                description="decision rules YAML; null = configs/rules.yaml if any")
+    segmenter: str | None = Field(default=None,
+                                  description="fitted Segmenter (segmenter.joblib) for clusters; null = none")
     segments_config: str | None = Field(default=None, description="null = configs/segments.yaml")
     store: ProfileStoreConfig = Field(default_factory=ProfileStoreConfig)
     consent_default: bool = True

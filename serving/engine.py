@@ -71,7 +71,8 @@ class PredictionEngine:
 
     def __init__(self, cfg: ServingConfig, store: ProfileStore, champion: LoadedModel,
                  seg_cfg: SegmentsConfig, decide: Callable[[Mapping[str, Any]], str] | None = None,
-                 challenger: LoadedModel | None = None, exposure_log: ExposureLog | None = None) -> None:
+                 challenger: LoadedModel | None = None, exposure_log: ExposureLog | None = None,
+                 segmenter: Any = None) -> None:
         self.cfg = cfg
         self.store = store
         self.champion = champion
@@ -80,6 +81,7 @@ class PredictionEngine:
         self._machine = machine_for(seg_cfg)
         self.decide = decide
         self.exposures = exposure_log
+        self.segmenter = segmenter
         self.batcher = ModelBatcher(cfg.reasons_approximate)
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -188,10 +190,13 @@ class PredictionEngine:
 
     def _finish(self, plan: _Plan, probability: float, reasons: list[dict[str, Any]]) -> dict[str, Any]:
         features, personalized = plan.features, plan.personalized
-        pre = getattr(plan.loaded.model, "pre_transform", None)
-        cluster = pre.assign_one(features).get("cluster") if pre is not None and personalized else None
+        # The cluster comes from the separately loaded segmenter, else from one the model embeds.
+        assigner = self.segmenter or getattr(plan.loaded.model, "pre_transform", None)
+        cluster = None
+        if assigner is not None and personalized:
+            cluster = assigner.assign_one(features).get("cluster")
         facts = {**features, **plan.context, "probability": probability, "personalized": personalized,
-                 "source": plan.source}
+                 "source": plan.source, "cluster": cluster}
         decision = self.decide(facts) if self.decide is not None else self.cfg.default_decision
         answer: dict[str, Any] = {
             "user_id": plan.user_id or None,

@@ -147,8 +147,14 @@ def build_engine(settings: dict[str, Any] | None = None) -> PredictionEngine:
         raise PropensityError(f"store: the {cfg.store.backend} profile store does not answer")
     if settings.get("users_path") and not settings.get("users_preloaded"):
         preload_users(store, settings["users_path"], cfg.consent_default)
+    segmenter = None
+    if cfg.segmenter is not None:
+        from features.segmenter import Segmenter
+
+        segmenter = Segmenter.load(cfg.segmenter)
     return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
-                            decide=_rules(cfg), challenger=challenger, exposure_log=exposures)
+                            decide=_rules(cfg), challenger=challenger, exposure_log=exposures,
+                            segmenter=segmenter)
 
 
 def forget_online_user(user_id: str, config_path: str | None = None) -> bool:

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import mlflow
@@ -192,3 +193,27 @@ def test_serve_refuses_bad_settings_in_one_line(args: list[str], message: str, t
                             text=True, env=env, cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
+
+
+def test_clusters_come_from_the_fitted_segmenter_as_in_batch(shop_model, tmp_path: Path) -> None:
+    import polars as pl
+    from test_serving_helpers import clean_frames as clean
+
+    from features.engagement import engagement_scores
+    from features.segmenter import Segmenter
+    from features.snapshot import build_snapshot
+
+    tmp, _, raw_events, raw_users = shop_model
+    events, users = clean(raw_events, raw_users)
+    snapshot = build_snapshot(events, users, AS_OF, timedelta(days=7)).join(
+        engagement_scores(events, AS_OF), on="user_id", how="left")
+    segmenter = Segmenter().fit(snapshot)
+    segmenter.save(tmp_path / "segmenter.joblib")
+    expected = dict(segmenter.transform(snapshot).select("user_id", "cluster").iter_rows())
+    engine = _engine(tmp, segmenter=str(tmp_path / "segmenter.joblib"), cache={"enabled": False})
+    for i in range(0, len(raw_events), 500):
+        engine.ingest(raw_events[i:i + 500])
+    for user_id in snapshot["user_id"]:
+        answer = engine.predict({"user_id": user_id, "as_of": AS_OF.isoformat()})
+        assert answer["cluster"] == expected[user_id], user_id
+    assert pl.Series(list(expected.values())).n_unique() > 1
