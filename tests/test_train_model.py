@@ -124,3 +124,23 @@ def test_pre_transform_runs_in_batch_and_single_row_paths(frame: pl.DataFrame) -
         _Doubler().transform(rows))
     np.testing.assert_allclose(model.predict_proba(rows), expected)
     np.testing.assert_allclose([model.predict_one(r) for r in rows.to_dicts()], expected, atol=1e-6)
+
+
+def test_a_trial_running_past_the_search_budget_is_cut_once_a_model_exists(frame: pl.DataFrame) -> None:
+    import optuna
+
+    from training.config import load_train_config
+    from training.search import Objective
+
+    cfg = load_train_config(overrides={"search": {"families": ["xgboost"], "timeout_s": 60.0, "threads": 1}})
+    cut = frame.get_column("as_of").max()
+    data = prepare(frame.filter(pl.col("as_of") < cut), frame.filter(pl.col("as_of") == cut), NUMERIC,
+                   CATEGORICAL)
+    objective = Objective(data, cfg, tracking=None)
+    objective.deadline = 0.0  # the budget is already spent
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # no model yet: never cut
+    assert objective.best is not None
+    study.optimize(objective, n_trials=1)
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED

@@ -116,6 +116,10 @@ class Objective:
         self.data, self.cfg, self.tracking, self.progress, self.total = data, cfg, tracking, progress, total
         self.best: Fitted | None = None
         self.done = 0
+        timeout = cfg.search.timeout_s
+        # Optuna checks its timeout between trials only; a long trial past the budget is cut at its
+        # next report once some trial has completed (so a search always yields a model).
+        self.deadline = time.monotonic() + timeout if timeout is not None else math.inf
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -127,6 +131,8 @@ class Objective:
             trial.report(auc, step)
             if step < N_STEPS - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"validation AUC {auc:.4f} at step {step}")
+            if step < N_STEPS - 1 and self.best is not None and time.monotonic() > self.deadline:
+                raise optuna.TrialPruned("search time budget exhausted")
 
         try:
             enc, est, auc = fit_candidate(self.data, family, params, self.cfg.seed, self.cfg.search.threads,
