@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 N_STEPS = 4
+MAX_TREE_ROWS = 100_000  # bootstrap rows per random-forest tree, at most
 Report = Callable[[int, float], None]
 
 
@@ -154,17 +155,19 @@ class RandomForestFamily(Family):
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {
-            "n_estimators": trial.suggest_int("random_forest.n_estimators", 50, 300, step=50),
-            "max_depth": trial.suggest_int("random_forest.max_depth", 4, 16),
-            "min_samples_leaf": trial.suggest_int("random_forest.min_samples_leaf", 1, 100, log=True),
-            "max_features": trial.suggest_float("random_forest.max_features", 0.1, 0.6),
+            "n_estimators": trial.suggest_int("random_forest.n_estimators", 50, 200, step=50),
+            "max_depth": trial.suggest_int("random_forest.max_depth", 4, 14),
+            "min_samples_leaf": trial.suggest_int("random_forest.min_samples_leaf", 5, 200, log=True),
+            "max_features": trial.suggest_float("random_forest.max_features", 0.1, 0.5),
             "max_samples": trial.suggest_float("random_forest.max_samples", 0.05, 0.5),
         }
 
     def fit(self, X: np.ndarray, y: np.ndarray, params: dict[str, Any], ctx: FitContext) -> Any:
+        # Each tree sees at most MAX_TREE_ROWS bootstrap rows, so a forest's cost stays bounded on big data.
+        max_samples = min(float(params["max_samples"]), MAX_TREE_ROWS / len(X))
         model = RandomForestClassifier(
             max_depth=params["max_depth"], min_samples_leaf=params["min_samples_leaf"],
-            max_features=params["max_features"], max_samples=params["max_samples"], bootstrap=True,
+            max_features=params["max_features"], max_samples=max_samples, bootstrap=True,
             warm_start=True, random_state=ctx.seed, n_jobs=ctx.threads)
         for k, total in enumerate(_steps(int(params["n_estimators"]))):
             model.set_params(n_estimators=total)
