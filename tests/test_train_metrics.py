@@ -149,3 +149,15 @@ def test_oracle_auc_joins_on_user_and_as_of(tmp_path: Path) -> None:
     oracle.head(10).write_parquet(tmp_path / "partial.parquet")
     with pytest.raises(DataError, match="covers only"):
         oracle_auc(valid, tmp_path / "partial.parquet")
+
+
+def test_columns_without_any_value_in_the_training_rows_are_left_out() -> None:
+    from training.data import without_empty
+
+    frame = synthetic_snapshots(n_users=50, n_snapshots=2).with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("tenure_days"), pl.lit(float("nan")).alias("cart_open"),
+        pl.lit(None, dtype=pl.String).alias("loyalty_tier"))
+    numeric, categorical = select_features(frame, DataConfig())
+    kept_numeric, kept_categorical, empty = without_empty(frame, numeric, categorical)
+    assert set(empty) == {"tenure_days", "cart_open", "loyalty_tier"}
+    assert "add_to_cart_7d" in kept_numeric and not set(empty) & set(kept_numeric + kept_categorical)

@@ -118,6 +118,21 @@ def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], li
     return numeric, categorical
 
 
+def without_empty(train: pl.DataFrame, numeric: list[str], categorical: list[str]
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Leave out inputs with no observed value in the training rows (e.g. CRM columns without a users
+    file): they carry nothing, and some estimators refuse all-missing columns. Returns (numeric,
+    categorical, left out)."""
+    def observed(name: str) -> bool:
+        col = pl.col(name)
+        dtype = train.schema[name]
+        missing = col.is_null() | col.is_nan() if dtype.is_float() else col.is_null()
+        return not bool(train.select(missing.all()).item())
+
+    empty = [c for c in numeric + categorical if not observed(c)]
+    return ([c for c in numeric if c not in empty], [c for c in categorical if c not in empty], empty)
+
+
 def time_split(frame: pl.DataFrame, cfg: DataConfig, seed: int) -> Split:
     """Train on earlier snapshots, validate on the latest ``cfg.validation_snapshots`` ones."""
     as_of = sorted(frame.get_column("as_of").unique().to_list())

@@ -22,7 +22,14 @@ from features.errors import DataError
 from training import plots
 from training.calibration import choose_calibration
 from training.config import TrainConfig
-from training.data import Split, TrainingData, load_training_data, select_features, time_split
+from training.data import (
+    Split,
+    TrainingData,
+    load_training_data,
+    select_features,
+    time_split,
+    without_empty,
+)
 from training.evaluate import classification_metrics, permutation_importance
 from training.families import get_family
 from training.model import ConversionModel, ConversionPyfunc, silent_warnings
@@ -160,6 +167,11 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
     frame = source.frame if pre_transform is None else pre_transform.transform(source.frame)
     numeric, categorical = select_features(frame, cfg.data)
     split = time_split(frame, cfg.data, cfg.seed)
+    numeric, categorical, empty = without_empty(split.train, numeric, categorical)
+    if not numeric + categorical:
+        raise DataError("every model feature column is empty in the training rows")
+    if empty:
+        say(f"left out (no values in the training rows): {', '.join(empty)}")
     data = prepare(split.train, split.valid, numeric, categorical)
     say(f"data: {split.train.height} training rows ({', '.join(split.train_as_of)}), {split.valid.height} "
         f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
