@@ -1,0 +1,74 @@
+"""The typed configuration of the audit stage (``configs/fairness.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from features.config import StrictModel, load_config
+
+
+class SelectionConfig(StrictModel):
+    """Which rows count as selected (targeted): the top share of scores, or a fixed probability."""
+
+    top_share: float = Field(default=0.2, gt=0.0, le=1.0)  # share 0..1
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class GateConfig(StrictModel):
+    """Limits of the promotion gate; ``None`` disables a check."""
+
+    demographic_parity_ratio_min: float | None = Field(default=0.8, ge=0.0, le=1.0)
+    equalized_odds_difference_max: float | None = Field(default=0.10, ge=0.0, le=1.0)
+    demographic_parity_difference_max: float | None = Field(default=None, ge=0.0, le=1.0)
+    equal_opportunity_difference_max: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class MitigationConfig(StrictModel):
+    """Fairlearn mitigation: post-processing (ThresholdOptimizer) or reduction (ExponentiatedGradient)."""
+
+    method: Literal["threshold_optimizer", "exponentiated_gradient"] = "threshold_optimizer"
+    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+    feature: str | None = None  # None: the first failing sensitive feature
+
+
+class ExplainConfig(StrictModel):
+    """SHAP: rows explained for the global view, plots and reason codes."""
+
+    sample_rows: int = Field(default=2000, ge=10)
+    top_features: int = Field(default=5, ge=1)
+    reasons_k: int = Field(default=3, ge=1)
+
+
+class FairnessTracking(StrictModel):
+    uri: str | None = None  # None: the training store (training.tracking.default_tracking_uri)
+    champion_alias: str = "champion"
+
+
+class FairnessConfig(StrictModel):
+    """Everything ``propensity audit`` / ``propensity promote`` read."""
+
+    sensitive_features: list[str] = Field(default_factory=lambda: ["gender", "age_band", "country"])
+    intersections: list[list[str]] = Field(default_factory=list)
+    min_group_size: int = Field(default=50, ge=1)
+    snapshots: Literal["latest", "all"] = "latest"
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    tracking: FairnessTracking = Field(default_factory=FairnessTracking)
+
+    @model_validator(mode="after")
+    def _intersections_of_two_or_more(self) -> FairnessConfig:
+        for combo in self.intersections:
+            if len(combo) < 2:
+                raise ValueError(f"an intersection needs two or more features, got {combo}")
+        return self
+
+
+def load_fairness_config(path: str | Path | None = None,
+                         overrides: dict[str, Any] | None = None) -> FairnessConfig:
+    """``configs/fairness.yaml`` (or ``path``) as a :class:`FairnessConfig`; ConfigError names the key."""
+    return load_config(FairnessConfig, path, "fairness.yaml", overrides)
