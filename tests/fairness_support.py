@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import polars as pl
 import xgboost as xgb
@@ -30,7 +32,9 @@ def small_frame(n: int = 2000, seed: int = 0, disparity: float = 0.0) -> pl.Data
     device = rng.choice(["mobile", "desktop", "tablet"], n, p=[0.6, 0.3, 0.1])
     logit = -1.5 + 1.5 * propensity - 0.05 * recency + 0.3 * (device == "desktop")
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
-    return pl.DataFrame({"user_id": [f"u{i}" for i in range(n)], "visits": visits, "cart_value": cart,
+    as_of = datetime(2026, 11, 1, tzinfo=UTC)
+    return pl.DataFrame({"user_id": [f"u{i}" for i in range(n)], "as_of": [as_of] * n, "visits": visits,
+                         "cart_value": cart,
                          "recency": recency, "device": device, "gender": gender, "label": label})
 
 
@@ -47,3 +51,24 @@ def logistic_model(frame: pl.DataFrame) -> ConversionModel:
     encoder = FeatureEncoder(NUMERIC, CATEGORICAL, scale=True).fit(frame)
     est = LogisticRegression(max_iter=500).fit(encoder.transform(frame), frame["label"].to_numpy())
     return ConversionModel("logistic_regression", encoder, est)
+
+
+def register_model(model: ConversionModel, name: str = "propensity-conversion") -> str:
+    """Log ``model`` as the training stage does (pyfunc + pickled artefact) and register it; returns
+    ``models:/NAME/VERSION``. Uses the current MLflow tracking URI."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from training.model import ConversionPyfunc
+    from training.tracking import register
+
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        model.metadata["run_id"] = run.info.run_id
+        path = str(Path(tmp) / "conversion_model.pkl")
+        model.save(path)
+        info = mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
+                                       artifacts={ConversionPyfunc.ARTIFACT: path})
+    version = register(info.model_uri, name, "challenger", {"family": model.family})
+    return f"models:/{name}/{version}"
