@@ -124,14 +124,14 @@ def feature_audit(name: str, y_true: np.ndarray, y_score: np.ndarray, y_pred: np
         y_true=y_true, y_pred=y_score, sensitive_features=pd.Series(groups, name=name))
     counts = pd.Series(groups).value_counts()
     by_group = frame.by_group.join(scored.by_group)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for group, values in by_group.iterrows():
         count = int(counts[group])
-        row = {"group": str(group), "count": count, "status": OK if count >= min_group_size else INSUFFICIENT}
-        row.update({k: float(v) for k, v in values.items()})
-        row["calibration_gap"] = row["mean_predicted"] - row["observed_rate"]
-        rows.append(row)
-    rows.sort(key=lambda r: -r["count"])
+        rates = {str(k): float(v) for k, v in values.items()}
+        rows.append({"group": str(group), "count": count,
+                     "status": OK if count >= min_group_size else INSUFFICIENT, **rates,
+                     "calibration_gap": rates["mean_predicted"] - rates["observed_rate"]})
+    rows.sort(key=lambda r: -int(r["count"]))
     judged = [r for r in rows if r["status"] == OK]
     return FeatureAudit(name, rows, disparity_metrics(judged))
 
