@@ -98,11 +98,18 @@ def _parse_split(text: str | None) -> Any:
 
 
 @ab.command("analyze")
-@click.option("--data", type=click.Path(dir_okay=False), required=True,
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="unit-level rows or a per-variant summary table (.parquet, .csv, .jsonl)")
+@click.option("--exposures", type=click.Path(dir_okay=False), default=None,
+              help="exposure log (user_id, variant, first_exposure[, experiment]) instead of --data")
+@click.option("--events", type=click.Path(dir_okay=False), default=None, help="events (SPEC contract)")
+@click.option("--attributes", type=click.Path(dir_okay=False), default=None,
+              help="per-user columns (covariates, segments) joined to the exposure log")
+@click.option("--experiment", default=None, help="experiment name to select in the exposure log")
 @click.option("--variant-col", default="variant", show_default=True)
 @click.option("--control", required=True, help="name of the control variant")
-@click.option("--metric", "metrics", multiple=True, required=True, help="metric column (repeatable)")
+@click.option("--metric", "metrics", multiple=True,
+              help="metric column (repeatable); exposure logs default to converted and revenue")
 @click.option("--covariate", default=None, help="pre-period column for CUPED")
 @click.option("--segment-col", default=None, help="break results down by this column")
 @click.option("--timestamp-col", default=None, help="first exposure time: timeline and sequential read-out")
@@ -116,8 +123,10 @@ def _parse_split(text: str | None) -> Any:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="write an HTML report (+ .md)")
 @click.option("--json", "as_json", is_flag=True)
-def analyze(data: str, variant_col: str, control: str, metrics: tuple[str, ...], covariate: str | None,
-            segment_col: str | None, timestamp_col: str | None, factors: tuple[str, ...],
+def analyze(data: str | None, exposures: str | None, events: str | None, attributes: str | None,
+            experiment: str | None, variant_col: str, control: str, metrics: tuple[str, ...],
+            covariate: str | None, segment_col: str | None, timestamp_col: str | None,
+            factors: tuple[str, ...],
             expected_split: str | None, correction: str | None, alpha: float | None, equal_var: bool | None,
             sequential: bool | None, looks: int | None, config_path: str | None, report: str | None,
             as_json: bool) -> None:
@@ -125,7 +134,8 @@ def analyze(data: str, variant_col: str, control: str, metrics: tuple[str, ...],
     from experiments.pipeline import analyze_file
 
     result, verdicts, paths = analyze_file(
-        data, variant_col, control, list(metrics), covariate=covariate, segment_col=segment_col,
+        data, variant_col, control, list(metrics), exposures=exposures, events=events,
+        attributes=attributes, experiment=experiment, covariate=covariate, segment_col=segment_col,
         timestamp_col=timestamp_col, factors=list(factors), expected_split=_parse_split(expected_split),
         config_path=config_path, report=report,
         overrides={"correction": correction, "alpha": alpha, "equal_var": equal_var, "looks": looks},

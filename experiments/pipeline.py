@@ -6,56 +6,101 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.aggregate import read_table
+import polars as pl
+
+from experiments.aggregate import read_table, require_columns
 from experiments.analysis import analyze_experiment
-from experiments.config import load_experiments_config
+from experiments.config import ExperimentsConfig, load_experiments_config
+from experiments.exposure import cohort_activity, outcomes_from_exposures
+from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
+from features.errors import DataError
 
 
-def analyze_file(data: str | Path, variant_col: str, control: str, metrics: Sequence[str], *,
+def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings: ExperimentsConfig,
+                         attributes: pl.DataFrame | None = None,
+                         experiment: str | None = None) -> pl.DataFrame:
+    """Exposed users with outcomes (:func:`outcomes_from_exposures`), plus the columns of
+    ``attributes`` (one row per user_id: covariates, segments) joined on user_id."""
+    units = outcomes_from_exposures(exposures, events, settings.conversion_window_days, experiment,
+                                    settings.funnel.steps)
+    if attributes is not None:
+        require_columns(attributes, ["user_id"], "attributes")
+        extra = [c for c in attributes.columns if c not in units.columns]
+        attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
+        units = units.join(attrs, on="user_id", how="left")
+    return units
+
+
+def analyze_file(data: str | Path | None, variant_col: str, control: str, metrics: Sequence[str], *,
+                 exposures: str | Path | None = None, events: str | Path | None = None,
+                 attributes: str | Path | None = None, experiment: str | None = None,
                  covariate: str | None = None, segment_col: str | None = None,
                  timestamp_col: str | None = None, factors: Sequence[str] = (),
                  expected_split: Sequence[float] | Mapping[str, float] | None = None,
                  config_path: str | Path | None = None, report: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, sequential: bool | None = None
                  ) -> tuple[ExperimentResult, list[str], dict[str, str]]:
-    """Read ``data``, analyse it, optionally write ``report`` (HTML, plus Markdown beside it).
+    """Read unit-level ``data`` (or an exposure log + events), analyse, optionally write ``report``.
 
-    Returns the result, the verdict lines and the written report paths ({"html": ..., "markdown": ...}).
+    With ``exposures`` and ``events`` the units are built by :func:`units_from_exposures` (metrics
+    default to converted and revenue, the timestamp to first_exposure) and the result carries the
+    funnel and the weekly cohorts. Returns the result, the verdict lines and the report paths.
     """
     settings = load_experiments_config(config_path, overrides)
     if sequential is not None:
         settings.sequential.enabled = sequential
-    frame = read_table(data)
+    if (exposures is None) != (events is None):
+        raise DataError("an exposure log needs events too (--exposures with --events)")
+    if exposures is not None and events is not None:
+        if data is not None:
+            raise DataError("give either --data or --exposures/--events, not both")
+        event_frame = read_table(events)
+        frame = units_from_exposures(read_table(exposures), event_frame, settings,
+                                     read_table(attributes) if attributes else None, experiment)
+        metrics = list(metrics) or ["converted", "revenue"]
+        timestamp_col = timestamp_col or "first_exposure"
+        variant_col = "variant"
+    elif data is not None:
+        frame = read_table(data)
+        event_frame = None
+    else:
+        raise DataError("no input: give --data, or --exposures with --events")
     result = analyze_experiment(frame, variant_col, control, metrics, covariate=covariate,
                                 segment_col=segment_col, expected_split=expected_split,
                                 timestamp_col=timestamp_col, factors=factors, settings=settings)
+    if event_frame is not None:
+        result.funnel = funnel_by_variant(frame, control, settings.funnel.steps, alpha=settings.alpha,
+                                          correction=settings.correction)
+        result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
     verdicts = verdict_lines(result)
     paths: dict[str, str] = {}
     if report is not None:
         from experiments.report import write_report
 
-        paths = write_report(result, report, title=f"Experiment report: {Path(data).name}")
+        name = Path(data or exposures or "experiment").name
+        paths = write_report(result, report, title=f"Experiment report: {name}")
     return result, verdicts, paths
 
 
 def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
-    """Simulate an experiment (``demo`` settings), analyse it, write its report into ``out_dir``.
+    """Simulate an experiment (``demo`` settings), analyse its exposure log and events, write the report.
 
-    Returns {"data", "html", "markdown", "verdicts", "warnings"} (paths as strings).
+    Returns {"data", "exposures", "events", "html", "markdown", "verdicts", "warnings"}.
     """
-    from experiments.report import write_report
     from experiments.simulate import simulate_experiment
 
     settings = load_experiments_config(config_path)
     demo = settings.demo
-    data = simulate_experiment(out_dir, demo.users, demo.variants, demo.days, demo.seed)
-    frame = read_table(data)
-    control = next(iter(demo.variants))
-    result = analyze_experiment(frame, "variant", control, ["converted", "revenue"], covariate="pre_revenue",
-                                segment_col="device", timestamp_col="first_exposure", settings=settings)
-    paths = write_report(result, Path(out_dir) / "experiment_report.html",
-                         title="Demo experiment (simulated)")
-    return {"data": str(data), "html": paths["html"], "markdown": paths["markdown"],
-            "verdicts": verdict_lines(result), "warnings": result.warnings}
+    out = Path(out_dir)
+    files = simulate_experiment(out, demo.users, demo.variants, demo.days, demo.seed)
+    attributes = out / "attributes.parquet"
+    read_table(files["units"]).select("user_id", "device", "pre_revenue").write_parquet(attributes)
+    result, verdicts, paths = analyze_file(
+        None, "variant", next(iter(demo.variants)), [], exposures=files["exposures"], events=files["events"],
+        attributes=attributes, covariate="pre_revenue", segment_col="device", config_path=config_path,
+        report=out / "experiment_report.html")
+    return {"data": str(files["units"]), "exposures": str(files["exposures"]), "events": str(files["events"]),
+            "html": paths["html"], "markdown": paths["markdown"], "verdicts": verdicts,
+            "warnings": result.warnings}

@@ -88,6 +88,41 @@ def timeline_plot(result: ExperimentResult, name: str) -> bytes | None:
     return _png(fig)
 
 
+def funnel_plot(funnel: pl.DataFrame) -> bytes:
+    """Share of exposed units reaching each funnel step, per variant, with intervals."""
+    steps = funnel["step"].unique(maintain_order=True).to_list()
+    variants = funnel["variant"].unique(maintain_order=True).to_list()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / len(variants)
+    for j, v in enumerate(variants):
+        part = funnel.filter(pl.col("variant") == v)
+        x = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(steps))]
+        rate = part["rate"].to_numpy() * 100
+        err = [rate - part["ci_low"].to_numpy() * 100, part["ci_high"].to_numpy() * 100 - rate]
+        ax.bar(x, rate, width, yerr=err, capsize=3, label=v, color=f"C{j}")
+    ax.set_xticks(range(len(steps)), steps)
+    ax.set_ylabel("% of exposed units")
+    ax.set_title("Funnel after first exposure")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def cohort_plot(cohorts: pl.DataFrame) -> bytes:
+    """Share returning and share purchasing in each week after first exposure, per variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for j, v in enumerate(cohorts["variant"].unique(maintain_order=True).to_list()):
+        part = cohorts.filter(pl.col("variant") == v)
+        for ax, col in zip(axes, ("returning_share", "purchasing_share"), strict=True):
+            ax.plot(part["week"], part[col] * 100, marker="o", color=f"C{j}", label=v)
+    for ax, title in zip(axes, ("returning (any event)", "purchasing"), strict=True):
+        ax.set_title(f"% {title}")
+        ax.set_xlabel("week after first exposure")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
 def _comparison_rows(result: ExperimentResult) -> list[list[str]]:
     rows = []
     for name, m in result.metrics.items():
@@ -147,6 +182,10 @@ def write_report(result: ExperimentResult, path: str | Path,
         timeline = timeline_plot(result, name)
         if timeline is not None:
             images[f"{name} over time"] = timeline
+    if result.funnel is not None:
+        images["funnel"] = funnel_plot(result.funnel)
+    if result.cohorts is not None:
+        images["weekly cohorts"] = cohort_plot(result.cohorts)
     assets = path.parent / f"{path.stem}_files"
     assets.mkdir(exist_ok=True)
     links = {}

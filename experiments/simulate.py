@@ -47,12 +47,59 @@ def simulate_units(n_users: int, lifts: Mapping[str, float], days: int = 14, see
     })
 
 
+def simulate_events(units: pl.DataFrame, seed: int = 7, weeks: int = 4) -> pl.DataFrame:
+    """Events in the SPEC contract for simulated ``units``: the funnel steps after first exposure
+    (a converted unit goes through product_view -> add_to_cart -> checkout_start -> purchase within
+    six days, carrying its revenue) and returning page views in the ``weeks`` after exposure."""
+    rng = np.random.default_rng(seed + 1)
+    n = units.height
+    t0 = units["first_exposure"].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+    converted = units["converted"].to_numpy() == 1
+    view = converted | (rng.random(n) < 0.6)
+    cart = converted | (view & (rng.random(n) < 0.25))
+    checkout = converted | (cart & (rng.random(n) < 0.3))
+    parts = []
+    offset = np.zeros(n)
+    for step, reached in (("product_view", view), ("add_to_cart", cart), ("checkout_start", checkout),
+                          ("purchase", converted)):
+        offset = offset + rng.uniform(0.01, 1.4, n) * 86_400
+        idx = np.flatnonzero(reached)
+        parts.append((idx, offset[idx], step))
+    for k in range(weeks):
+        idx = np.flatnonzero(rng.random(n) < 0.45 * 0.7**k)
+        when = (7 * k + rng.uniform(0, 7, idx.size)) * 86_400
+        parts.append((idx, when, "page_view"))
+        if k > 0:  # repeat purchases after the conversion window
+            buy = rng.random(idx.size) < 0.12
+            parts.append((idx[buy], when[buy] + 600, "purchase"))
+    idx = np.concatenate([p[0] for p in parts])
+    secs = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    names = np.concatenate([np.full(p[0].size, p[2]) for p in parts])
+    value = np.where(names == "purchase", units["revenue"].to_numpy()[idx], np.nan)
+    return pl.DataFrame({
+        "event_id": [f"e{i:08d}" for i in range(idx.size)],
+        "user_id": units["user_id"].to_numpy()[idx],
+        "timestamp": pl.Series(t0[idx] + secs.astype("timedelta64[s]")).dt.replace_time_zone("UTC"),
+        "event": names,
+        "value": value,
+    }).with_columns(pl.col("value").fill_nan(None)).sort("timestamp")
+
+
 def simulate_experiment(out_dir: str | Path, n_users: int = 30_000,
-                        lifts: Mapping[str, float] | None = None, days: int = 14, seed: int = 7) -> Path:
-    """Write ``units.parquet`` (see :func:`simulate_units`) into ``out_dir`` and return its path."""
+                        lifts: Mapping[str, float] | None = None, days: int = 14,
+                        seed: int = 7) -> dict[str, Path]:
+    """Write ``units.parquet`` (:func:`simulate_units`), ``exposures.parquet`` (user_id, experiment,
+    variant, first_exposure) and ``events.parquet`` (:func:`simulate_events`) into ``out_dir``.
+
+    Returns the paths keyed "units", "exposures", "events".
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = simulate_units(n_users, lifts or {"A": 0.0, "B": 0.12, "C": 0.02}, days, seed)
-    path = out / "units.parquet"
-    frame.write_parquet(path)
-    return path
+    paths = {"units": out / "units.parquet", "exposures": out / "exposures.parquet",
+             "events": out / "events.parquet"}
+    frame.write_parquet(paths["units"])
+    frame.select("user_id", pl.lit("demo_checkout").alias("experiment"), "variant",
+                 "first_exposure").write_parquet(paths["exposures"])
+    simulate_events(frame, seed).write_parquet(paths["events"])
+    return paths
