@@ -11,15 +11,16 @@ A summary table given as input has columns ``<variant_col>``, ``n`` and per metr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from features.errors import DataError
 
-_READERS = {".parquet": pl.read_parquet, ".pq": pl.read_parquet, ".csv": pl.read_csv,
-            ".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson, ".json": pl.read_ndjson}
+_READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
+    ".parquet": pl.read_parquet, ".pq": pl.read_parquet, ".csv": pl.read_csv,
+    ".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson, ".json": pl.read_ndjson}
 
 
 def read_table(path: str | Path) -> pl.DataFrame:

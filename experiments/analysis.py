@@ -79,7 +79,7 @@ def analyze_metric(name: str, kind: str, rows: Mapping[str, Mapping[str, float]]
         omnibus = one_way_anova([g for g in groups if isinstance(g, MeanSummary)], settings.equal_var)
     result = MetricResult(name=name, type=kind, omnibus=omnibus, comparisons=[],
                           variants=[_variant_stat(v, summaries[v], alpha) for v in names])
-    tested = summaries
+    tested: dict[str, Summary] = dict(summaries)
     if covariate is not None and kind == "mean":
         reg = [RegressionSummary(int(rows[v][f"{name}__xy_n"]), *(float(rows[v][f"{name}__{s}"] or 0.0)
                                  for s in ("y_sum", "y_sum_sq", "x_sum", "x_sum_sq", "xy"))) for v in names]
@@ -87,7 +87,7 @@ def analyze_metric(name: str, kind: str, rows: Mapping[str, Mapping[str, float]]
         tested = dict(zip(names, cuped.adjusted, strict=True))
         result.cuped = {"covariate": covariate, "theta": cuped.theta,
                         "variance_reduction": cuped.variance_reduction,
-                        "adjusted_means": {v: s.mean for v, s in tested.items()}}
+                        "adjusted_means": {v: s.mean for v, s in zip(names, cuped.adjusted, strict=True)}}
     c = tested[control]
     for v in names[1:]:
         t = tested[v]
