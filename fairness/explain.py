@@ -64,8 +64,12 @@ class Explainer:
         """An explainer of ``model``; ``background`` (a snapshot frame) sets the linear model's mean.
 
         Without background a linear model's reference point is the training mean of the scaled
-        numeric columns (0 by construction) and "no category" for one-hot columns.
+        numeric columns (0 by construction) and "no category" for one-hot columns. A mitigated
+        model (``fairness.mitigation.MitigatedModel``) is explained through its base model.
         """
+        base = getattr(model, "base", None)
+        if base is not None:
+            model = base
         if getattr(model, "booster", None) is not None:
             return cls(model, "xgboost")
         from sklearn.linear_model import LogisticRegression

@@ -55,3 +55,14 @@ def test_exponentiated_gradient_meets_the_constraint_on_its_training_rows(data) 
     assert abs(rates["F"] - rates["M"]) < 0.03  # eps = 0.01 on the moments plus fitting slack
     row = train.row(0, named=True)
     assert mitigated.predict_one(row) == pytest.approx(float(mitigated.predict_proba(train[:1])[0]))
+
+
+def test_a_mitigated_model_is_explained_through_its_base_model(data) -> None:
+    from fairness.explain import Explainer
+
+    model, train, test = data
+    mitigated = mitigate(model, train, train["label"].to_numpy(), "gender")
+    row = test.row(3, named=True)
+    explainer = Explainer.for_model(mitigated)
+    assert explainer.kind == "xgboost"
+    assert explainer.reasons_one(row, 3) == Explainer.for_model(model).reasons_one(row, 3)
