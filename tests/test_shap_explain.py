@@ -85,3 +85,15 @@ def test_global_ranking_puts_the_generating_signal_first(frame) -> None:
     assert ranking[0]["feature"] == "visits"  # small_frame's label is driven by propensity → visits
     values = [r["mean_abs_shap"] for r in ranking]
     assert values == sorted(values, reverse=True)
+
+
+def test_random_forest_contributions_add_up_to_the_probability(frame) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    encoder = FeatureEncoder(["visits", "recency"], ["device"]).fit(frame)  # no NaN columns
+    X = encoder.transform(frame)
+    est = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0)
+    est.fit(X, frame["label"].to_numpy())
+    c = Explainer.for_model(ConversionModel("random_forest", encoder, est)).contributions(X[:50])
+    assert c.units == "probability"
+    np.testing.assert_allclose(c.values.sum(axis=1) + c.base, est.predict_proba(X[:50])[:, 1], atol=1e-6)
