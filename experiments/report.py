@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from experiments.report_tables import report_tables  # noqa: E402
 from experiments.results import ExperimentResult, MetricResult  # noqa: E402
 from experiments.verdict import verdict_lines  # noqa: E402
 
@@ -38,7 +39,7 @@ def rates_plot(name: str, metric: MetricResult) -> bytes:
                     color="C0" if i == 0 else "C1", capsize=4)
     ax.set_yticks(range(len(metric.variants)), [v.name for v in metric.variants])
     ax.invert_yaxis()
-    ax.set_xlabel(f"{name}{unit}, 95% interval" if metric.type == "proportion" else f"mean {name}")
+    ax.set_xlabel(f"{name}{unit} with its interval" if metric.type == "proportion" else f"mean {name}")
     ax.set_title(f"{name} by variant")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
@@ -123,50 +124,43 @@ def cohort_plot(cohorts: pl.DataFrame) -> bytes:
     return _png(fig)
 
 
-def _comparison_rows(result: ExperimentResult) -> list[list[str]]:
-    rows = []
-    for name, m in result.metrics.items():
-        k, _ = _scale(m)
-        for c in m.comparisons:
-            interval = f"[{c.ci_low * k:.4g}, {c.ci_high * k:.4g}]"
-            rows.append([name, c.variant, f"{c.difference * k:+.4g}", interval,
-                         f"{c.relative_lift:+.2%}", f"{c.p_value:.3g}", f"{c.p_value_adjusted:.3g}", c.test])
-    return rows
-
-
-HEADER = ["metric", "variant", "difference (pp for rates)", "interval", "relative", "p", "p adjusted", "test"]
-
-
 def _markdown(result: ExperimentResult, title: str, images: dict[str, str]) -> str:
     out = [f"# {title}", "", "## Verdict", ""] + [f"- {line}" for line in verdict_lines(result)]
     if result.warnings:
         out += ["", "## Warnings", ""] + [f"- **{w}**" for w in result.warnings]
-    out += ["", "## Comparisons", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(r) + " |" for r in _comparison_rows(result)]
     srm = result.srm
     out += ["", f"SRM check: chi-square {srm.statistic:.3f}, df {srm.df}, p = {srm.p_value:.3g} "
-                f"({'MISMATCH' if srm.mismatch else 'ok'}).", ""]
-    out += [f"![{name}]({path})" for name, path in images.items()]
+                f"({'MISMATCH' if srm.mismatch else 'ok'})."]
+    for t in report_tables(result):
+        out += ["", f"## {t.title}", "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+        out += ["| " + " | ".join(r) + " |" for r in t.rows]
+        if t.note:
+            out += ["", t.note]
+    out += ["", "## Plots", ""] + [f"![{name}]({path})" for name, path in images.items()]
     return "\n".join(out) + "\n"
 
 
 def _html(result: ExperimentResult, title: str, images: dict[str, bytes]) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-             "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
+             "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 7px;font-size:85%}"
              ".warn{background:#fff3cd;padding:8px;border-left:4px solid #e0a800;margin:6px 0}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1><h2>Verdict</h2><ul>"]
+             ".note{color:#555;font-size:85%}img{max-width:100%}</style></head><body>",
+             f"<h1>{esc(title)}</h1><h2>Verdict</h2><ul>"]
     parts += [f"<li>{esc(line)}</li>" for line in verdict_lines(result)] + ["</ul>"]
     parts += [f"<div class='warn'>{esc(w)}</div>" for w in result.warnings]
-    parts.append("<h2>Comparisons</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADER) + "</tr>")
-    parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _comparison_rows(result)]
     srm = result.srm
-    parts.append(f"</table><p>SRM check: chi-square {srm.statistic:.3f}, df {srm.df}, p = {srm.p_value:.3g} "
-                 f"({'MISMATCH' if srm.mismatch else 'ok'}).</p><h2>Plots</h2>")
+    parts.append(f"<p>SRM check: chi-square {srm.statistic:.3f}, df {srm.df}, p = {srm.p_value:.3g} "
+                 f"({'MISMATCH' if srm.mismatch else 'ok'}).</p>")
     for name, png in images.items():
         parts.append(f"<h3>{esc(name)}</h3><img alt='{esc(name)}' "
                      f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    for t in report_tables(result):
+        parts.append(f"<h2>{esc(t.title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in t.header)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in t.rows]
+        parts.append(f"</table><p class='note'>{esc(t.note)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
