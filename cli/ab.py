@@ -149,3 +149,29 @@ def analyze(data: str | None, exposures: str | None, events: str | None, attribu
         info(line)
     for kind, path in paths.items():
         info(f"{kind} report: {path}")
+
+
+@ab.command("mde")
+@click.option("--metric", type=click.Choice(["proportion", "mean"]), default="proportion", show_default=True)
+@click.option("--baseline", type=float, required=True, help="control rate (0..1) or control mean")
+@click.option("--sd", type=float, default=None, help="per-unit standard deviation (mean metrics)")
+@click.option("--n-per-variant", type=float, required=True, help="control units (each arm when ratio = 1)")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--power", type=float, default=0.8, show_default=True)
+@click.option("--ratio", type=float, default=1.0, show_default=True, help="n_treatment / n_control")
+@click.option("--variants", type=int, default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def mde(metric: str, baseline: float, sd: float | None, n_per_variant: float, alpha: float, power: float,
+        ratio: float, variants: int, as_json: bool) -> None:
+    """Smallest upward effect detectable with N units per variant."""
+    from experiments.stats.power import minimum_detectable_effect
+
+    d = _design(metric, baseline, 0.0, False, sd, alpha, ratio, variants)
+    effect = minimum_detectable_effect(d, n_per_variant, power)
+    relative = effect / baseline if baseline else None
+    if as_json:
+        emit_json({"mde": effect, "mde_relative": relative, "n_per_variant": n_per_variant, "power": power,
+                   **_design_dict(d)})
+        return
+    info(f"minimum detectable effect {effect:+.4g}" + (f" ({relative:+.1%} relative)" if relative else "")
+         + f" with {n_per_variant:,.0f} units per variant at power {power:.0%}")

@@ -134,3 +134,9 @@ def test_analyze_bad_input_is_one_line_error(capsys, units, args, needle):
 def test_analyze_missing_file_is_one_line_error(capsys, tmp_path):
     assert "not found" in _fails(capsys, "ab", "analyze", "--data", str(tmp_path / "x.csv"), "--control", "A",
                                  "--metric", "y")
+
+
+def test_mde_json_inverts_sample_size(capsys):
+    # R power.prop.test(p1 = .10, p2 = .12, power = .8) -> n = 3840.85, so the MDE at that n is +0.02
+    out = _run(capsys, "ab", "mde", "--baseline", "0.10", "--n-per-variant", "3840.85", "--json")
+    assert out["mde"] == pytest.approx(0.02, abs=1e-5) and out["mde_relative"] == pytest.approx(0.2, abs=1e-4)
