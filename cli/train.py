@@ -25,10 +25,13 @@ from cli.common import emit_json, info
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite, work folder).")
 @click.option("--oracle", type=click.Path(path_type=Path), default=None,
               help="oracle.parquet of a synthetic shop: print the best achievable AUC next to the model's.")
+@click.option("--segmenter", "segmenter_path", type=click.Path(path_type=Path), default=None,
+              help="segmenter.joblib written by `propensity segment`: its segment and cluster become model "
+                   "inputs, and the model carries it (serving assigns them the same way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def train(config_path: Path | None, profile: str | None, features_path: Path, trials: int | None,
           timeout: float | None, workers: int | None, storage: str | None, study_name: str | None,
-          tracking_uri: str | None, oracle: Path | None, as_json: bool) -> None:
+          tracking_uri: str | None, oracle: Path | None, segmenter_path: Path | None, as_json: bool) -> None:
     """Optuna search over model families on a feature snapshot; registers the best model in MLflow."""
     from training.config import load_train_config
     from training.train import train as train_stage
@@ -38,7 +41,12 @@ def train(config_path: Path | None, profile: str | None, features_path: Path, tr
                    "study_name": study_name},
         "tracking": {"uri": tracking_uri},
     })
-    result = train_stage(features_path, cfg, oracle=oracle, progress=info)
+    segmenter = None
+    if segmenter_path is not None:
+        from features.segmenter import Segmenter
+
+        segmenter = Segmenter.load(segmenter_path)
+    result = train_stage(features_path, cfg, oracle=oracle, pre_transform=segmenter, progress=info)
     if as_json:
         emit_json(result.to_json())
         return

@@ -81,6 +81,7 @@ class FeaturesConfig(StrictModel):
     horizon: timedelta = timedelta(days=7)
     snapshots: int = Field(default=1, ge=1)
     every: timedelta = timedelta(days=7)
+    segment_features: bool = True  # add engagement_score and journey_stage (configs/segments.yaml)
     ingest: IngestConfig = IngestConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     spark: SparkConfig = SparkConfig()

@@ -111,6 +111,13 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
     with make_engine(cfg) as engine:
         frame = engine.build(events.clean, users.clean if users else None, as_ofs, horizon,
                              consent_default=cfg.ingest.consent_default, exclude_users=forgotten)
+    feature_names = list(FEATURE_NAMES)
+    if cfg.segment_features:
+        from features.segment_stage import SEGMENT_FEATURES, add_segment_features
+
+        say("adding engagement scores and journey stages")
+        frame = add_segment_features(frame, events.clean, None)
+        feature_names += list(SEGMENT_FEATURES)
     sources = {"events": file_digest(events_path),
                "users": file_digest(users_path) if users_path is not None else None}
     say(f"writing {out}")
@@ -118,7 +125,7 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
         "as_of": [t.isoformat() for t in as_ofs],
         "horizon": format_duration(horizon),
         "horizon_seconds": horizon.total_seconds(),
-        "features": list(FEATURE_NAMES),
+        "features": feature_names,
         "engine": cfg.engine,
         "sources": sources,
         "ingest": {part.source: _ingest_counts(part) for part in parts},

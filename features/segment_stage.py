@@ -20,6 +20,7 @@ from features.segment_config import SegmentsConfig, load_segments_config
 from features.segment_report import cluster_profile, group_profile, markdown_table, pca_plot
 from features.segmenter import Segmenter
 
+SEGMENT_FEATURES = ("engagement_score", "journey_stage")  # event-derived columns a snapshot may carry
 _PROFILE_COLUMNS = ["cluster", "size", "share", "conversion_rate", "lift", "description", "top_features"]
 
 

@@ -50,7 +50,7 @@ def test_snapshot_is_written_with_its_metadata(tmp_path: Path, config: Path) -> 
     assert meta["rows"] == frame.height == result.rows
     assert meta["users"] == 5
     assert meta["label_rate"] == pytest.approx(frame["label"].mean())
-    assert meta["features"] == list(FEATURE_NAMES)
+    assert meta["features"] == [*FEATURE_NAMES, "engagement_score", "journey_stage"]
     assert meta["engine"] == "local"
     assert meta["digest"] == content_digest(frame) == result.digest
     assert meta["sources"]["events"]["sha256"] == hashlib.sha256(events.read_bytes()).hexdigest()
