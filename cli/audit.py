@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,32 +53,37 @@ def audit(model_uri: str, features_path: Path, users_path: Path | None, config_p
     if as_json:
         emit_json(result.to_json())
     else:
-        share = result.audit.top_share
-        rule = f"top {share:.0%}" if share is not None else "fixed probability"
-        info(f"selection: {rule}, threshold {_fmt(result.audit.threshold)}, {result.audit.n_rows} rows")
-        for feature, fa in result.audit.features.items():
-            info(f"\n{feature}")
-            info(f"  {'group':<16} {'count':>7} {'select':>7} {'tpr':>6} {'fpr':>6} {'auc':>6}  status")
-            for g in fa.groups:
-                info(f"  {g['group']:<16} {g['count']:>7} {_fmt(g['selection_rate']):>7} {_fmt(g['tpr']):>6} "
-                     f"{_fmt(g['fpr']):>6} {_fmt(g['auc']):>6}  {g['status']}")
-            info("  " + "  ".join(f"{m}={_fmt(v)}" for m, v in fa.metrics.items()))
-        for f in result.verdict.failing:
-            info(f"FAIL {f['metric']} on {f['feature']}: {_fmt(f['value'])} (limit {f['limit']}; groups "
-                 f"{', '.join(f['groups'])})")
-        section = result.document.get("mitigation")
-        if section:
-            before, after = section["comparison"]
-            info(f"mitigation {section['method']} ({section['constraint']} on {section['feature']}): AUC "
-                 f"{_fmt(before['auc'])} -> {_fmt(after['auc'])}, DP ratio "
-                 f"{_fmt(before['demographic_parity_ratio'])} -> {_fmt(after['demographic_parity_ratio'])}, "
-                 f"verdict after: {section['verdict_after']}")
-        info(f"\nverdict: {result.verdict.verdict}")
-        info(f"report: {result.html_path}")
+        print_audit(result)
     if mitigated_version is not None:
         info(f"mitigated model registered as version {mitigated_version} (alias mitigated)")
     if fail_on_gate and not result.verdict.passed:
         sys.exit(1)
+
+
+def print_audit(result: Any) -> None:
+    """The human summary of a :class:`fairness.stage.AuditResult` (also used by the demo)."""
+    share = result.audit.top_share
+    rule = f"top {share:.0%}" if share is not None else "fixed probability"
+    info(f"selection: {rule}, threshold {_fmt(result.audit.threshold)}, {result.audit.n_rows} rows")
+    for feature, fa in result.audit.features.items():
+        info(f"\n{feature}")
+        info(f"  {'group':<16} {'count':>7} {'select':>7} {'tpr':>6} {'fpr':>6} {'auc':>6}  status")
+        for g in fa.groups:
+            info(f"  {g['group']:<16} {g['count']:>7} {_fmt(g['selection_rate']):>7} {_fmt(g['tpr']):>6} "
+                 f"{_fmt(g['fpr']):>6} {_fmt(g['auc']):>6}  {g['status']}")
+        info("  " + "  ".join(f"{m}={_fmt(v)}" for m, v in fa.metrics.items()))
+    for f in result.verdict.failing:
+        info(f"FAIL {f['metric']} on {f['feature']}: {_fmt(f['value'])} (limit {f['limit']}; groups "
+             f"{', '.join(f['groups'])})")
+    section = result.document.get("mitigation")
+    if section:
+        before, after = section["comparison"]
+        info(f"mitigation {section['method']} ({section['constraint']} on {section['feature']}): AUC "
+             f"{_fmt(before['auc'])} -> {_fmt(after['auc'])}, DP ratio "
+             f"{_fmt(before['demographic_parity_ratio'])} -> {_fmt(after['demographic_parity_ratio'])}, "
+             f"verdict after: {section['verdict_after']}")
+    info(f"\nverdict: {result.verdict.verdict}")
+    info(f"report: {result.html_path}")
 
 
 @click.command("promote")

@@ -26,10 +26,12 @@ from cli.common import emit_json, info
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Generator config YAML [configs/generate.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def generate(users: int | None, days: int | None, out: Path | None, seed: int | None, start: datetime | None,
-             horizon_days: int | None, disparity: str | None, config_path: Path | None, as_json: bool) -> None:
+def generate(users: int | None, days: int | None, out: Path | None, seed: int | None,
+             start: datetime | None, horizon_days: int | None, disparity: str | None,
+             config_path: Path | None, as_json: bool) -> None:
     from features.paths import work_dir
-    from features.synth import generate as run, load_generate_config, parse_disparity
+    from features.synth import generate as run
+    from features.synth import load_generate_config, parse_disparity
 
     start_day: date | None = start.date() if start is not None else None
     spec = parse_disparity(disparity).model_dump() if disparity is not None else None
@@ -40,7 +42,8 @@ def generate(users: int | None, days: int | None, out: Path | None, seed: int | 
         emit_json(files.summary())
         return
     s = files.stats
-    click.echo(f"generated {s['users']} users over {s['days']} days (seed {s['seed']}): {s['events']} event rows "
-               f"({s['duplicates']} duplicate deliveries, {s['malformed']} malformed), {s['purchases']} purchases")
+    click.echo(f"generated {s['users']} users over {s['days']} days (seed {s['seed']}): "
+               f"{s['events']} event rows ({s['duplicates']} duplicate deliveries, "
+               f"{s['malformed']} malformed), {s['purchases']} purchases")
     click.echo(f"events: {files.events}\nusers: {files.users}\noracle: {files.oracle} "
                f"(mean p_true {s['oracle_mean_p']:.3f})")

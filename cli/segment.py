@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from cli.common import emit_json, info
@@ -25,7 +27,6 @@ def segment(features_path: str, out_dir: str, config_path: str | None, events_pa
             method: str | None, k: int | None, as_json: bool) -> None:
     """Engagement segments, journey stages and behavioural clusters of a snapshot."""
     from features.segment_config import load_segments_config
-    from features.segment_report import markdown_table
     from features.segment_stage import segment_snapshot
 
     cfg = load_segments_config(config_path)
@@ -38,6 +39,13 @@ def segment(features_path: str, out_dir: str, config_path: str | None, events_pa
     if as_json:
         emit_json(result.to_dict())
         return
+    print_segments(result)
+
+
+def print_segments(result: Any) -> None:
+    """The human summary of a :class:`features.segment_stage.SegmentResult` (also used by the demo)."""
+    from features.segment_report import markdown_table
+
     for note in result.notes:
         info(f"note: {note}")
     columns = [c for c in ("cluster", "size", "share", "conversion_rate", "lift", "description")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,6 +51,11 @@ def train(config_path: Path | None, profile: str | None, features_path: Path, tr
     if as_json:
         emit_json(result.to_json())
         return
+    print_training(result)
+
+
+def print_training(result: Any) -> None:
+    """The human summary of a :class:`training.train.TrainResult` (also used by the demo)."""
     info("")
     info(f"{'family':<24} {'best AUC':>9} {'trials':>7} {'pruned':>7}")
     for row in result.leaderboard:

@@ -117,8 +117,8 @@ class GenerateConfig(StrictModel):
         if self.disparity is not None:
             known = _group_values(self.disparity.feature)
             if known is not None and self.disparity.value not in known:
-                raise ValueError(f"disparity value '{self.disparity.value}' is not a {self.disparity.feature} "
-                                 f"of the shop (one of {', '.join(known)})")
+                raise ValueError(f"disparity value '{self.disparity.value}' is not a "
+                                 f"{self.disparity.feature} of the shop (one of {', '.join(known)})")
         return self
 
 
@@ -278,8 +278,8 @@ def _oracle(cfg: GenerateConfig, trans: np.ndarray, beta: np.ndarray, z: np.ndar
         v = np.zeros((n, 3))
         v[np.arange(n), prev] = 1.0
         for day in range(k, k + h):
-            v = np.einsum("ni,nij->nj", v, trans)
-            v = v * (1.0 - np.minimum(HAZARD[None, :] * beta[:, None] * _sale_boost(cfg, day, "purchase"), 1.0))
+            hazard = np.minimum(HAZARD[None, :] * beta[:, None] * _sale_boost(cfg, day, "purchase"), 1.0)
+            v = np.einsum("ni,nij->nj", v, trans) * (1.0 - hazard)
         frames.append(pl.DataFrame({"user_id": user_ids, "p_true": 1.0 - v.sum(axis=1)})
                       .with_columns(pl.lit(start + timedelta(days=k)).cast(pl.Datetime("us", "UTC"))
                                     .alias("as_of")))
@@ -299,9 +299,10 @@ def _sessions(cfg: GenerateConfig, rng: np.random.Generator, z: np.ndarray, buy:
     rate = rate * day_mult[None, :]
     count = rng.poisson(rate)
     considering = z == 1
-    count = np.where(considering, 1 + rng.poisson(0.3 * activity[:, None] * day_mult[None, :], size=z.shape), count)
+    busy = activity[:, None] * day_mult[None, :]
+    count = np.where(considering, 1 + rng.poisson(0.3 * busy, size=z.shape), count)
     deciding = z == 2
-    count = np.where(deciding, 1 + rng.poisson(0.5 * activity[:, None] * day_mult[None, :], size=z.shape), count)
+    count = np.where(deciding, 1 + rng.poisson(0.5 * busy, size=z.shape), count)
     count = np.where(buy, np.maximum(count, 1), count)
     flat = count.ravel()
     cell = np.repeat(np.arange(n * d), flat)
@@ -380,8 +381,9 @@ def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarr
         pl.when(pl.col("page_type") != "").then(pl.col("page_type")).alias("page_type"),
         pl.when(pl.col("product") >= 0).then(pl.concat_str([pl.lit("p"), pl.col("product").cast(pl.String)
                                                             .str.zfill(4)])).alias("product_id"),
-        pl.when(pl.col("product") >= 0).then(pl.col("product").mod(len(CATEGORIES))
-                                             .replace_strict(dict(enumerate(CATEGORIES)), return_dtype=pl.String))
+        pl.when(pl.col("product") >= 0)
+        .then(pl.col("product").mod(len(CATEGORIES)).replace_strict(dict(enumerate(CATEGORIES)),
+                                                                    return_dtype=pl.String))
         .alias("category"),
         pl.col("value").fill_nan(None),
         "duration_s",
@@ -396,7 +398,8 @@ def _finish_events(frame: pl.DataFrame, user_ids: pl.Series) -> pl.DataFrame:
         "event_id", "user_id", *[c for c in frame.columns if c not in ("event_id", "u")])
 
 
-def _noise(cfg: GenerateConfig, rng: np.random.Generator, events: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
+def _noise(cfg: GenerateConfig, rng: np.random.Generator,
+           events: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
     """Append duplicate deliveries and corrupted rows, then order by time (bad timestamps last)."""
     n = events.height
     n_dup = int(round(cfg.duplicate_share * n))

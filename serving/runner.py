@@ -57,7 +57,7 @@ def run_server(model_uri: str | None = None, host: str = "127.0.0.1", port: int 
 
 def sample_request(model_uri: str, user_id: str, events_path: str | None = None,
                    users_path: str | None = None, port: int = 3000,
-                   config_path: str | None = None) -> tuple[str, dict[str, Any]]:
+                   config_path: str | None = None, as_of: str | None = None) -> tuple[str, dict[str, Any]]:
     """A curl command for ``/predict`` and the answer the service gives to it (computed in-process).
 
     The engine is the one the server runs (same config, in-process store) fed with the users and
@@ -75,7 +75,9 @@ def sample_request(model_uri: str, user_id: str, events_path: str | None = None,
     if events_path is not None:
         rows = ingest_events(events_path).clean.filter(pl.col("user_id") == user_id)
         engine.store.add_events(normalize_event(r) for r in rows.to_dicts())
-    body = {"user_id": user_id, "context": {"device": "mobile", "page_type": "product"}}
+    body: dict[str, Any] = {"user_id": user_id, "context": {"device": "mobile", "page_type": "product"}}
+    if as_of is not None:  # a replay of the data's own time instead of now
+        body["as_of"] = as_of
     command = (f"curl -s -X POST http://127.0.0.1:{port}/predict -H 'content-type: application/json' "
                f"-d '{json.dumps(body)}'")
     return command, engine.predict(body)
