@@ -62,10 +62,15 @@ def segment_expr(score: pl.Expr, cfg: SegmentsConfig | EngagementConfig | None =
     return out.otherwise(pl.lit(ecfg.below_segment))
 
 
-def _decay(age_us: pl.Expr, half_life_days: float | None) -> pl.Expr:
+def _weighted(weight: pl.Expr, age_us: pl.Expr, half_life_days: float | None) -> pl.Expr:
+    """Per-row ``weight * 2 ** (-age / half_life)``, to be computed in ``with_columns`` and then summed.
+
+    Without decay this is ``weight`` alone; it must stay one value per row: summing a bare literal
+    in ``group_by().agg()`` gives the literal once per group, not once per row.
+    """
     if half_life_days is None:
-        return pl.lit(1.0)
-    return pl.lit(2.0).pow(-(age_us.cast(pl.Float64) / (half_life_days * US_PER_DAY)))
+        return weight
+    return weight * pl.lit(2.0).pow(-(age_us.cast(pl.Float64) / (half_life_days * US_PER_DAY)))
 
 
 def engagement_scores(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
@@ -82,9 +87,9 @@ def engagement_scores(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
           .filter(pl.col("t") < as_of_us))
     weights = {k: v for k, v in ecfg.weights.items() if k != "abandoned_cart"}
     direct = (ev.with_columns(w=pl.col("event").replace_strict(weights, default=0.0, return_dtype=pl.Float64))
+              .with_columns(s=_weighted(pl.col("w"), pl.lit(as_of_us) - pl.col("t"), ecfg.half_life_days))
               .group_by("user_id")
-              .agg((pl.col("w") * _decay(pl.lit(as_of_us) - pl.col("t"), ecfg.half_life_days))
-                   .sum().alias("direct")))
+              .agg(pl.col("s").sum().alias("direct")))
     result = direct
     w_abandoned = ecfg.weights.get("abandoned_cart", 0.0)
     if w_abandoned != 0.0:
@@ -96,9 +101,11 @@ def engagement_scores(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
                                      check_sortedness=False)
                      .with_columns(a=pl.col("t") + wait_us)
                      .filter((pl.col("a") < as_of_us) & (pl.col("p").is_null() | (pl.col("p") > pl.col("a"))))
+                     # one row per abandoned cart: the literal weight is broadcast to every row here
+                     .with_columns(s=_weighted(pl.lit(w_abandoned, dtype=pl.Float64),
+                                               pl.lit(as_of_us) - pl.col("a"), ecfg.half_life_days))
                      .group_by("user_id")
-                     .agg((w_abandoned * _decay(pl.lit(as_of_us) - pl.col("a"), ecfg.half_life_days))
-                          .sum().alias("abandoned")))
+                     .agg(pl.col("s").sum().alias("abandoned")))
         result = direct.join(abandoned, on="user_id", how="left")
     else:
         result = direct.with_columns(abandoned=pl.lit(0.0))

@@ -74,7 +74,8 @@ FEATURES: tuple[Feature, ...] = tuple(
                 "or pending cart), else 0", "all history", "flag 0/1", group="cart"),
         Feature("hours_since_cart_abandoned", "as_of minus the latest add_to_cart when cart_open, else null",
                 "all history", "hours", group="cart"),
-        Feature("cart_abandon_rate_30d", "share of sessions with an add_to_cart but no purchase among sessions "
+        Feature("cart_abandon_rate_30d",
+                "share of sessions with an add_to_cart but no purchase among sessions "
                 "with an add_to_cart; null if none", "30d", "share 0..1", group="cart"),
     ]
     + [Feature(f"device_share_{d}_30d", f"share of events from device '{d}' among events with a device; "

@@ -11,7 +11,8 @@ from cli.main import COMMANDS, main
 
 
 def test_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"],
+                         capture_output=True, text=True, check=True)
     for name in COMMANDS:
         assert name in out.stdout
 

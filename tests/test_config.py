@@ -54,7 +54,10 @@ def test_overrides_apply_on_top_of_file(tmp_path: Path) -> None:
     assert cfg.name == "z"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")))
+SHIPPED_CONFIGS = sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_every_shipped_config_is_valid_yaml_mapping(name: str) -> None:
     import yaml
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features.engagement import EngagementState, engagement_scores, segment_expr, segment_for
@@ -86,6 +86,35 @@ def test_a_cart_without_purchase_within_the_wait_counts_as_abandoned_once_the_wa
     assert both(late, AS_OF, cfg)[0]["u"] == pytest.approx(1.0 - 2.0 + 4.0)
 
 
+def test_every_abandoned_cart_counts_without_decay() -> None:
+    # Regression: without decay the batch sum counted the abandoned_cart weight once per user, not
+    # once per cart. Two carts at the same instant + one a day earlier: 3 * (+1) + 3 * (-2) = -3.
+    cfg = cfg_with(half_life_days=None, abandoned_cart_after_hours=24.0)
+    cart = AS_OF - timedelta(hours=24, seconds=1)
+    rows = [ev(1, "u", cart, "add_to_cart"), ev(2, "u", cart, "add_to_cart"),
+            ev(3, "u", cart - timedelta(days=1), "add_to_cart")]
+    batch, incr = both(rows, AS_OF, cfg)
+    assert batch["u"] == pytest.approx(-3.0)
+    assert incr["u"] == pytest.approx(-3.0)
+
+
+def test_a_purchase_at_the_cart_instant_or_at_the_end_of_the_wait_saves_the_cart() -> None:
+    # [t, t + wait] is closed on both ends, for batch and incremental alike.
+    cfg = cfg_with(half_life_days=None, abandoned_cart_after_hours=24.0)
+    cart = AS_OF - timedelta(hours=30)
+    for bought in (cart, cart + timedelta(hours=24)):
+        rows = [ev(1, "u", cart, "add_to_cart"), ev(2, "u", cart, "add_to_cart"),
+                ev(3, "u", bought, "purchase")]
+        batch, incr = both(rows, AS_OF, cfg)
+        assert batch["u"] == pytest.approx(1.0 + 1.0 + 4.0)
+        assert incr["u"] == pytest.approx(batch["u"])
+    late = [ev(1, "u", cart, "add_to_cart"),
+            ev(3, "u", cart + timedelta(hours=24, microseconds=1), "purchase")]
+    batch, incr = both(late, AS_OF, cfg)
+    assert batch["u"] == pytest.approx(1.0 - 2.0 + 4.0)
+    assert incr["u"] == pytest.approx(batch["u"])
+
+
 def test_abandoned_cart_decays_from_the_moment_it_was_abandoned() -> None:
     cfg = cfg_with(half_life_days=1.0, abandoned_cart_after_hours=24.0,
                    weights={"add_to_cart": 0.0, "abandoned_cart": -2.0})
@@ -103,6 +132,9 @@ EVENTS = ["page_view", "product_view", "add_to_cart", "purchase", "newsletter_si
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(-90 * 86400, 5 * 86400), st.sampled_from(EVENTS)),
                 min_size=1, max_size=60),
        st.sampled_from([None, 0.5, 14.0]), st.integers(0, 10**6))
+@example(raw=[(0, -86401, "add_to_cart"), (0, -86401, "add_to_cart")], half_life=None, seed=0)
+@example(raw=[(0, -86401, "add_to_cart"), (0, -86401, "purchase"), (0, -86401, "add_to_cart")],
+         half_life=None, seed=1)
 def test_batch_and_incremental_scores_agree_for_any_arrival_order(raw, half_life, seed) -> None:
     cfg = cfg_with(half_life_days=half_life)
     rows = [ev(i, f"u{u}", AS_OF + timedelta(seconds=s), e) for i, (u, s, e) in enumerate(raw)]
