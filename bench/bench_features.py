@@ -115,16 +115,24 @@ def snapshot_only(events_path: Path, out: Path) -> int:
     return frame.height
 
 
-def pipeline(events_path: Path, out: Path) -> int:
-    """The whole feature stage: build_features (ingest, validate, snapshot, write, metadata)."""
+def pipeline(events_path: Path, out: Path, segment_features: bool = False) -> int:
+    """The whole feature stage: build_features (ingest, validate, snapshot, write, metadata);
+    like for like with the baseline, so without the engagement score and journey stage columns."""
     from features.build_config import FeaturesConfig, PrivacyConfig
     from features.pipeline import build_features
 
-    config = FeaturesConfig(privacy=PrivacyConfig(ledger_path=str(out.with_suffix(".ledger.jsonl"))))
+    config = FeaturesConfig(privacy=PrivacyConfig(ledger_path=str(out.with_suffix(".ledger.jsonl"))),
+                            segment_features=segment_features)
     return build_features(events_path, None, AS_OF, timedelta(days=7), 1, None, out, config).rows
 
 
-STEPS = {"baseline": baseline, "snapshot": snapshot_only, "pipeline": pipeline}
+def pipeline_segments(events_path: Path, out: Path) -> int:
+    """The default feature stage: as ``pipeline`` plus engagement_score and journey_stage."""
+    return pipeline(events_path, out, segment_features=True)
+
+
+STEPS = {"baseline": baseline, "snapshot": snapshot_only, "pipeline": pipeline,
+         "pipeline_segments": pipeline_segments}
 
 
 def _cpu_seconds() -> float:
@@ -188,10 +196,10 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"{args.events:,} events, {args.users:,} users, best of {args.repeat} interleaved rounds")
-    print(f"{'step':<10} {'wall s':>7} {'events/s':>11} {'vs base':>8} {'CPU s':>7} {'vs base':>8} "
+    print(f"{'step':<18} {'wall s':>7} {'events/s':>11} {'vs base':>8} {'CPU s':>7} {'vs base':>8} "
           f"{'peak MiB':>9} {'rows':>8}")
     for step, r in results.items():
-        print(f"{step:<10} {r['seconds']:>7.2f} {r['events_per_s']:>11,.0f} {r['vs_baseline']:>7.2f}x "
+        print(f"{step:<18} {r['seconds']:>7.2f} {r['events_per_s']:>11,.0f} {r['vs_baseline']:>7.2f}x "
               f"{r['cpu_seconds']:>7.2f} {r['cpu_vs_baseline']:>7.2f}x {r['peak_mib']:>9.0f} {r['rows']:>8}")
 
 

@@ -86,10 +86,10 @@ Progress = Callable[[str], None]
 
 
 class Sale(StrictModel):
-    start_day: int = Field(35, ge=0)
-    days: int = Field(5, ge=0)
-    traffic_boost: float = Field(1.3, gt=0)
-    purchase_boost: float = Field(1.6, gt=0)
+    start_day: int = Field(default=35, ge=0)
+    days: int = Field(default=5, ge=0)
+    traffic_boost: float = Field(default=1.3, gt=0)
+    purchase_boost: float = Field(default=1.6, gt=0)
 
 
 class Disparity(StrictModel):
@@ -447,7 +447,7 @@ def generate_shop(cfg: GenerateConfig | None = None, progress: Progress | None =
         "clean_events": clean_rows, "duplicates": n_dup, "malformed": n_bad,
         "purchases": int(buy.sum()), "consent_false": int((~users["consent"]).sum()),
         "oracle_rows": oracle.height,
-        "oracle_mean_p": float(oracle["p_true"].mean()) if oracle.height else float("nan"),
+        "oracle_mean_p": float(oracle["p_true"].to_numpy().mean()) if oracle.height else float("nan"),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return Shop(events, users, oracle, cfg, stats)

@@ -1,0 +1,47 @@
+"""Run every benchmark in turn (`make bench`); each prints its own table. Pass --quick for small sizes.
+
+    .venv/bin/python -m bench.run_all [--quick] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+# name -> (module, full-size arguments, quick arguments)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "generate": ("bench.bench_generate", [], ["--users", "20000", "--repeat", "1"]),
+    "features": ("bench.bench_features", [], ["--events", "1000000", "--users", "40000", "--repeat", "1"]),
+    "segments": ("bench.bench_segments", [], ["--users", "100000"]),
+    "training": ("bench.bench_training", [], ["--rows", "50000", "--search-seconds", "20", "--repeats", "1"]),
+    "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),
+    "serving": ("bench.bench_serving", [], ["--users", "2000", "--seconds", "5"]),
+    "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (a smoke run, not for BENCHMARKS.md)")
+    parser.add_argument("--only", nargs="*", choices=list(BENCHES), default=None)
+    args = parser.parse_args()
+    failed = []
+    for name, (module, full, quick) in BENCHES.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"\n=== {name}: python -m {module} {' '.join(quick if args.quick else full)}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", module, *(quick if args.quick else full)])
+        print(f"--- {name}: exit {done.returncode} after {time.perf_counter() - started:.0f} s", flush=True)
+        if done.returncode:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
