@@ -59,11 +59,26 @@ def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int,
     faster Saabas path attribution when ``approximate``.
 
     One-hot columns (``name=value``) and missing indicators are summed back to their raw feature.
-    Empty for non-XGBoost models (their reasons come from the audit's SHAP report).
+    Other families go through :class:`fairness.explain.Explainer` (shap's TreeExplainer for hist
+    gradient boosting and random forest, linear SHAP for logistic regression; a mitigated model is
+    explained through its base model).
     """
-    if getattr(model, "booster", None) is None or top_k == 0:
+    if top_k == 0:
         return []
+    if getattr(model, "booster", None) is None:
+        return [{"feature": r["feature"], "contribution": r["contribution"]}
+                for r in _explainer(model).reasons_one(features, top_k)]
     return top_reasons(model, contributions(model, encode(model, features), approximate)[0], top_k)
+
+
+def _explainer(model: Any) -> Any:
+    explainer = model.__dict__.get("_serving_explainer")
+    if explainer is None:
+        from fairness.explain import Explainer
+
+        explainer = Explainer.for_model(model)
+        model.__dict__["_serving_explainer"] = explainer
+    return explainer
 
 
 def encode(model: Any, features: Mapping[str, Any]) -> np.ndarray:
@@ -143,7 +158,7 @@ class ModelBatcher:
 
     def _score_rows(self, model: Any, rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
         if getattr(model, "booster", None) is None:
-            return [(model.predict_one(f), []) for f, _ in rows]
+            return [(model.predict_one(f), feature_reasons(model, f, k)) for f, k in rows]
         X = np.vstack([encode(model, f) for f, _ in rows])
         p = _single_thread(model).inplace_predict(X, validate_features=False)
         if model.calibrator is not None:

@@ -1,0 +1,72 @@
+"""Reason codes in serving for every model family, not only XGBoost.
+
+The contributions of all features of one row must add up to the model's own margin minus the
+explainer's base value (SHAP's local accuracy), and the batched path must agree with the single one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from fairness_support import CATEGORICAL, NUMERIC, logistic_model, small_frame, xgb_model
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from fairness.explain import Explainer
+from serving.scoring import ModelBatcher, feature_reasons
+from training.model import ConversionModel
+from training.preprocess import FeatureEncoder
+
+
+def _hgb_model(frame):
+    encoder = FeatureEncoder(NUMERIC, CATEGORICAL).fit(frame)
+    est = HistGradientBoostingClassifier(max_iter=40, max_depth=3, random_state=0)
+    est.fit(encoder.transform(frame), frame["label"].to_numpy())
+    return ConversionModel("hist_gradient_boosting", encoder, est)
+
+
+@pytest.fixture(scope="module")
+def models():
+    frame = small_frame(1500, seed=3)
+    return {"xgboost": xgb_model(frame), "hist_gradient_boosting": _hgb_model(frame),
+            "logistic_regression": logistic_model(frame)}
+
+
+ROWS = [{"visits": 12.0, "cart_value": 40.0, "recency": 1.5, "device": "desktop"},
+        {"visits": 2.0, "cart_value": None, "recency": 20.0, "device": "tablet"},
+        {"visits": 5.0, "recency": 3.0}]  # cart_value and device absent: missing
+
+
+@pytest.mark.parametrize("family", ["xgboost", "hist_gradient_boosting", "logistic_regression"])
+def test_reasons_add_up_to_the_margin(models, family: str) -> None:
+    model = models[family]
+    base = Explainer.for_model(model).contributions(model.encoder.encode_one(ROWS[0])).base
+    n_raw = len(NUMERIC) + len(CATEGORICAL)
+    for row in ROWS:
+        reasons = feature_reasons(model, row, top_k=n_raw)
+        assert reasons, family
+        assert {r["feature"] for r in reasons} <= set(NUMERIC + CATEGORICAL)
+        p = model.predict_one(row)
+        margin = math.log(p / (1 - p))
+        assert base + sum(r["contribution"] for r in reasons) == pytest.approx(margin, abs=1e-5)
+        top = feature_reasons(model, row, top_k=2)
+        assert [r["feature"] for r in top] == [r["feature"] for r in reasons[:2]]
+        assert abs(top[0]["contribution"]) >= abs(top[-1]["contribution"])
+
+
+@pytest.mark.parametrize("family", ["xgboost", "hist_gradient_boosting", "logistic_regression"])
+def test_batched_scoring_gives_the_same_reasons(models, family: str) -> None:
+    model = models[family]
+    batcher = ModelBatcher(approximate=False)
+
+    async def all_rows():
+        return await asyncio.gather(*(batcher.score(model, row, 3) for row in ROWS))
+
+    for row, (p, reasons) in zip(ROWS, asyncio.run(all_rows()), strict=True):
+        assert p == pytest.approx(model.predict_one(row), abs=1e-9)
+        single = feature_reasons(model, row, 3)
+        assert [r["feature"] for r in reasons] == [r["feature"] for r in single]
+        assert np.allclose([r["contribution"] for r in reasons], [r["contribution"] for r in single],
+                           atol=1e-6)
