@@ -149,7 +149,7 @@ def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: 
     info(f"start the service:  {serve}")
     info(f"then ask it:        {command}")
     info("it answers (computed in-process from the same profile, as_of the last cut-off):")
-    click.echo(_compact(answer))
+    info(_compact(answer))
     result.commands.update(serve=serve, predict=command)
     result.numbers["sample_probability"] = answer.get("probability")
     _done(t)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from cli.main import main
 from features.dataset import content_digest, metadata_path, read_snapshot
@@ -168,3 +169,29 @@ def test_unknown_config_key_names_the_key_and_file(tmp_path: Path,
         main(["features", "--events", str(_events_csv(tmp_path)), "--as-of", "2024-03-10",
               "--out", str(tmp_path / "F.parquet"), "--config", str(bad)])
     assert f"error: {bad}: unknown key 'horizn'" in capsys.readouterr().err
+
+
+def test_feature_build_ignores_every_event_at_or_after_the_latest_as_of(tmp_path: Path, config: Path) -> None:
+    """Leakage, end to end: the whole build (registry features, engagement score, journey stage) on a
+    generated shop equals the build on the same events cut at the latest ``as_of``; only labels move."""
+    from features.synth import GenerateConfig, generate_shop
+
+    shop = generate_shop(GenerateConfig.model_validate(
+        {"users": 400, "days": 30, "seed": 11, "malformed_share": 0, "duplicate_share": 0}))
+    as_of = datetime(2026, 9, 24, tzinfo=UTC)
+    shop.users.write_parquet(tmp_path / "users.parquet")
+    shop.events.write_parquet(tmp_path / "all.parquet")
+    past = shop.events.filter(pl.col("timestamp") < as_of)
+    assert past.height < shop.events.height
+    past.write_parquet(tmp_path / "past.parquet")
+    built = {name: pl.read_parquet(build_features(tmp_path / f"{name}.parquet", tmp_path / "users.parquet",
+                                                  as_of, timedelta(days=7), 3, timedelta(days=7),
+                                                  tmp_path / f"F_{name}.parquet", config).output)
+             for name in ("all", "past")}
+    full, cut = built["all"], built["past"]
+    assert {"engagement_score", "journey_stage"} <= set(full.columns)
+    # exact for every column; float sums (the decayed engagement score) to summation-order noise
+    assert_frame_equal(full.drop("label"), cut.drop("label"), check_exact=False, rtol=1e-12, atol=1e-9)
+    latest = pl.col("as_of") == pl.col("as_of").max()
+    assert full.filter(latest)["label"].sum() > 0 and cut.filter(latest)["label"].sum() == 0
+    assert full.filter(~latest)["label"].equals(cut.filter(~latest)["label"])

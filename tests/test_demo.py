@@ -1,0 +1,62 @@
+"""`propensity demo` end to end on a small shop, in its own process and work folder.
+
+Every stage must run and leave its artefact where the summary says; the numbers it reports must be
+the ones in the stores (MLflow registry, feature file), not printed decorations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    home = tmp_path_factory.mktemp("home")
+    env = {**os.environ, "PROPENSITY_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--users", "1500", "--days", "30",
+                           "--trials", "2", "--json"], capture_output=True, text=True, env=env, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home, json.loads(done.stdout), done.stderr
+
+
+def test_every_stage_leaves_its_artefact(demo_run) -> None:
+    home, result, log = demo_run
+    assert Path(result["out_dir"]) == home / "demo"
+    for key in ("events", "users", "oracle", "features", "segment_profile", "segment_plot",
+                "audit_report", "experiment_report"):
+        path = Path(result["files"][key])
+        assert path.is_file() and path.stat().st_size > 0, key
+    for n in range(1, 8):
+        assert f"== {n}/7" in log
+    assert (home / "mlflow.db").is_file()
+
+
+def test_reported_numbers_match_the_stores(demo_run) -> None:
+    home, result, _ = demo_run
+    numbers = result["numbers"]
+    features = pl.read_parquet(result["files"]["features"])
+    assert numbers["rows"] == features.height
+    assert numbers["label_rate"] == pytest.approx(features["label"].mean())
+    assert {"engagement_score", "journey_stage"} <= set(features.columns)
+    assert 0.5 < numbers["auc"] <= numbers["oracle_auc"] + 0.05
+    assert numbers["fairness_gate"] in ("pass", "fail")
+    assert 0.0 < numbers["sample_probability"] < 1.0
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    version = client.get_model_version("propensity-conversion", str(numbers["model_version"]))
+    aliases = set(version.aliases)
+    assert "challenger" in aliases
+    # the gate decides: champion only after a passing audit
+    assert ("champion" in aliases) == (numbers["fairness_gate"] == "pass")
+    assert result["commands"]["serve"].startswith("propensity serve --model models:/propensity-conversion")
