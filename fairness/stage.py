@@ -96,15 +96,31 @@ def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig) -> 
                         intersections=cfg.intersections, y_pred=y_pred)
 
 
+def worst_failing_feature(verdict: GateVerdict, cfg: FairnessConfig) -> str | None:
+    """The plain sensitive feature with the largest violation, relative to its limit, of a metric the
+    configured mitigation constraint targets (any failing metric when none of those fails)."""
+    candidates = [f for f in verdict.failing if f["feature"] in cfg.sensitive_features]
+    targeted = [f for f in candidates if f["metric"].startswith(cfg.mitigation.constraint)]
+    if not candidates:
+        return None
+
+    def severity(item: dict[str, Any]) -> float:
+        value, limit = float(item["value"]), float(item["limit"])
+        return abs(value - limit) / limit if limit else abs(value)
+
+    worst: str = max(targeted or candidates, key=severity)["feature"]
+    return worst
+
+
 def mitigation_comparison(model: ConversionModel, frame: pl.DataFrame, verdict: GateVerdict,
                           cfg: FairnessConfig, seed: int = 0) -> tuple[dict[str, Any], MitigatedModel] | None:
     """Fit the configured mitigation on half the users and audit before/after on the other half.
 
-    The mitigated feature is ``cfg.mitigation.feature`` or the first failing plain sensitive feature;
-    None when there is none. Returns (report section, mitigated model).
+    The mitigated feature is ``cfg.mitigation.feature`` or the plain sensitive feature that fails
+    worst (:func:`worst_failing_feature`); None when there is none. Returns (report section,
+    mitigated model).
     """
-    feature = cfg.mitigation.feature or next(
-        (f["feature"] for f in verdict.failing if f["feature"] in cfg.sensitive_features), None)
+    feature = cfg.mitigation.feature or worst_failing_feature(verdict, cfg)
     if feature is None:
         return None
     fit_rows = _split_half(frame.get_column("user_id").cast(pl.String).to_list())
