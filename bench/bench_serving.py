@@ -12,7 +12,10 @@ In one run, on loopback, with `wrk` (16 connections, 2 threads):
    lookup, features, engagement, journey, reasons and decision included), with the prediction cache
    off (every request computes) and on (the default, 2 s TTL), with Saabas reasons (the default)
    and exact TreeSHAP reasons (``reasons_approximate: false``).
-Reports requests/s, p99 latency and the throughput ratio to the baseline of the same worker count.
+4. the ceiling of BentoML's own HTTP stack: a BentoML service whose /predict does nothing
+   (bench/noop_service.py, 1 worker), under the same load.
+Reports requests/s, p99 latency and the throughput ratio to the baseline of the same worker count
+(and to the no-op BentoML ceiling).
 """
 
 from __future__ import annotations
@@ -131,6 +134,19 @@ def _baseline(model_path: Path, workers: int, seconds: int, users: list[str],
         _stop(proc)
 
 
+def _bentoml_ceiling(seconds: int, users: list[str], workdir: Path) -> dict[str, float]:
+    """The same wrk load on a BentoML service whose /predict does nothing (bench/noop_service.py)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "bench.noop_service:NoopService",
+                             "--port", str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+        return _wrk(f"http://127.0.0.1:{port}", users, seconds, workdir)
+    finally:
+        _stop(proc)
+
+
 def _ingest(url: str, users: list[dict], events: list[dict]) -> dict[str, float]:
     with httpx.Client(base_url=url, timeout=60) as c:
         for u in users:
@@ -152,12 +168,12 @@ def _ingest(url: str, users: list[dict], events: list[dict]) -> dict[str, float]
 
 
 def _service(model_path: Path, backend: str, workers: int, cache: bool, approximate: bool, seconds: int,
-             shop: tuple, workdir: Path, ingest: bool) -> dict[str, Any]:
+             shop: tuple, workdir: Path, ingest: bool, extra_config: str = "") -> dict[str, Any]:
     raw_events, raw_users = shop
     config = workdir / f"serving-{backend}-{cache}-{approximate}.yaml"
     prefix = f"bench:{os.getpid()}:{backend}:{cache}:{approximate}:"
     config.write_text(f"cache:\n  enabled: {str(cache).lower()}\naccess_log: false\n"
-                      f"reasons_approximate: {str(approximate).lower()}\n"
+                      f"reasons_approximate: {str(approximate).lower()}\n{extra_config}"
                       f"store:\n  backend: {backend}\n  key_prefix: '{prefix}'\n")
     port = _free_port()
     env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
@@ -221,6 +237,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--batch-wait-ms", type=float, default=None,
+                        help="serving.yaml batch_wait_ms for every service run (default: the config's)")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only the default configuration (in-process, Saabas, cache off)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     shop = _shop(args.users)
@@ -231,12 +251,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "runs": []}
     baselines = {w: _baseline(model_path, w, args.seconds, known, workdir) for w in (1, 2)}
     results["baseline"] = {str(w): b for w, b in baselines.items()}
+    ceiling = _bentoml_ceiling(args.seconds, known, workdir)
+    results["bentoml_noop_ceiling"] = ceiling
+    print(json.dumps({"baseline": results["baseline"], "bentoml_noop_ceiling": ceiling}), flush=True)
     plan = [("inprocess", 1, False, True), ("inprocess", 1, False, False), ("inprocess", 1, True, True),
             ("redis", 2, False, True), ("redis", 2, True, True)]
     for backend, workers, cache, approximate in plan:
+        if args.default_only and (backend, cache, approximate) != ("inprocess", False, True):
+            continue
+        extra = f"batch_wait_ms: {args.batch_wait_ms}\n" if args.batch_wait_ms is not None else ""
         run = _service(model_path, backend, workers, cache, approximate, args.seconds, shop, workdir,
-                       ingest=not cache and approximate)
+                       ingest=not cache and approximate, extra_config=extra)
         run["ratio_to_baseline"] = run["predict"]["requests_per_s"] / baselines[workers]["requests_per_s"]
+        run["ratio_to_bentoml_noop"] = run["predict"]["requests_per_s"] / ceiling["requests_per_s"]
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
     print(json.dumps(results, indent=2))

@@ -82,7 +82,7 @@ class PredictionEngine:
         self.decide = decide
         self.exposures = exposure_log
         self.segmenter = segmenter
-        self.batcher = ModelBatcher(cfg.reasons_approximate)
+        self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
 

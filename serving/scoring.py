@@ -115,14 +115,18 @@ class ModelBatcher:
     ``score`` queues a row and schedules a flush with ``call_soon``: the flush runs after every
     request handler already runnable in this loop iteration has queued its row, so under load one
     ``inplace_predict`` and one ``pred_contribs`` call serve many requests, and an idle server adds
-    no waiting. Rows of an XGBoost ``ConversionModel`` are scored exactly as ``predict_one`` does
-    (same encoding, single-threaded booster, calibration); other models fall back to ``predict_one``.
+    no waiting. With ``max_wait_s`` > 0 the flush waits that long for more rows instead; a queue of
+    ``max_rows`` is scored at once. Rows of an XGBoost ``ConversionModel`` are scored exactly as
+    ``predict_one`` does (same encoding, single-threaded booster, calibration); other models use
+    ``predict_one`` and :func:`feature_reasons` row by row.
     """
 
-    def __init__(self, approximate: bool) -> None:
+    def __init__(self, approximate: bool, max_wait_s: float = 0.0, max_rows: int = 1024) -> None:
         self.approximate = approximate
+        self.max_wait_s = max_wait_s
+        self.max_rows = max_rows
         self._queue: list[tuple[Any, Mapping[str, Any], int, asyncio.Future]] = []
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None
         self.batches = 0
         self.rows = 0
 
@@ -131,14 +135,21 @@ class ModelBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._queue.append((model, features, top_k, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        if len(self._queue) >= self.max_rows:
+            if self._scheduled is not None:
+                self._scheduled.cancel()
+            self._scheduled = None
+            self._flush()
+        elif self._scheduled is None:
+            self._scheduled = (loop.call_later(self.max_wait_s, self._flush) if self.max_wait_s > 0
+                               else loop.call_soon(self._flush))
         result: tuple[float, list] = await future
         return result
 
     def _flush(self) -> None:
-        queue, self._queue, self._scheduled = self._queue, [], False
+        queue, self._queue, self._scheduled = self._queue, [], None
+        if not queue:
+            return
         self.batches += 1
         self.rows += len(queue)
         by_model: dict[int, list[tuple[Any, Mapping[str, Any], int, asyncio.Future]]] = {}

@@ -70,3 +70,19 @@ def test_batched_scoring_gives_the_same_reasons(models, family: str) -> None:
         assert [r["feature"] for r in reasons] == [r["feature"] for r in single]
         assert np.allclose([r["contribution"] for r in reasons], [r["contribution"] for r in single],
                            atol=1e-6)
+
+
+def test_batcher_waits_for_rows_up_to_its_limits(models) -> None:
+    """With a wait window, rows arriving within it are scored together; a full batch goes at once."""
+    model = models["xgboost"]
+    rows = ROWS * 3  # 9 rows
+
+    async def burst(batcher: ModelBatcher):
+        return await asyncio.gather(*(batcher.score(model, row, 2) for row in rows))
+
+    waiting = ModelBatcher(approximate=True, max_wait_s=0.05, max_rows=4)
+    answers = asyncio.run(burst(waiting))
+    assert (waiting.batches, waiting.rows) == (3, 9)  # 4 + 4 at once, the last 1 after the window
+    eager = ModelBatcher(approximate=True)
+    assert asyncio.run(burst(eager)) == answers
+    assert (eager.batches, eager.rows) == (1, 9)
