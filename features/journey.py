@@ -134,6 +134,11 @@ def _fold_users(step_base: np.ndarray, first: np.ndarray, flat_step: np.ndarray,
     return out
 
 
+def _user_hash(user_id: pl.Expr) -> pl.Expr:
+    """64-bit hash that groups a user's events in the batch sort (collisions are detected)."""
+    return user_id.hash(seed=0)
+
+
 def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
                    cfg: SegmentsConfig | JourneyConfig | JourneyMachine | None = None) -> pl.DataFrame:
     """Journey stage at ``as_of`` of every user with at least one event before ``as_of``.
@@ -149,15 +154,23 @@ def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
           .filter(pl.col("t") < as_of_us)
           # codes before sorting: the sort then moves an int instead of the event name
           .with_columns(pl.col("event").replace_strict(machine.event_codes, default=len(machine.event_codes),
-                                                       return_dtype=pl.Int32).alias("code"))
-          .sort(["user_id", "t", "event_id"])
-          .select("user_id", "t", "code")
-          .collect())
+                                                       return_dtype=pl.Int32).alias("code"),
+                        # users are grouped by a 64-bit hash: sorting integers is ~4x faster than strings
+                        _user_hash(pl.col("user_id")).alias("h"))
+          .select("user_id", "h", "t", "code", "event_id")
+          .collect()
+          .sort(["h", "t", "event_id"]))  # eager: the lazy sort of these columns took twice as long
     n_stages = len(machine.stages)
     if ev.height == 0:
         return pl.DataFrame(schema={"user_id": pl.String, "journey_stage": pl.String})
     users = ev["user_id"]
-    first = (users != users.shift(1)).fill_null(True).to_numpy()
+    first_s = (users != users.shift(1)).fill_null(True)
+    if (first_s & (ev["h"] == ev["h"].shift(1)).fill_null(False)).any():
+        # two users share a hash (about 1e-9 for 200k users): fall back to the exact order
+        ev = ev.sort(["user_id", "t", "event_id"])
+        users = ev["user_id"]
+        first_s = (users != users.shift(1)).fill_null(True)
+    first = first_s.to_numpy()
     t = ev["t"].to_numpy()
     gap = np.diff(t, prepend=t[0])
     gap_class = np.zeros(len(t), dtype=np.intp)
@@ -175,7 +188,7 @@ def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
     final = np.asarray(machine.idle, dtype=np.intp)[idle_class, state]
     names = np.asarray(machine.stages, dtype=object)[final]
     return pl.DataFrame({"user_id": users.filter(pl.Series(first)),
-                         "journey_stage": pl.Series(names, dtype=pl.String)})
+                         "journey_stage": pl.Series(names, dtype=pl.String)}).sort("user_id")
 
 
 class JourneyState:

@@ -190,6 +190,22 @@ def test_batch_and_incremental_agree_for_many_users_of_uneven_history_length() -
     assert len(set(batch.values())) >= 4
 
 
+def test_batch_stages_are_exact_when_user_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch groups users by a 64-bit hash; if two users shared one, the exact order takes over."""
+    import features.journey as journey
+
+    rng = random.Random(5)
+    rows = [{"event_id": f"e{u}-{i}", "user_id": f"u{u}", "event": rng.choice(NAMES),
+             "timestamp": T0 + timedelta(hours=rng.randrange(0, 40 * 24))}
+            for u in range(40) for i in range(rng.randrange(1, 30))]
+    as_of = T0 + timedelta(days=30)
+    expected = journey_stages(frame(rows), as_of, CFG)
+    monkeypatch.setattr(journey, "_user_hash", lambda user_id: pl.lit(7, dtype=pl.UInt64))  # all collide
+    collided = journey_stages(frame(rows), as_of, CFG)
+    assert collided.equals(expected)
+    assert collided["user_id"].is_sorted()
+
+
 def test_machine_stages_follow_the_config() -> None:
     assert machine_for(CFG).stages == ("awareness", "consideration", "decision", "retention", "at_risk",
                                        "lapsed")
