@@ -188,8 +188,8 @@ def _compact(answer: dict[str, Any]) -> str:
 @click.option("--users", type=click.IntRange(min=100), default=None, help="Users in the shop [20000].")
 @click.option("--days", type=click.IntRange(min=22), default=None, help="Days of events [60].")
 @click.option("--seed", type=int, default=None, help="Random seed of the shop [42].")
-@click.option("--disparity", default=None, metavar="FEATURE=VALUE[:FACTOR]",
-              help="Plant a group that converts much less (the fairness gate should then fail).")
+@click.option("--disparity", default=None, metavar="[KIND:]FEATURE=VALUE[:FACTOR]",
+              help="Plant a group (see `propensity generate --help`); the fairness gate should then fail.")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Optuna trials [demo profile: 8].")
 @click.option("--json", "as_json", is_flag=True, help="Print paths and headline numbers as JSON at the end.")
 def demo(out_dir: Path | None, users: int | None, days: int | None, seed: int | None, disparity: str | None,

@@ -21,8 +21,10 @@ from cli.common import emit_json, info
               help="First day of events, YYYY-MM-DD [config: 2026-09-01].")
 @click.option("--horizon-days", type=click.IntRange(min=1), default=None,
               help="Oracle horizon in days [config: 7].")
-@click.option("--disparity", default=None, metavar="FEATURE=VALUE[:FACTOR]",
-              help="Make one group convert much less, e.g. country=fr:0.3 (for the fairness gate).")
+@click.option("--disparity", default=None, metavar="[KIND:]FEATURE=VALUE[:FACTOR]",
+              help="Plant a group for the fairness gate: country=fr:0.3 makes it convert much less "
+                   "(kind intent); tracking:country=fr:0.3 records only 30% of its client-side events, "
+                   "so models under-rate it.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Generator config YAML [configs/generate.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

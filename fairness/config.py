@@ -30,7 +30,10 @@ class MitigationConfig(StrictModel):
     """Fairlearn mitigation: post-processing (ThresholdOptimizer) or reduction (ExponentiatedGradient)."""
 
     method: Literal["threshold_optimizer", "exponentiated_gradient"] = "threshold_optimizer"
-    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+    # auto: equalized odds when an odds metric (equalized odds / equal opportunity) fails, else
+    # demographic parity. With equal base rates equalized odds brings parity too; with truly
+    # different base rates no post-processing satisfies both, and the report shows it.
+    constraint: Literal["auto", "demographic_parity", "equalized_odds"] = "auto"
     feature: str | None = None  # None: the first failing sensitive feature
 
 

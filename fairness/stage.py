@@ -96,11 +96,22 @@ def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig) -> 
                         intersections=cfg.intersections, y_pred=y_pred)
 
 
+def mitigation_constraint(verdict: GateVerdict, cfg: FairnessConfig) -> str:
+    """The configured constraint; for ``auto``, equalized odds when an odds metric fails, else
+    demographic parity."""
+    if cfg.mitigation.constraint != "auto":
+        return cfg.mitigation.constraint
+    odds = any(f["metric"].startswith(("equalized_odds", "equal_opportunity")) for f in verdict.failing)
+    return "equalized_odds" if odds else "demographic_parity"
+
+
 def worst_failing_feature(verdict: GateVerdict, cfg: FairnessConfig) -> str | None:
     """The plain sensitive feature with the largest violation, relative to its limit, of a metric the
-    configured mitigation constraint targets (any failing metric when none of those fails)."""
+    mitigation constraint targets (any failing metric when none of those fails)."""
     candidates = [f for f in verdict.failing if f["feature"] in cfg.sensitive_features]
-    targeted = [f for f in candidates if f["metric"].startswith(cfg.mitigation.constraint)]
+    constraint = mitigation_constraint(verdict, cfg)
+    targets = ("equalized_odds", "equal_opportunity") if constraint == "equalized_odds" else (constraint,)
+    targeted = [f for f in candidates if f["metric"].startswith(targets)]
     if not candidates:
         return None
 
@@ -125,15 +136,16 @@ def mitigation_comparison(model: ConversionModel, frame: pl.DataFrame, verdict: 
         return None
     fit_rows = _split_half(frame.get_column("user_id").cast(pl.String).to_list())
     fit, held = frame.filter(pl.Series(fit_rows)), frame.filter(pl.Series(~fit_rows))
+    constraint = mitigation_constraint(verdict, cfg)
     mitigated = mitigate(model, fit, fit.get_column(registry.LABEL_COLUMN).to_numpy(), feature,
-                         method=cfg.mitigation.method, constraint=cfg.mitigation.constraint, seed=seed)
+                         method=cfg.mitigation.method, constraint=constraint, seed=seed)
     before, after = _audit(model, held, cfg), _audit(mitigated, held, cfg)
     rows = []
     for label, audit in (("before", before), ("after", after)):
         row: dict[str, Any] = {"model": label, **{k: audit.overall[k] for k in COMPARED}}
         row.update(audit.features[feature].metrics)
         rows.append(row)
-    section = {"method": cfg.mitigation.method, "constraint": cfg.mitigation.constraint, "feature": feature,
+    section = {"method": cfg.mitigation.method, "constraint": constraint, "feature": feature,
                "rows_fit": fit.height, "rows_compared": held.height, "comparison": rows,
                "verdict_before": evaluate_gate(before, cfg.gate).verdict,
                "verdict_after": evaluate_gate(after, cfg.gate).verdict,

@@ -5,8 +5,11 @@ The generative model (all of it vectorised over users with NumPy; one loop over 
 * **Users** have CRM attributes (age, gender, country, loyalty tier, signup date, consent) and two
   hidden traits: ``activity`` (how often they visit) and ``beta`` (how readily they buy). Loyalty
   tier raises ``beta`` and warmth clearly; age band, gender and country shift them mildly, so a
-  fairness audit measures real but small group differences. ``disparity`` makes one named group
-  convert much less (lower warmth and ``beta``).
+  fairness audit measures real but small group differences. ``disparity`` plants one named group:
+  ``kind: intent`` makes it convert much less (lower warmth and ``beta``: a true difference in
+  outcomes); ``kind: tracking`` keeps its behaviour and outcomes but records only a share
+  ``factor`` of its client-side events (purchases are server-side and always recorded), so a model
+  trained on the clickstream under-rates the group: a disparity of the model, not of the world.
 * **Latent intent** is a daily Markov chain per user over three states: 0 browsing, 1 considering,
   2 deciding. ``P(0->1) = warmth``, ``P(1->2) = commit``; a purchase resets the next day to
   browsing. On a day in state ``s`` the user buys with probability
@@ -96,6 +99,7 @@ class Disparity(StrictModel):
     feature: Literal["gender", "country", "age_band", "loyalty_tier"]
     value: str
     factor: float = Field(0.3, gt=0, le=1)
+    kind: Literal["intent", "tracking"] = "intent"
 
 
 class GenerateConfig(StrictModel):
@@ -137,14 +141,20 @@ def load_generate_config(path: str | Path | None = None, **overrides: object) ->
 
 
 def parse_disparity(text: str) -> Disparity:
-    """``FEATURE=VALUE[:FACTOR]``, e.g. ``country=fr:0.3`` (factor default 0.3)."""
-    feature, sep, rest = text.partition("=")
+    """``[KIND:]FEATURE=VALUE[:FACTOR]``, e.g. ``country=fr:0.3`` (kind ``intent``, factor default 0.3)
+    or ``tracking:country=fr:0.3``."""
+    kind, colon, spec_text = text.partition(":")
+    if not colon or "=" in kind:
+        kind, spec_text = "", text
+    feature, sep, rest = spec_text.partition("=")
     if not sep or not rest:
-        raise ConfigError(f"--disparity '{text}': expected FEATURE=VALUE[:FACTOR], e.g. country=fr:0.3")
+        raise ConfigError(f"--disparity '{text}': expected [KIND:]FEATURE=VALUE[:FACTOR], "
+                          f"e.g. country=fr:0.3 or tracking:country=fr:0.3")
     value, _, factor = rest.partition(":")
     try:
         spec = Disparity.model_validate({"feature": feature.strip(), "value": value.strip().lower(),
-                                         **({"factor": factor} if factor else {})})
+                                         **({"factor": factor} if factor else {}),
+                                         **({"kind": kind.strip().lower()} if kind else {})})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -207,7 +217,7 @@ def _make_users(cfg: GenerateConfig, rng: np.random.Generator) -> tuple[pl.DataF
     warmth = np.clip(0.05 * np.exp(0.8 * group + 0.1 * rng.standard_normal(n)), 0.005, 0.4)
     commit = np.clip(0.16 * np.exp(0.5 * group + 0.1 * rng.standard_normal(n)), 0.02, 0.5)
     activity = np.exp(0.5 * rng.standard_normal(n) - 0.125)
-    if cfg.disparity is not None:
+    if cfg.disparity is not None and cfg.disparity.kind == "intent":
         values = {"gender": gender, "country": country, "age_band": band, "loyalty_tier": tier}
         hit = values[cfg.disparity.feature] == cfg.disparity.value
         beta = np.where(hit, beta * cfg.disparity.factor, beta)
@@ -398,6 +408,17 @@ def _finish_events(frame: pl.DataFrame, user_ids: pl.Series) -> pl.DataFrame:
         "event_id", "user_id", *[c for c in frame.columns if c not in ("event_id", "u")])
 
 
+def _lose_tracking(spec: Disparity, rng: np.random.Generator, events: pl.DataFrame,
+                   users: pl.DataFrame) -> pl.DataFrame:
+    """Keep only a share ``spec.factor`` of the group's client-side events (purchases all stay)."""
+    column = (pl.col("age").map_elements(age_band, return_dtype=pl.String) if spec.feature == "age_band"
+              else pl.col(spec.feature))
+    group = users.filter(column == spec.value)["user_id"]
+    in_group = events["user_id"].is_in(group.implode()).to_numpy()
+    keep = ~in_group | (events["event"] == "purchase").to_numpy() | (rng.random(events.height) < spec.factor)
+    return events.filter(pl.Series(keep))
+
+
 def _noise(cfg: GenerateConfig, rng: np.random.Generator,
            events: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
     """Append duplicate deliveries and corrupted rows, then order by time (bad timestamps last)."""
@@ -438,6 +459,8 @@ def generate_shop(cfg: GenerateConfig | None = None, progress: Progress | None =
     say(f"generate: {cfg.users} users x {cfg.days} days simulated, {int(buy.sum())} purchases")
     sessions = _sessions(cfg, rng, z, buy, traits["activity"])
     events = _finish_events(_events(cfg, rng, sessions), user_ids)
+    if cfg.disparity is not None and cfg.disparity.kind == "tracking":
+        events = _lose_tracking(cfg.disparity, rng, events, users)
     clean_rows = events.height
     say(f"generate: {clean_rows} events in {len(sessions['user'])} sessions")
     events, n_dup, n_bad = _noise(cfg, rng, events)

@@ -19,7 +19,7 @@ import pytest
 
 from fairness.config import FairnessConfig
 from fairness.gate import GateVerdict
-from fairness.stage import worst_failing_feature
+from fairness.stage import mitigation_constraint, worst_failing_feature
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +31,18 @@ def _cli(env: dict[str, str], *args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def _audit_of_a_shop(tmp: Path, disparity: str | None) -> dict:
+def _audit_of_a_shop(tmp: Path, disparity: str | None, users: int = 4000, mitigation: str = "never") -> dict:
     env = {**os.environ, "PROPENSITY_HOME": str(tmp / "work")}
     planted = ["--disparity", disparity] if disparity else []
-    _cli(env, "generate", "--users", "4000", "--days", "40", "--seed", "42", "--out", str(tmp / "shop"),
+    _cli(env, "generate", "--users", str(users), "--days", "40", "--seed", "42", "--out", str(tmp / "shop"),
          *planted)
     _cli(env, "features", "--events", str(tmp / "shop" / "events.parquet"), "--users",
          str(tmp / "shop" / "users.parquet"), "--as-of", "2026-10-04", "--snapshots", "3", "--every", "7d",
          "--out", str(tmp / "F.parquet"))
     trained = _cli(env, "train", "--profile", "demo", "--trials", "2", "--features", str(tmp / "F.parquet"))
     return _cli(env, "audit", "--model", trained["model_uri"], "--features", str(tmp / "F.parquet"),
-                "--users", str(tmp / "shop" / "users.parquet"), "--mitigation", "never")
+                "--users", str(tmp / "shop" / "users.parquet"), "--mitigation", mitigation,
+                "--out", str(tmp / "audit"))
 
 
 def test_a_planted_disparity_fails_the_gate_and_names_the_group(tmp_path: Path) -> None:
@@ -64,6 +65,27 @@ def test_without_the_planted_group_country_passes_four_fifths(tmp_path: Path) ->
                 and f["metric"].startswith("demographic_parity")]
 
 
+def test_a_group_the_model_under_rates_fails_the_gate_and_mitigation_passes_it(tmp_path: Path) -> None:
+    """`tracking:country=fr:0.1`: French users behave and convert like everyone else, but only 10% of
+    their clickstream is recorded, so the model under-rates them. The gate fails on country naming
+    fr; the equalized-odds ThresholdOptimizer (fitted on half of the users, judged on the other
+    half) passes the gate, and the report shows what it costs in AUC. 60,000 users: with fewer, the
+    held-out groups are too small for the 0.10 equalized-odds limit to be judged above noise."""
+    audit = _audit_of_a_shop(tmp_path, "tracking:country=fr:0.1", users=60000, mitigation="auto")
+    assert audit["verdict"] == "fail"
+    assert {f["feature"] for f in audit["failing"]} == {"country"}
+    assert all("fr" in f["groups"] for f in audit["failing"])
+    report = json.loads((tmp_path / "audit" / "fairness_report.json").read_text())
+    mitigation = report["mitigation"]
+    assert (mitigation["feature"], mitigation["constraint"]) == ("country", "equalized_odds")
+    assert (mitigation["verdict_before"], mitigation["verdict_after"]) == ("fail", "pass")
+    before, after = mitigation["comparison"]
+    assert after["demographic_parity_ratio"] >= 0.8 and after["equalized_odds_difference"] <= 0.10
+    assert 0 < before["auc"] - after["auc"] < 0.1  # the price, shown side by side
+    html = (tmp_path / "audit" / "fairness_report.html").read_text()
+    assert "equalized_odds" in html and "threshold_optimizer" in html
+
+
 def test_mitigation_targets_the_worst_violation_of_its_constraint() -> None:
     cfg = FairnessConfig()
     verdict = GateVerdict("fail", [
@@ -72,9 +94,16 @@ def test_mitigation_targets_the_worst_violation_of_its_constraint() -> None:
         {"metric": "demographic_parity_ratio", "feature": "country", "value": 0.46, "limit": 0.8},
         {"metric": "demographic_parity_ratio", "feature": "gender×age_band", "value": 0.1, "limit": 0.8},
     ])
-    assert cfg.mitigation.constraint == "demographic_parity"
-    assert worst_failing_feature(verdict, cfg) == "country"
-    eo_mitigation = cfg.mitigation.model_copy(update={"constraint": "equalized_odds"})
-    eo = cfg.model_copy(update={"mitigation": eo_mitigation})
+    def with_constraint(name: str) -> FairnessConfig:
+        return cfg.model_copy(update={"mitigation": cfg.mitigation.model_copy(update={"constraint": name})})
+
+    dp, eo = with_constraint("demographic_parity"), with_constraint("equalized_odds")
+    assert worst_failing_feature(verdict, dp) == "country"
     assert worst_failing_feature(verdict, eo) == "age_band"
+    assert cfg.mitigation.constraint == "auto"
+    assert mitigation_constraint(verdict, cfg) == "equalized_odds"  # an odds metric fails
+    parity_only = GateVerdict("fail", [verdict.failing[0], verdict.failing[2]])
+    assert mitigation_constraint(parity_only, cfg) == "demographic_parity"
+    assert worst_failing_feature(parity_only, cfg) == "country"
+    assert mitigation_constraint(verdict, dp) == "demographic_parity"
     assert worst_failing_feature(GateVerdict("pass", []), cfg) is None

@@ -130,13 +130,32 @@ def test_groups_differ_and_a_disparity_makes_one_group_convert_much_less(shop: S
     assert country[True] < 0.5 * country[False]
 
 
+def test_a_tracking_disparity_hides_clicks_but_not_conversions(shop: Shop) -> None:
+    """kind tracking: the same users and purchases as the plain shop (same seed), but only ~10% of
+    the group's client-side events are recorded; the other groups' events are untouched."""
+    lossy = shop_of(disparity={"feature": "country", "value": "fr", "factor": 0.1, "kind": "tracking"})
+    assert lossy.users.equals(shop.users) and lossy.oracle.equals(shop.oracle)
+
+    def counts(s: Shop) -> dict[tuple[bool, bool], int]:
+        frame = clean(s.events).join(s.users, on="user_id").group_by(
+            pl.col("country") == "fr", pl.col("event") == "purchase").len()
+        return {(fr, buy): n for fr, buy, n in frame.iter_rows()}
+
+    plain, lost = counts(shop), counts(lossy)
+    assert lost[(True, True)] == plain[(True, True)]  # every purchase is still recorded
+    assert lost[(False, False)] == plain[(False, False)] and lost[(False, True)] == plain[(False, True)]
+    share = lost[(True, False)] / plain[(True, False)]
+    assert abs(share - 0.1) < 0.01
+
+
 def test_age_bands_of_generated_users_are_audit_bands(shop: Shop) -> None:
     bands = {age_band(int(a)) for a in shop.users["age"]}
     assert bands <= {"18-24", "25-34", "35-44", "45-54", "55-64", "65+"} and len(bands) == 6
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("country", "expected FEATURE=VALUE"),
+    ("country", "expected \\[KIND:\\]FEATURE=VALUE"),
+    ("leaky:country=fr", "kind"),
     ("country=xx", "'xx' is not a country"),
     ("gender=female:2", "factor"),
     ("height=tall", "feature"),
