@@ -50,12 +50,16 @@ def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: 
     ``users``/``days``/``seed``/``disparity`` override ``configs/generate.yaml``; ``trials`` the
     ``demo`` training profile (8 trials). ``quiet`` keeps the stage tables off stdout.
     """
+    import polars as pl
+
     from cli.audit import print_audit
     from cli.segment import print_segments
     from cli.train import print_training
     from experiments import demo_experiment
+    from experiments.config import load_experiments_config
     from fairness.promote import promote
     from fairness.stage import audit_model
+    from features.ingest import read_table, validate_events
     from features.paths import work_dir
     from features.pipeline import build_features
     from features.segment_stage import segment_snapshot
@@ -131,8 +135,17 @@ def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: 
              f"`propensity promote --force --reason ...` would override and be recorded)")
     _done(t)
 
-    t = _stage("6/7 A/B experiment analysis")
-    experiment = demo_experiment(out / "experiment")
+    t = _stage("6/7 A/B experiment on the shop's users")
+    exp_demo = load_experiments_config().demo
+    exposure_start = as_of - timedelta(days=exp_demo.days)
+    arms = list(exp_demo.variants)
+    info(f"users seen from {exposure_start.date()} for {exp_demo.days} days are split into {', '.join(arms)} "
+         f"({arms[0]} = control); planted relative lifts "
+         + ", ".join(f"{k} {v:+.0%}" for k, v in list(exp_demo.variants.items())[1:])
+         + " on top of the shop's own purchases")
+    clean_events = validate_events(read_table(shop.events), source=str(shop.events)).clean
+    experiment = demo_experiment(out / "experiment", shop=(clean_events, pl.read_parquet(shop.users),
+                                                           exposure_start))
     for verdict in experiment["verdicts"]:
         info(f"- {verdict}")
     for warning in experiment["warnings"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +85,30 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
     return result, verdicts, paths
 
 
-def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
+def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
+                    shop: tuple[pl.DataFrame, pl.DataFrame, datetime] | None = None) -> dict[str, Any]:
     """Simulate an experiment (``demo`` settings), analyse its exposure log and events, write the report.
 
-    Returns {"data", "exposures", "events", "html", "markdown", "verdicts", "warnings"}.
+    With ``shop`` = (clean events, users, exposure start) the experiment runs on that synthetic
+    shop's users and recorded events (:func:`experiments.simulate.simulate_on_shop`); without it,
+    on simulated units. Returns {"data", "exposures", "events", "html", "markdown", "verdicts",
+    "warnings"}.
     """
-    from experiments.simulate import simulate_experiment
+    from experiments.simulate import simulate_experiment, simulate_on_shop
 
     settings = load_experiments_config(config_path)
     demo = settings.demo
     out = Path(out_dir)
-    files = simulate_experiment(out, demo.users, demo.variants, demo.days, demo.seed)
-    attributes = out / "attributes.parquet"
-    read_table(files["units"]).select("user_id", "device", "pre_revenue").write_parquet(attributes)
+    if shop is not None:
+        events, users, exposure_start = shop
+        files = simulate_on_shop(events, users, out, demo.variants, exposure_start, demo.days,
+                                 settings.conversion_window_days, demo.seed)
+        attributes = files["attributes"]
+        files["units"] = files["exposures"]
+    else:
+        files = simulate_experiment(out, demo.users, demo.variants, demo.days, demo.seed)
+        attributes = out / "attributes.parquet"
+        read_table(files["units"]).select("user_id", "device", "pre_revenue").write_parquet(attributes)
     result, verdicts, paths = analyze_file(
         None, "variant", next(iter(demo.variants)), [], exposures=files["exposures"], events=files["events"],
         attributes=attributes, covariate="pre_revenue", segment_col="device", config_path=config_path,

@@ -103,3 +103,80 @@ def simulate_experiment(out_dir: str | Path, n_users: int = 30_000,
                  "first_exposure").write_parquet(paths["exposures"])
     simulate_events(frame, seed).write_parquet(paths["events"])
     return paths
+
+
+def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | Path,
+                     lifts: Mapping[str, float], exposure_start: dt.datetime, days: int = 14,
+                     window_days: float = 7.0, seed: int = 7) -> dict[str, Path]:
+    """An experiment run on a synthetic shop's own users and events (``features.synth``).
+
+    Every user with an event in ``[exposure_start, exposure_start + days)`` is enrolled at that
+    first event (its device is the one they saw the variant on) and assigned a variant at random,
+    equal shares. Outcomes are the shop's recorded events; a treatment's effect is planted on top:
+    of its users without a purchase within ``window_days`` of exposure, a share gets an extra
+    add_to_cart -> checkout_start -> purchase, sized so that the variant's expected conversion is
+    the enrolled users' rate times ``1 + lift``. ``pre_revenue`` (the CUPED covariate) is each
+    user's recorded spend before exposure. ``events`` must be clean (deduplicated, valid).
+
+    Writes ``exposures.parquet`` (user_id, experiment, variant, first_exposure), ``events.parquet``
+    (the enrolled users' events from ``exposure_start`` on, plus the planted ones) and
+    ``attributes.parquet`` (user_id, device, country, loyalty_tier, pre_revenue); returns their paths.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(lifts)
+    start = exposure_start.astimezone(dt.UTC)
+    end, window = start + dt.timedelta(days=days), dt.timedelta(days=window_days)
+    enrolled = (events.filter(pl.col("timestamp").is_between(start, end, closed="left"))
+                .sort("timestamp", "event_id")
+                .group_by("user_id", maintain_order=True)
+                .agg(pl.col("timestamp").first().alias("first_exposure"), pl.col("device").first())
+                .sort("user_id"))
+    if enrolled.height == 0:
+        raise ValueError(f"no shop events between {start.isoformat()} and {end.isoformat()}")
+    enrolled = enrolled.with_columns(
+        pl.Series("variant", np.asarray(names)[rng.integers(0, len(names), enrolled.height)]))
+    purchases = events.filter(pl.col("event") == "purchase").select("user_id", "timestamp", "value")
+    bought = (enrolled.join(purchases, on="user_id")
+              .filter(pl.col("timestamp").is_between(pl.col("first_exposure"),
+                                                     pl.col("first_exposure") + window, closed="left"))
+              .select("user_id").unique())
+    base = bought.height / enrolled.height
+    values = purchases["value"].drop_nulls().to_numpy()
+    basket = float(np.median(values)) if len(values) else 50.0
+    candidates = enrolled.join(bought, on="user_id", how="anti")
+    planted = []
+    for name in names[1:]:
+        lift = lifts[name]
+        share = min(max(lift * base / (1 - base), 0.0), 1.0) if base < 1 else 0.0
+        rows = candidates.filter(pl.col("variant") == name)
+        chosen = rows.filter(pl.Series(rng.random(rows.height) < share))
+        offset_us = rng.uniform(0.05, 0.95, chosen.height) * window.total_seconds() * 1e6
+        at = chosen.with_columns(pl.Series("offset", offset_us).cast(pl.Int64)).select(
+            "user_id", "device",
+            (pl.col("first_exposure") + pl.duration(microseconds=pl.col("offset"))).alias("t"))
+        for k, event in enumerate(("add_to_cart", "checkout_start", "purchase")):
+            planted.append(at.select(
+                pl.concat_str([pl.lit(f"sim-{name}-{event}-"), pl.col("user_id")]).alias("event_id"),
+                "user_id", (pl.col("t") + pl.duration(minutes=2 * k)).alias("timestamp"),
+                pl.lit(event).alias("event"), "device",
+                pl.lit(basket if event == "purchase" else None, dtype=pl.Float64).alias("value")))
+    columns = ["event_id", "user_id", "timestamp", "event", "device", "value"]
+    seen = events.filter((pl.col("timestamp") >= start)
+                         & pl.col("user_id").is_in(enrolled["user_id"].implode()))
+    out_events = pl.concat([seen.select(columns), *planted], how="vertical_relaxed").sort("timestamp")
+    pre = (enrolled.join(purchases, on="user_id")
+           .filter(pl.col("timestamp") < pl.col("first_exposure"))
+           .group_by("user_id").agg(pl.col("value").sum().alias("pre_revenue")))
+    attributes = (enrolled.select("user_id", "device")
+                  .join(users.select("user_id", "country", "loyalty_tier"), on="user_id", how="left")
+                  .join(pre, on="user_id", how="left")
+                  .with_columns(pl.col("pre_revenue").fill_null(0.0)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"exposures": out / "exposures.parquet", "events": out / "events.parquet",
+             "attributes": out / "attributes.parquet"}
+    enrolled.select("user_id", pl.lit("demo_shop").alias("experiment"), "variant",
+                    "first_exposure").write_parquet(paths["exposures"])
+    out_events.write_parquet(paths["events"])
+    attributes.write_parquet(paths["attributes"])
+    return paths
