@@ -104,7 +104,6 @@ def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
         files = simulate_on_shop(events, users, out, demo.variants, exposure_start, demo.days,
                                  settings.conversion_window_days, demo.seed)
         attributes = files["attributes"]
-        files["units"] = files["exposures"]
     else:
         files = simulate_experiment(out, demo.users, demo.variants, demo.days, demo.seed)
         attributes = out / "attributes.parquet"
@@ -113,6 +112,6 @@ def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
         None, "variant", next(iter(demo.variants)), [], exposures=files["exposures"], events=files["events"],
         attributes=attributes, covariate="pre_revenue", segment_col="device", config_path=config_path,
         report=out / "experiment_report.html")
-    return {"data": str(files["units"]), "exposures": str(files["exposures"]), "events": str(files["events"]),
-            "html": paths["html"], "markdown": paths["markdown"], "verdicts": verdicts,
-            "warnings": result.warnings}
+    return {"data": str(files.get("units", files["exposures"])), "exposures": str(files["exposures"]),
+            "events": str(files["events"]), "html": paths["html"], "markdown": paths["markdown"],
+            "verdicts": verdicts, "warnings": result.warnings}

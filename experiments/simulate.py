@@ -136,7 +136,8 @@ def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | P
     enrolled = enrolled.with_columns(
         pl.Series("variant", np.asarray(names)[rng.integers(0, len(names), enrolled.height)]))
     purchases = events.filter(pl.col("event") == "purchase").select("user_id", "timestamp", "value")
-    bought = (enrolled.join(purchases, on="user_id")
+    exposed_purchases = enrolled.join(purchases, on="user_id")
+    bought = (exposed_purchases
               .filter(pl.col("timestamp").is_between(pl.col("first_exposure"),
                                                      pl.col("first_exposure") + window, closed="left"))
               .select("user_id").unique())
@@ -164,7 +165,7 @@ def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | P
     seen = events.filter((pl.col("timestamp") >= start)
                          & pl.col("user_id").is_in(enrolled["user_id"].implode()))
     out_events = pl.concat([seen.select(columns), *planted], how="vertical_relaxed").sort("timestamp")
-    pre = (enrolled.join(purchases, on="user_id")
+    pre = (exposed_purchases
            .filter(pl.col("timestamp") < pl.col("first_exposure"))
            .group_by("user_id").agg(pl.col("value").sum().alias("pre_revenue")))
     attributes = (enrolled.select("user_id", "device")

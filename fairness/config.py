@@ -34,7 +34,7 @@ class MitigationConfig(StrictModel):
     # demographic parity. With equal base rates equalized odds brings parity too; with truly
     # different base rates no post-processing satisfies both, and the report shows it.
     constraint: Literal["auto", "demographic_parity", "equalized_odds"] = "auto"
-    feature: str | None = None  # None: the first failing sensitive feature
+    feature: str | None = None  # None: the sensitive feature failing worst on the constraint
 
 
 class ExplainConfig(StrictModel):

@@ -96,12 +96,15 @@ def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig) -> 
                         intersections=cfg.intersections, y_pred=y_pred)
 
 
+_ODDS_METRICS = ("equalized_odds", "equal_opportunity")  # metric name prefixes an odds constraint targets
+
+
 def mitigation_constraint(verdict: GateVerdict, cfg: FairnessConfig) -> str:
     """The configured constraint; for ``auto``, equalized odds when an odds metric fails, else
     demographic parity."""
     if cfg.mitigation.constraint != "auto":
         return cfg.mitigation.constraint
-    odds = any(f["metric"].startswith(("equalized_odds", "equal_opportunity")) for f in verdict.failing)
+    odds = any(f["metric"].startswith(_ODDS_METRICS) for f in verdict.failing)
     return "equalized_odds" if odds else "demographic_parity"
 
 
@@ -110,7 +113,7 @@ def worst_failing_feature(verdict: GateVerdict, cfg: FairnessConfig) -> str | No
     mitigation constraint targets (any failing metric when none of those fails)."""
     candidates = [f for f in verdict.failing if f["feature"] in cfg.sensitive_features]
     constraint = mitigation_constraint(verdict, cfg)
-    targets = ("equalized_odds", "equal_opportunity") if constraint == "equalized_odds" else (constraint,)
+    targets = _ODDS_METRICS if constraint == "equalized_odds" else (constraint,)
     targeted = [f for f in candidates if f["metric"].startswith(targets)]
     if not candidates:
         return None

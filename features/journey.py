@@ -163,14 +163,13 @@ def journey_stages(events: pl.DataFrame | pl.LazyFrame, as_of: datetime,
     n_stages = len(machine.stages)
     if ev.height == 0:
         return pl.DataFrame(schema={"user_id": pl.String, "journey_stage": pl.String})
-    users = ev["user_id"]
-    first_s = (users != users.shift(1)).fill_null(True)
-    if (first_s & (ev["h"] == ev["h"].shift(1)).fill_null(False)).any():
+    starts = (ev["user_id"] != ev["user_id"].shift(1)).fill_null(True)
+    if (starts & (ev["h"] == ev["h"].shift(1)).fill_null(False)).any():
         # two users share a hash (about 1e-9 for 200k users): fall back to the exact order
         ev = ev.sort(["user_id", "t", "event_id"])
-        users = ev["user_id"]
-        first_s = (users != users.shift(1)).fill_null(True)
-    first = first_s.to_numpy()
+        starts = (ev["user_id"] != ev["user_id"].shift(1)).fill_null(True)
+    users = ev["user_id"]
+    first = starts.to_numpy()
     t = ev["t"].to_numpy()
     gap = np.diff(t, prepend=t[0])
     gap_class = np.zeros(len(t), dtype=np.intp)

@@ -217,17 +217,19 @@ def _make_users(cfg: GenerateConfig, rng: np.random.Generator) -> tuple[pl.DataF
     warmth = np.clip(0.05 * np.exp(0.8 * group + 0.1 * rng.standard_normal(n)), 0.005, 0.4)
     commit = np.clip(0.16 * np.exp(0.5 * group + 0.1 * rng.standard_normal(n)), 0.02, 0.5)
     activity = np.exp(0.5 * rng.standard_normal(n) - 0.125)
-    if cfg.disparity is not None and cfg.disparity.kind == "intent":
+    planted = np.zeros(n, dtype=bool)  # the disparity's group, whatever its kind
+    if cfg.disparity is not None:
         values = {"gender": gender, "country": country, "age_band": band, "loyalty_tier": tier}
-        hit = values[cfg.disparity.feature] == cfg.disparity.value
-        beta = np.where(hit, beta * cfg.disparity.factor, beta)
-        warmth = np.where(hit, warmth * cfg.disparity.factor, warmth)
+        planted = values[cfg.disparity.feature] == cfg.disparity.value
+        if cfg.disparity.kind == "intent":
+            beta = np.where(planted, beta * cfg.disparity.factor, beta)
+            warmth = np.where(planted, warmth * cfg.disparity.factor, warmth)
     users = pl.DataFrame({
         "user_id": _ids("u", np.arange(n), 6),
         "age": age, "gender": gender, "country": country, "loyalty_tier": tier,
         "signup_date": signup.astype("datetime64[D]"), "consent": consent,
     }).with_columns(pl.col("signup_date").cast(pl.Date))
-    return users, {"beta": beta, "warmth": warmth, "commit": commit, "activity": activity}
+    return users, {"beta": beta, "warmth": warmth, "commit": commit, "activity": activity, "planted": planted}
 
 
 def _ids(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
@@ -408,14 +410,12 @@ def _finish_events(frame: pl.DataFrame, user_ids: pl.Series) -> pl.DataFrame:
         "event_id", "user_id", *[c for c in frame.columns if c not in ("event_id", "u")])
 
 
-def _lose_tracking(spec: Disparity, rng: np.random.Generator, events: pl.DataFrame,
-                   users: pl.DataFrame) -> pl.DataFrame:
-    """Keep only a share ``spec.factor`` of the group's client-side events (purchases all stay)."""
-    column = (pl.col("age").map_elements(age_band, return_dtype=pl.String) if spec.feature == "age_band"
-              else pl.col(spec.feature))
-    group = users.filter(column == spec.value)["user_id"]
+def _lose_tracking(factor: float, rng: np.random.Generator, events: pl.DataFrame,
+                   group: pl.Series) -> pl.DataFrame:
+    """Keep only a share ``factor`` of the client-side events of the users in ``group`` (their
+    purchases all stay)."""
     in_group = events["user_id"].is_in(group.implode()).to_numpy()
-    keep = ~in_group | (events["event"] == "purchase").to_numpy() | (rng.random(events.height) < spec.factor)
+    keep = ~in_group | (events["event"] == "purchase").to_numpy() | (rng.random(events.height) < factor)
     return events.filter(pl.Series(keep))
 
 
@@ -460,7 +460,7 @@ def generate_shop(cfg: GenerateConfig | None = None, progress: Progress | None =
     sessions = _sessions(cfg, rng, z, buy, traits["activity"])
     events = _finish_events(_events(cfg, rng, sessions), user_ids)
     if cfg.disparity is not None and cfg.disparity.kind == "tracking":
-        events = _lose_tracking(cfg.disparity, rng, events, users)
+        events = _lose_tracking(cfg.disparity.factor, rng, events, user_ids.filter(traits["planted"]))
     clean_rows = events.height
     say(f"generate: {clean_rows} events in {len(sessions['user'])} sessions")
     events, n_dup, n_bad = _noise(cfg, rng, events)

@@ -138,7 +138,6 @@ class ModelBatcher:
         if len(self._queue) >= self.max_rows:
             if self._scheduled is not None:
                 self._scheduled.cancel()
-            self._scheduled = None
             self._flush()
         elif self._scheduled is None:
             self._scheduled = (loop.call_later(self.max_wait_s, self._flush) if self.max_wait_s > 0
