@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from features.config import StrictModel, load_config
+from features.config import StrictModel, default_config_path, load_config
 from features.paths import work_dir
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -85,6 +85,15 @@ class FeaturesConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     spark: SparkConfig = SparkConfig()
+    # Feature definitions added to the built-ins (features/definitions.py), one mapping each.
+    features: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def feature_set(self) -> Any:
+        """The built-ins plus :attr:`features` (a :class:`features.definitions.FeatureSet`)."""
+        from features.definitions import parse_user_specs, FeatureSet
+
+        return FeatureSet(parse_user_specs(self.features))
 
     @field_validator("horizon", "every", mode="before")
     @classmethod
@@ -95,8 +104,17 @@ class FeaturesConfig(StrictModel):
 
 
 def load_features_config(path: str | Path | None = None) -> FeaturesConfig:
-    """Read ``path`` or the default ``configs/features.yaml``; :class:`ConfigError` on any problem."""
-    return load_config(FeaturesConfig, path, default_name="features.yaml")
+    """Read ``path`` or the default ``configs/features.yaml``; :class:`ConfigError` on any problem
+    (a bad ``features:`` entry is one line naming the file and the entry)."""
+    from features.errors import ConfigError
+
+    cfg = load_config(FeaturesConfig, path, default_name="features.yaml")
+    try:
+        cfg.feature_set  # noqa: B018 - validates the feature definitions now, not at first use
+    except ConfigError as exc:
+        where = path if path is not None else default_config_path("features.yaml")
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg
 
 
 def ledger_path(config: FeaturesConfig | None = None) -> Path:
