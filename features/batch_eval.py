@@ -118,4 +118,8 @@ def all_aggregations(specs: Iterable[FeatureSpec]) -> list[pl.Expr]:
 
 def finishers(specs: Iterable[FeatureSpec]) -> dict[str, pl.Expr]:
     """Feature name -> the expression computing it after the group-by (plain column when direct)."""
-    return {spec.name: finisher(spec) if finisher(spec) is not None else pl.col(spec.name) for spec in specs}
+    out: dict[str, pl.Expr] = {}
+    for spec in specs:
+        done = finisher(spec)
+        out[spec.name] = pl.col(spec.name) if done is None else done
+    return out

@@ -91,7 +91,7 @@ class FeaturesConfig(StrictModel):
     @property
     def feature_set(self) -> Any:
         """The built-ins plus :attr:`features` (a :class:`features.definitions.FeatureSet`)."""
-        from features.definitions import parse_user_specs, FeatureSet
+        from features.definitions import FeatureSet, parse_user_specs
 
         return FeatureSet(parse_user_specs(self.features))
 

@@ -133,7 +133,8 @@ def markdown_tables() -> str:
                 allowed.append(f"≤ {f.max_length} chars")
             norm = {"enum": "trimmed, lower-cased", "id": "verbatim", "string": "verbatim"}.get(f.kind, "")
             notes = "; ".join(x for x in (norm, f.doc) if x)
-            out.append(f"| `{f.name}` | {f.kind} | {'yes' if f.required else ''} | {'; '.join(allowed)} | {notes} |")
+            required = "yes" if f.required else ""
+            out.append(f"| `{f.name}` | {f.kind} | {required} | {'; '.join(allowed)} | {notes} |")
         return out
 
     return "\n".join(["events:", "", *rows(EVENT_FIELDS), "", "users:", "", *rows(USER_FIELDS)]) + "\n"

@@ -172,7 +172,8 @@ def _builtin() -> list[Entry]:
     for w in WINDOWS_DAYS:
         out += [_count(ev, w) for ev in EVENT_TYPES]
         out.append(FeatureSpec(f"events_{w}d", "count", window_days=w,
-                               meaning="number of events of any type (unknown types included)", group="counts"))
+                               meaning="number of events of any type (unknown types included)",
+                               group="counts"))
         out.append(FeatureSpec(f"sessions_{w}d", "distinct_count", column="session_id", window_days=w,
                                meaning="number of distinct non-null session_id values", group="counts"))
     out += [
@@ -302,7 +303,7 @@ def _parse_value(raw: Mapping[str, Any], aggregate: str, label: str) -> str | No
 
 
 FILTER_FIELDS: tuple[str, ...] = tuple(n for n, f in EVENT_FIELDS.items()
-                                       if f.kind in ("id", "string", "enum") and n not in ("event_id", "user_id"))
+                                       if f.is_string and n not in ("event_id", "user_id"))
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(n for n, f in EVENT_FIELDS.items() if f.kind == "float")
 
 

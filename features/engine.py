@@ -23,6 +23,7 @@ from types import TracebackType
 import polars as pl
 
 from features.build_config import FeaturesConfig
+from features.definitions import FeatureSet
 from features.snapshot import build_snapshots_at
 
 
@@ -34,8 +35,9 @@ class FeatureEngine(ABC):
     @abstractmethod
     def build(self, events: pl.DataFrame, users: pl.DataFrame | None, as_ofs: Sequence[datetime],
               horizon: timedelta, *, consent_default: bool = True,
-              exclude_users: Collection[str] = ()) -> pl.DataFrame:
-        """Snapshots at each cut-off of ``as_ofs`` (label window ``horizon``), stacked."""
+              exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None) -> pl.DataFrame:
+        """Snapshots at each cut-off of ``as_ofs`` (label window ``horizon``), stacked; the features of
+        ``feature_set`` (default: the configured set)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release resources held by the engine (a Spark session); a no-op by default."""
@@ -55,9 +57,9 @@ class LocalEngine(FeatureEngine):
 
     def build(self, events: pl.DataFrame, users: pl.DataFrame | None, as_ofs: Sequence[datetime],
               horizon: timedelta, *, consent_default: bool = True,
-              exclude_users: Collection[str] = ()) -> pl.DataFrame:
+              exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None) -> pl.DataFrame:
         return build_snapshots_at(events, users, as_ofs, horizon, consent_default=consent_default,
-                                  exclude_users=exclude_users)
+                                  exclude_users=exclude_users, feature_set=feature_set)
 
 
 def make_engine(config: FeaturesConfig) -> FeatureEngine:

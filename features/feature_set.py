@@ -58,5 +58,15 @@ def feature_set_of_model(model: object) -> FeatureSet:
     return FeatureSet.from_dicts(specs)
 
 
+def feature_set_of_models(champion: object, challenger: object | None = None) -> FeatureSet:
+    """The features serving computes: the champion's, plus any the challenger adds."""
+    first = feature_set_of_model(champion)
+    if challenger is None:
+        return first
+    names = set(first.names)
+    extra = tuple(e for e in feature_set_of_model(challenger).entries if e.name not in names)
+    return FeatureSet(first.entries + extra) if extra else first
+
+
 __all__ = ["FeatureSet", "active_feature_set", "feature_set_from_config", "feature_set_of_model",
-           "parse_user_specs"]
+           "feature_set_of_models", "parse_user_specs"]

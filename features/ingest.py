@@ -16,42 +16,21 @@ from pathlib import Path
 
 import polars as pl
 
+from features.contract import EVENT_FIELDS, USER_FIELDS, Field, user_fields
 from features.errors import DataError
-from features.schema import (
-    ENUM_EVENT_COLUMNS,
-    ENUM_USER_COLUMNS,
-    EVENT_COLUMNS,
-    REQUIRED_EVENT_COLUMNS,
-    USER_COLUMNS,
-)
 
 UTC_US = pl.Datetime("us", "UTC")
+# Polars dtype of each kind of contract field (features/contract.py).
+_DTYPES: dict[str, pl.DataType] = {"id": pl.String(), "string": pl.String(), "enum": pl.String(),
+                                   "float": pl.Float64(), "int": pl.Int64(), "bool": pl.Boolean(),
+                                   "date": pl.Date(), "timestamp": UTC_US}
 
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "user_id": pl.String(),
-    "timestamp": UTC_US,
-    "event": pl.String(),
-    "session_id": pl.String(),
-    "page_type": pl.String(),
-    "product_id": pl.String(),
-    "category": pl.String(),
-    "value": pl.Float64(),
-    "duration_s": pl.Float64(),
-    "scroll_depth": pl.Float64(),
-    "device": pl.String(),
-    "source": pl.String(),
-}
-USER_SCHEMA: dict[str, pl.DataType] = {
-    "user_id": pl.String(),
-    "age": pl.Int64(),
-    "gender": pl.String(),
-    "country": pl.String(),
-    "loyalty_tier": pl.String(),
-    "signup_date": pl.Date(),
-    "consent": pl.Boolean(),
-}
-NUMERIC_EVENT_COLUMNS: tuple[str, ...] = ("value", "duration_s", "scroll_depth")
+EVENT_SCHEMA: dict[str, pl.DataType] = {f.name: _DTYPES[f.kind] for f in EVENT_FIELDS.values()}
+USER_SCHEMA: dict[str, pl.DataType] = {f.name: _DTYPES[f.kind] for f in USER_FIELDS.values()}
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_FIELDS)
+USER_COLUMNS: tuple[str, ...] = tuple(USER_FIELDS)
+REQUIRED_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.values() if f.required)
+NUMERIC_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.values() if f.kind == "float")
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
            ".json": "ndjson"}
 _ROW = "__row"
@@ -265,6 +244,27 @@ def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
     return Validated(source, clean, quarantine, duplicates=good_rows - clean.height, rows_read=raw.height)
 
 
+def _string_checks(checks: _Checks, spec: Field) -> None:
+    """A string field of the contract: normalised, required ones checked, length bounded."""
+    if spec.name not in checks.raw.columns:
+        return
+    checks.strings(spec.name, enum=spec.kind == "enum", required=spec.required)
+    if spec.max_length is not None:
+        checks.checks.append((pl.col(spec.name).str.len_chars() > spec.max_length,
+                              f"{spec.name} longer than {spec.max_length} characters"))
+
+
+def _number_checks(checks: _Checks, spec: Field) -> None:
+    """A float field of the contract: numeric, finite and within its range (the contract's reasons)."""
+    checks.number(spec.name)
+    val = pl.col(spec.name)
+    checks.checks.append((val.is_not_null() & ~val.is_finite(), f"{spec.name} not finite"))
+    if spec.low is not None:
+        checks.checks.append((val.is_finite() & (val < spec.low), spec.check_number(spec.low - 1) or ""))
+    if spec.high is not None:
+        checks.checks.append((val.is_finite() & (val > spec.high), spec.check_number(spec.high + 1) or ""))
+
+
 def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
     """Normalise and validate a raw events frame (any column types; extra columns are ignored).
 
@@ -275,39 +275,32 @@ def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
     """
     _require_columns(raw, REQUIRED_EVENT_COLUMNS, source)
     checks = _Checks(raw)
-    checks.strings("event_id", required=True)
-    checks.strings("user_id", required=True)
-    checks.strings("event", enum=True, required=True)
-    for name in ("session_id", "product_id", "category"):
-        checks.strings(name)
-    for name in ENUM_EVENT_COLUMNS[1:]:
-        checks.strings(name, enum=True)
+    for spec in EVENT_FIELDS.values():
+        if spec.is_string:
+            _string_checks(checks, spec)
     checks.checks.append((~checks.present("timestamp"), "missing timestamp"))
     checks.timestamp("timestamp")
     for name in NUMERIC_EVENT_COLUMNS:
-        if name not in raw.columns:
-            continue
-        checks.number(name)
-        val = pl.col(name)
-        checks.checks.append((val.is_not_null() & ~val.is_finite(), f"{name} not finite"))
-        checks.checks.append((val.is_finite() & (val < 0), f"{name} negative"))
-        if name == "scroll_depth":
-            checks.checks.append((val.is_finite() & (val > 1), "scroll_depth above 1"))
+        if name in raw.columns:
+            _number_checks(checks, EVENT_FIELDS[name])
     return _split(source, checks, "event_id", EVENT_COLUMNS, EVENT_SCHEMA)
 
 
 def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bool = True,
-                   age_range: tuple[int, int] = (0, 120)) -> Validated:
+                   age_range: tuple[int, int] | None = None) -> Validated:
     """Normalise and validate a raw users (CRM) frame; one row per user_id (first valid one kept).
 
-    ``age`` must be a whole number of years within ``age_range`` (inclusive); ``consent`` a boolean
-    (true/false, yes/no, 1/0); a null consent or an absent consent column takes ``consent_default``.
+    ``age`` must be a whole number of years within ``age_range`` (inclusive; default: the configured
+    range, :func:`features.contract.age_range`); ``consent`` a boolean (true/false, yes/no, 1/0); a
+    null consent or an absent consent column takes ``consent_default``.
     """
     _require_columns(raw, ("user_id",), source)
+    fields = user_fields(age_range)
+    age_range = (int(fields["age"].low or 0), int(fields["age"].high or 0))
     checks = _Checks(raw)
-    checks.strings("user_id", required=True)
-    for name in ENUM_USER_COLUMNS:
-        checks.strings(name, enum=True)
+    for spec in fields.values():
+        if spec.is_string:
+            _string_checks(checks, spec)
     age_reason = f"age not a whole number in [{age_range[0]}, {age_range[1]}]"
     if "age" in raw.columns:
         checks.number("age", label=age_reason)
@@ -350,7 +343,7 @@ def ingest_events(path: str | Path, max_bad_share: float = 0.05) -> Validated:
 
 
 def ingest_users(path: str | Path, max_bad_share: float = 0.05, consent_default: bool = True,
-                 age_range: tuple[int, int] = (0, 120)) -> Validated:
+                 age_range: tuple[int, int] | None = None) -> Validated:
     """Read, validate and de-duplicate a users file; :class:`DataError` when too many rows are bad."""
     validated = validate_users(read_table(path), source=str(path), consent_default=consent_default,
                                age_range=age_range)

@@ -135,8 +135,10 @@ def _block(src: _Source, accs: list[_Acc], indent: str, largest: int | None = No
     lines: list[str] = []
     chain = False
     order = {name: i for i, name in enumerate(EVENT_FIELDS["event"].values)}
-    for events, members in sorted(groups.items(), key=lambda kv: (len(kv[0]) != 1, [order.get(e, 99) for e in kv[0]],
-                                                                  kv[0])):
+    def rank(events: tuple[str, ...]) -> tuple[bool, list[int], tuple[str, ...]]:
+        return len(events) != 1, [order.get(e, 99) for e in events], events
+
+    for events, members in sorted(groups.items(), key=lambda kv: rank(kv[0])):
         inner = indent
         if len(events) == 1:
             lines.append(f"{indent}{'elif' if chain else 'if'} ev == {events[0]!r}:")
@@ -193,8 +195,8 @@ def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
     lines = ["def evaluate(events, as_of, comp, attrs):"]
     lines += [f"    s{w} = as_of - {w * US_PER_DAY}" for w in windows]
     lines += [f"    {_init(a, src.accs[a])}" for a in accs]
-    lines += ["    for rec in events:", "        ts = rec[0]", "        if ts >= as_of:", "            continue",
-              "        ev = rec[2]"]
+    lines += ["    for rec in events:", "        ts = rec[0]", "        if ts >= as_of:",
+              "            continue", "        ev = rec[2]"]
     lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in fields if name != "event"]
     lines += _block(src, [a for a in accs if a.window_days is None], "        ")
     if windows:
@@ -219,7 +221,7 @@ def compile_evaluator(feature_set: FeatureSet) -> Evaluator:
     code, consts = generate_source(feature_set)
     namespace: dict[str, Any] = {"_round": round, "NAN": NAN, "_cart": online_cart,
                                  "_profile": profile_attributes, **consts}
-    exec(compile(code, f"<features online evaluator: {len(feature_set.entries)} features>", "exec"), namespace)
+    exec(compile(code, f"<online evaluator of {len(feature_set.entries)} features>", "exec"), namespace)
     evaluate: Evaluator = namespace["evaluate"]
     return evaluate
 

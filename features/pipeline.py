@@ -24,7 +24,6 @@ from features.ingest import (
     write_quarantine,
 )
 from features.privacy import forgotten_users
-from features.registry import FEATURE_NAMES
 from features.snapshot import SNAPSHOT_EVENT_COLUMNS, snapshot_times
 
 Progress = Callable[[str], None]
@@ -108,10 +107,12 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
 
     forgotten = forgotten_users(ledger_path(cfg))
     say(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
+    feature_set = cfg.feature_set
     with make_engine(cfg) as engine:
         frame = engine.build(events.clean, users.clean if users else None, as_ofs, horizon,
-                             consent_default=cfg.ingest.consent_default, exclude_users=forgotten)
-    feature_names = list(FEATURE_NAMES)
+                             consent_default=cfg.ingest.consent_default, exclude_users=forgotten,
+                             feature_set=feature_set)
+    feature_names = list(feature_set.names)
     if cfg.segment_features:
         from features.segment_stage import SEGMENT_FEATURES, add_segment_features
 
@@ -126,6 +127,7 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
         "horizon": format_duration(horizon),
         "horizon_seconds": horizon.total_seconds(),
         "features": feature_names,
+        "feature_specs": feature_set.to_dicts(),
         "engine": cfg.engine,
         "sources": sources,
         "ingest": {part.source: _ingest_counts(part) for part in parts},

@@ -1,44 +1,22 @@
-"""The raw data contract of ../shared/SPEC.md as constants, shared by ingestion, features and serving."""
+"""Names from the raw data contract (:mod:`features.contract`, the one definition) and the audit bands."""
 
 from __future__ import annotations
 
-EVENT_TYPES: tuple[str, ...] = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout_start",
-    "purchase",
-    "newsletter_signup",
-    "whitepaper_download",
-    "video_play",
-    "search",
-    "scroll",
-)
+from features.contract import EVENT_FIELDS, USER_FIELDS
 
-REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "timestamp", "event")
-OPTIONAL_EVENT_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "page_type",
-    "product_id",
-    "category",
-    "value",
-    "duration_s",
-    "scroll_depth",
-    "device",
-    "source",
-)
+EVENT_TYPES: tuple[str, ...] = EVENT_FIELDS["event"].values
+REQUIRED_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.values() if f.required)
+OPTIONAL_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.values() if not f.required)
 EVENT_COLUMNS: tuple[str, ...] = REQUIRED_EVENT_COLUMNS + OPTIONAL_EVENT_COLUMNS
 # Enum-like string columns: trimmed and lower-cased on ingestion.
-ENUM_EVENT_COLUMNS: tuple[str, ...] = ("event", "page_type", "device", "source")
+ENUM_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.values() if f.kind == "enum")
 
-USER_COLUMNS: tuple[str, ...] = (
-    "user_id", "age", "gender", "country", "loyalty_tier", "signup_date", "consent",
-)
-ENUM_USER_COLUMNS: tuple[str, ...] = ("gender", "country", "loyalty_tier")
+USER_COLUMNS: tuple[str, ...] = tuple(USER_FIELDS)
+ENUM_USER_COLUMNS: tuple[str, ...] = tuple(f.name for f in USER_FIELDS.values() if f.kind == "enum")
 
-DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
-SOURCES: tuple[str, ...] = ("direct", "search", "social", "email", "ads")
+DEVICES: tuple[str, ...] = EVENT_FIELDS["device"].values
+SOURCES: tuple[str, ...] = EVENT_FIELDS["source"].values
+
 
 # Audit bands of SPEC: 18-24, 25-34, 35-44, 45-54, 55-64, 65+ (ages under 18 are "under-18").
 AGE_BANDS: tuple[tuple[int, int, str], ...] = (

@@ -139,7 +139,8 @@ def build_snapshot(events: pl.DataFrame, users: pl.DataFrame | None, as_of: date
     the built-ins plus those of configs/features.yaml, :func:`features.feature_set.active_feature_set`).
     """
     return snapshot_lazy(events, users, as_of, horizon, consent_default=consent_default,
-                         exclude_users=exclude_users, feature_set=feature_set).sort("user_id").collect(engine=POLARS_ENGINE)
+                         exclude_users=exclude_users, feature_set=feature_set
+                         ).sort("user_id").collect(engine=POLARS_ENGINE)
 
 
 def snapshot_times(as_of: datetime, k: int, every: timedelta) -> list[datetime]:
@@ -167,7 +168,8 @@ def build_snapshots_at(events: pl.DataFrame, users: pl.DataFrame | None, as_ofs:
 
 def build_snapshots(events: pl.DataFrame, users: pl.DataFrame | None, as_of: datetime, horizon: timedelta,
                     k: int = 1, every: timedelta = timedelta(days=7), *, consent_default: bool = True,
-                    exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None) -> pl.DataFrame:
+                    exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None
+                    ) -> pl.DataFrame:
     """``k`` snapshots at as_of, as_of - every, ... stacked (rolling cut-offs), sorted by (as_of, user_id).
 
     Each has the semantics of :func:`build_snapshot`; a user appears once per cut-off at which they

@@ -23,8 +23,16 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from features.definitions import FeatureSet
 from features.engine import FeatureEngine
-from features.snapshot import SNAPSHOT_SCHEMA, build_snapshots_at, conform_events, conform_users
+from features.feature_set import active_feature_set
+from features.snapshot import (
+    SNAPSHOT_SCHEMA,
+    build_snapshots_at,
+    conform_events,
+    conform_users,
+    snapshot_schema,
+)
 
 _SHARD = "__shard"
 
@@ -41,18 +49,27 @@ def _arrow_type(dtype: pl.DataType) -> pa.DataType:
     raise TypeError(f"no Arrow mapping for snapshot dtype {dtype}")
 
 
-ARROW_SCHEMA = pa.schema([pa.field(name, _arrow_type(dtype)) for name, dtype in SNAPSHOT_SCHEMA.items()])
+def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    """The Arrow schema of a snapshot schema."""
+    return pa.schema([pa.field(name, _arrow_type(dtype)) for name, dtype in schema.items()])
+
+
+ARROW_SCHEMA = arrow_schema(SNAPSHOT_SCHEMA)
 
 
 def _shard_function(as_ofs: Sequence[datetime], horizon: timedelta,
-                    consent_default: bool) -> Any:
-    """The per-shard function: (events, users) Arrow tables -> snapshot rows as an Arrow table."""
+                    consent_default: bool, feature_set: FeatureSet) -> Any:
+    """The per-shard function: (events, users) Arrow tables -> snapshot rows as an Arrow table.
+
+    The feature set travels with the function (pickled), so every worker computes the driver's
+    definitions whatever configs/ the worker machine has."""
+    target = arrow_schema(snapshot_schema(feature_set))
 
     def run(events: pa.Table, users: pa.Table) -> pa.Table:
         frame = build_snapshots_at(pl.from_arrow(events).drop(_SHARD),  # type: ignore[union-attr]
                                    pl.from_arrow(users).drop(_SHARD),  # type: ignore[union-attr]
-                                   as_ofs, horizon, consent_default=consent_default)
-        return frame.to_arrow().cast(ARROW_SCHEMA)
+                                   as_ofs, horizon, consent_default=consent_default, feature_set=feature_set)
+        return frame.to_arrow().cast(target)
 
     return run
 
@@ -90,9 +107,11 @@ class SparkEngine(FeatureEngine):
 
     def build(self, events: pl.DataFrame, users: pl.DataFrame | None, as_ofs: Sequence[datetime],
               horizon: timedelta, *, consent_default: bool = True,
-              exclude_users: Collection[str] = ()) -> pl.DataFrame:
+              exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None) -> pl.DataFrame:
         from pyspark.sql import functions as F
 
+        fs = feature_set or active_feature_set()
+        schema = snapshot_schema(fs)
         ev = conform_events(events)
         crm = conform_users(users)
         if exclude_users:
@@ -108,11 +127,11 @@ class SparkEngine(FeatureEngine):
             left = spark.read.parquet(str(ev_path)).select("*", shard).groupBy(_SHARD)
             right = spark.read.parquet(str(users_path)).select("*", shard).groupBy(_SHARD)
             result = left.cogroup(right).applyInArrow(
-                _shard_function(list(as_ofs), horizon, consent_default), schema=_spark_schema())
+                _shard_function(list(as_ofs), horizon, consent_default, fs), schema=_spark_schema(schema))
             table = result.toArrow()
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        return frame.select([pl.col(c).cast(t) for c, t in SNAPSHOT_SCHEMA.items()]).sort("as_of", "user_id")
+        return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).sort("as_of", "user_id")
 
     def close(self) -> None:
         if self._session is not None:
@@ -120,9 +139,9 @@ class SparkEngine(FeatureEngine):
             self._session = None
 
 
-def _spark_schema() -> Any:
+def _spark_schema(schema: dict[str, pl.DataType]) -> Any:
     from pyspark.sql import types as T
 
     spark_types = {pa.string(): T.StringType(), pa.float64(): T.DoubleType(), pa.int64(): T.LongType(),
                    pa.timestamp("us", tz="UTC"): T.TimestampType()}
-    return T.StructType([T.StructField(f.name, spark_types[f.type], True) for f in ARROW_SCHEMA])
+    return T.StructType([T.StructField(f.name, spark_types[f.type], True) for f in arrow_schema(schema)])

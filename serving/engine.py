@@ -17,10 +17,10 @@ from typing import Any
 
 from features.engagement import segment_for
 from features.errors import DataError
+from features.feature_set import feature_set_of_models
 from features.journey import machine_for
 from features.online import empty_features, normalize_event, to_epoch_us
 from features.profile_store import ProfileStore
-from features.registry import FEATURE_NAMES
 from features.segment_config import SegmentsConfig
 from serving.config import ServingConfig
 from serving.scoring import (
@@ -32,7 +32,7 @@ from serving.scoring import (
     variant_for,
 )
 
-_KNOWN_FEATURES = frozenset(FEATURE_NAMES) | {"engagement_score", "journey_stage", "segment", "cluster"}
+_SEGMENT_COLUMNS = frozenset({"engagement_score", "journey_stage", "segment", "cluster"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,9 @@ class PredictionEngine:
         self.exposures = exposure_log
         self.segmenter = segmenter
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
+        # The features the models were trained with (their stored specs), not this machine's config.
+        self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
+        self._known_features = frozenset(self.feature_set.names) | _SEGMENT_COLUMNS
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
 
@@ -156,7 +159,8 @@ class PredictionEngine:
         elif not profile.known:
             source = "cold_start"
         else:
-            return {}, self._new_plan(user_id, state.features(as_of_us), context, "profile", debug, key)
+            features = state.features(as_of_us, self.feature_set)
+            return {}, self._new_plan(user_id, features, context, "profile", debug, key)
         return {}, self._new_plan(user_id, self._context_features(context), context, source, debug, key)
 
     def _new_plan(self, user_id: str, features: dict[str, Any], context: Mapping[str, Any], source: str,
@@ -176,8 +180,8 @@ class PredictionEngine:
 
     def _context_features(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """The non-personalized vector: no history, no CRM attributes, plus context keys that are features."""
-        features = empty_features()
-        features.update({k: v for k, v in context.items() if k in _KNOWN_FEATURES})
+        features = empty_features(self.feature_set)
+        features.update({k: v for k, v in context.items() if k in self._known_features})
         return features
 
     def _model_for(self, user_id: str) -> tuple[LoadedModel, str]:
@@ -276,7 +280,7 @@ class PredictionEngine:
             "events_retained": len(profile.events),
             "events_compacted": profile.compacted.n_events,
             "version": profile.version,
-            "features": json_ready(state.features(as_of_us)) if profile.known else None,
+            "features": json_ready(state.features(as_of_us, self.feature_set)) if profile.known else None,
         }
 
     def delete_user(self, user_id: str, ledger: Callable[[str], Any] | None = None) -> dict[str, Any]:

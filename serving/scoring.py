@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from features.definitions import FeatureSet
 from features.engagement import EngagementState
 from features.journey import JourneyMachine, JourneyState
 from features.online import UserProfile, online_features
@@ -44,9 +45,10 @@ class ProfileState:
             journey.apply(event)
         return cls(profile, engagement, journey)
 
-    def features(self, as_of_us: int) -> dict[str, Any]:
-        """Registry features plus ``engagement_score``, ``journey_stage`` and ``segment`` at ``as_of``."""
-        out = online_features(self.profile, as_of_us)
+    def features(self, as_of_us: int, feature_set: FeatureSet | None = None) -> dict[str, Any]:
+        """The features of ``feature_set`` (default: the configured set) plus ``engagement_score``,
+        ``journey_stage`` and ``segment`` at ``as_of``."""
+        out = online_features(self.profile, as_of_us, feature_set)
         out["engagement_score"] = self.engagement.score_at(as_of_us)
         out["journey_stage"] = self.journey.stage_at(as_of_us)
         out["segment"] = self.engagement.segment_at(as_of_us)

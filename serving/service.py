@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.errors import DataError
 from serving.loader import build_engine, resolve_config, settings_from_env
 from serving.protection import ProtectionMiddleware
+from serving.requests import EventIn, UserIn
 
 
 class PredictRequest(BaseModel):
@@ -32,37 +33,6 @@ class PredictRequest(BaseModel):
     features: dict[str, Any] | None = Field(default=None, description="score these raw features directly")
     as_of: datetime | None = Field(default=None, description="evaluate the profile at this time (ISO-8601)")
     debug: bool = Field(default=False, description="include the feature vector in the answer")
-
-
-class EventIn(BaseModel):
-    """One event of the data contract (unknown extra fields are ignored)."""
-
-    model_config = ConfigDict(extra="ignore")
-    event_id: str = Field(min_length=1)
-    user_id: str = Field(min_length=1)
-    timestamp: datetime | str
-    event: str = Field(min_length=1)
-    session_id: str | None = None
-    page_type: str | None = None
-    product_id: str | None = None
-    category: str | None = None
-    value: float | None = Field(default=None, ge=0)
-    duration_s: float | None = Field(default=None, ge=0)
-    scroll_depth: float | None = Field(default=None, ge=0, le=1)
-    device: str | None = None
-    source: str | None = None
-
-
-class UserIn(BaseModel):
-    """CRM attributes of the users contract; absent keys keep their stored value."""
-
-    model_config = ConfigDict(extra="forbid")
-    age: int | None = Field(default=None, ge=0, le=120)
-    gender: str | None = None
-    country: str | None = None
-    loyalty_tier: str | None = None
-    signup_date: str | None = Field(default=None, description="ISO date")
-    consent: bool | None = None
 
 
 def _bad_request(exc: DataError) -> JSONResponse:

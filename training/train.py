@@ -191,7 +191,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
         model = ConversionModel(family, best.encoder, best.estimator, calibrator, pre_transform, metadata={
             "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
-            "valid_as_of": split.valid_as_of})
+            "valid_as_of": split.valid_as_of, "feature_specs": _feature_specs(source.meta)})
         oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
         if oracle_value is not None:
             metrics["oracle_auc"] = oracle_value
@@ -213,6 +213,17 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
     return TrainResult(uri, experiment_id, run_id, f"models:/{cfg.tracking.registered_model}/{version}",
                        cfg.tracking.registered_model, version, metrics, family, params, board, method,
                        source.digest, done, oracle_value, model)
+
+
+def _feature_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The feature definitions the model is trained with: the snapshot's (written by the feature
+    build), else the configured set. Serving evaluates these, whatever its own configs/ say."""
+    specs = meta.get("feature_specs")
+    if specs:
+        return list(specs)
+    from features.feature_set import active_feature_set
+
+    return active_feature_set().to_dicts()
 
 
 def _best_candidate(study: optuna.Study, objective: Objective | None, data: Prepared,
