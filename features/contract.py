@@ -128,7 +128,7 @@ def markdown_tables() -> str:
             if f.low is not None or f.high is not None:
                 allowed.append(f"[{_g(f.low)}, {_g(f.high)}]")
             if f.values:
-                allowed.append(", ".join(f.values) + (" (others kept)" if f.name == "event" else ""))
+                allowed.append(", ".join(f.values) + " (others kept)")
             if f.max_length:
                 allowed.append(f"≤ {f.max_length} chars")
             norm = {"enum": "trimmed, lower-cased", "id": "verbatim", "string": "verbatim"}.get(f.kind, "")

@@ -62,6 +62,25 @@ def model_features(include_sensitive: bool = False, columns: Iterable[str] | Non
     return names
 
 
+def _definition(name: str) -> str:
+    """The declarative definition of a built-in feature, as one short line."""
+    from features.definitions import FeatureSpec
+
+    entry = _BY_ENTRY.get(name)
+    if not isinstance(entry, FeatureSpec):
+        return "special case (`features/special.py`)" if entry is not None else "segments"
+    parts = [f"`{entry.aggregate}`" + (f"(`{entry.column}`)" if entry.column else "")]
+    if entry.value is not None:
+        parts.append(f"= '{entry.value}'")
+    if entry.events:
+        parts.append("of " + ", ".join(entry.events))
+    parts += [f"where {f} in {{{', '.join(v)}}}" for f, v in entry.where]
+    return " ".join(parts)
+
+
+_BY_ENTRY = {e.name: e for e in BUILTIN}
+
+
 def markdown_table() -> str:
     """The built-in feature definitions as a Markdown table (docs/FEATURES.md)."""
     lines = [
@@ -74,12 +93,13 @@ def markdown_table() -> str:
         "`as_of - W <= timestamp < as_of`. Snapshot keys: `user_id`, `as_of`; label: `label` "
         "(a purchase in `[as_of, as_of + horizon)`).",
         "",
-        "| name | meaning | window | unit | kind | sensitive |",
-        "|---|---|---|---|---|---|",
+        "| name | meaning | definition | window | unit | kind | sensitive |",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in FEATURES + SEGMENT_FEATURES:
-        lines.append(f"| `{f.name}` | {f.meaning} | {f.window} | {f.unit} | {f.kind} | "
-                     f"{'yes' if f.sensitive else ''} |")
+        sensitive = "yes" if f.sensitive else ""
+        lines.append(f"| `{f.name}` | {f.meaning} | {_definition(f.name)} | {f.window} | {f.unit} | {f.kind} "
+                     f"| {sensitive} |")
     lines += ["", "The `segments` rows (`engagement_score`, `journey_stage`, `segment`, `cluster`) come "
               "from `configs/segments.yaml` and the fitted segmenter (`propensity segment`); they are model "
               "inputs only when a snapshot carries them (`model_features(columns=...)`)."]
