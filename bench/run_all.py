@@ -14,6 +14,7 @@ import time
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "generate": ("bench.bench_generate", [], ["--users", "20000", "--repeat", "1"]),
     "features": ("bench.bench_features", [], ["--events", "1000000", "--users", "40000", "--repeat", "1"]),
+    "online": ("bench.bench_online", [], ["--users", "500", "--events", "15000", "--repeat", "3"]),
     "segments": ("bench.bench_segments", [], ["--users", "100000"]),
     "training": ("bench.bench_training", [], ["--rows", "50000", "--search-seconds", "20", "--repeats", "1"]),
     "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),

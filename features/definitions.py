@@ -357,6 +357,10 @@ class FeatureSet:
         """The specs that differ from the built-ins (user additions and overrides)."""
         return tuple(s for s in self.specs if s not in BUILTIN)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled online evaluator cached on the object is rebuilt where it is needed.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def to_dicts(self) -> list[dict[str, Any]]:
         """Every spec as JSON (specials by name), to store with a snapshot or a model."""
         return [e.to_dict() if isinstance(e, FeatureSpec) else {"special": e.name} for e in self.entries]
