@@ -72,7 +72,7 @@ class PredictionEngine:
     def __init__(self, cfg: ServingConfig, store: ProfileStore, champion: LoadedModel,
                  seg_cfg: SegmentsConfig, decide: Callable[[Mapping[str, Any]], str] | None = None,
                  challenger: LoadedModel | None = None, exposure_log: ExposureLog | None = None,
-                 segmenter: Any = None) -> None:
+                 segmenter: Any = None, metrics: Any = None) -> None:
         self.cfg = cfg
         self.store = store
         self.champion = champion
@@ -82,6 +82,7 @@ class PredictionEngine:
         self.decide = decide
         self.exposures = exposure_log
         self.segmenter = segmenter
+        self.metrics = metrics  # serving.metrics.ServiceMetrics (or None: nothing counted)
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -146,7 +147,7 @@ class PredictionEngine:
             key = (user_id, version, raw_as_of, ctx_key, debug)
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return self._exposed(hit[1]), None
+                return self._exposed(hit[1], cached=True), None
         state = self._state(user_id)
         profile = state.profile
         if profile.deleted:
@@ -167,8 +168,10 @@ class PredictionEngine:
             features["segment"] = segment_for(float(score), self.seg_cfg)
         return _Plan(user_id, features, context, source, debug, cache_key, loaded, variant)
 
-    def _exposed(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """Record the exposure of an answer (every prediction served, cached or not) when experimenting."""
+    def _exposed(self, answer: dict[str, Any], cached: bool = False) -> dict[str, Any]:
+        """Count every prediction served, cached or not, and record its exposure when experimenting."""
+        if self.metrics is not None:
+            self.metrics.prediction(answer, cached)
         if self.exposures is not None and self.cfg.experiment.enabled and answer["user_id"]:
             self.exposures.record(answer["user_id"], self.cfg.experiment.name, answer["variant"],
                                   answer["model"]["name"], answer["model"]["version"])
@@ -252,8 +255,12 @@ class PredictionEngine:
             try:
                 parsed.append(normalize_event(event))
             except DataError as exc:
+                if self.metrics is not None:
+                    self.metrics.events(refused=len(events))
                 raise DataError(f"[{i}].{exc}") from None
         result = self.store.add_events(parsed)
+        if self.metrics is not None:
+            self.metrics.events(result.applied, result.duplicates, result.dropped_deleted)
         return {"received": len(events), "applied": result.applied, "duplicates": result.duplicates,
                 "dropped_deleted": result.dropped_deleted}
 
