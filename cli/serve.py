@@ -16,7 +16,7 @@ def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str
 @click.option("--model", "model_uri", default=None,
               help="MLflow model URI [default: $PROPENSITY_MODEL, else `model:` of configs/serving.yaml].")
 @click.option("--tracking-uri", default=None,
-              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else SQLite in the work folder].")
+              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else work/mlflow.db].")
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--users", "users_path", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -74,9 +74,9 @@ def consume(stream_url: str, config_path: str | None, redis_url: str | None, key
 
 @click.command()
 @click.option("--model", "model_uri", default=None,
-              help="Registered model to package [default: $PROPENSITY_MODEL, else `model:` of configs/serving.yaml].")
+              help="Registered model [default: $PROPENSITY_MODEL, else `model:` of configs/serving.yaml].")
 @click.option("--tracking-uri", default=None,
-              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else SQLite in the work folder].")
+              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else work/mlflow.db].")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Serving config [default: configs/serving.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -87,6 +87,7 @@ def build(model_uri: str | None, tracking_uri: str | None, config_path: str | No
     result = build_bento(model_uri, config_path, tracking_uri)
     info(f"bento {result.bento_tag} carries {result.model_name} version {result.model_version} "
          f"(BentoML model {result.model_tag}); {result.requirements} pinned requirements")
-    info(f"serve it: bentoml serve {result.bento_tag}   containerize it: bentoml containerize {result.bento_tag}")
+    info(f"serve it: bentoml serve {result.bento_tag}")
+    info(f"container image: bentoml containerize {result.bento_tag}")
     if as_json:
         emit_json(result.to_json())
