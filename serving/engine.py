@@ -27,7 +27,6 @@ from serving.scoring import (
     ExposureLog,
     ModelBatcher,
     ProfileState,
-    feature_reasons,
     json_ready,
     variant_for,
 )
@@ -113,9 +112,10 @@ class PredictionEngine:
         ready, plan = self._plan(request)
         if plan is None:
             return ready
-        probability = plan.loaded.model.predict_one(plan.features)
-        reasons = (feature_reasons(plan.loaded.model, plan.features, self.cfg.reasons_top_k,
-                                   self.cfg.reasons_approximate) if plan.personalized else [])
+        model = plan.loaded.model
+        probability = model.predict_one(plan.features)
+        top_k = self.cfg.reasons_top_k if plan.personalized else 0
+        reasons = model.reasons_rows([plan.features], top_k, self.cfg.reasons_approximate)[0]
         return self._finish(plan, probability, reasons)
 
     async def predict_async(self, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def versioned(service: Any) -> None:
         @property
         def openapi_spec(self) -> Any:
             spec = super().openapi_spec
-            spec.info = attrs.evolve(spec.info, version=PACKAGE_VERSION, description=PACKAGE_DESCRIPTION)
-            return spec
+            info = attrs.evolve(spec.info, version=PACKAGE_VERSION, description=PACKAGE_DESCRIPTION)
+            return attrs.evolve(spec, info=info)
 
     service.__class__ = _Versioned

@@ -1,9 +1,10 @@
 """The trained artefact: preprocessing + estimator (+ calibration) as one picklable object.
 
 :class:`ConversionModel` is what serving, the audit and the demo load. Batch scoring
-(:meth:`ConversionModel.predict_proba`) and the serving fast path (:meth:`ConversionModel.predict_one`,
-no pandas: a numpy row from precomputed column positions, then ``inplace_predict`` on a
-single-threaded booster copy for XGBoost) compute the same numbers. In MLflow it is wrapped as a
+(:meth:`ConversionModel.predict_proba`) and the serving fast path (:meth:`ConversionModel.predict_rows`
+and ``predict_one``, no pandas: numpy rows from precomputed column positions, then ``inplace_predict``
+on a single-threaded booster copy for XGBoost) compute the same numbers; it implements the
+:class:`training.scorer.Scorer` protocol serving relies on. In MLflow it is wrapped as a
 pyfunc (:class:`ConversionPyfunc`) whose ``predict`` returns probabilities, not class labels.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,11 @@ from mlflow.pyfunc import PythonModel
 from training.calibration import Calibrator
 from training.families import get_family
 from training.preprocess import FeatureEncoder, Frame
+from training.scorer import Reason, booster_reasons, explainer_reasons
 
 EPS = 1e-12
 SMALL_BATCH = 2048  # rows up to which one thread predicts faster than a pool
+_CACHES = ("_one_booster", "_explainer", "_raw_names")
 
 @dataclass
 class ConversionModel:
@@ -110,14 +113,21 @@ class ConversionModel:
 
     def predict_one(self, features: Mapping[str, Any]) -> float:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
-        row = self._row(features)
-        if self.booster is not None:
-            p = self._single_booster().inplace_predict(row, validate_features=False)
-        else:
-            p = self._raw_proba(row)
-        if self.calibrator is not None:
-            p = self.calibrator.apply(p)
-        return float(p[0])
+        return float(self.predict_rows([features])[0])
+
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """P(convert) of profiles given as mappings, scored as one batch (equals :meth:`predict_one`)."""
+        return self.predict_matrix(np.vstack([self._row(r) for r in rows]))
+
+    def reasons_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
+                     approximate: bool = False) -> list[list[Reason]]:
+        """Top ``top_k`` raw features by |contribution| (log-odds) per profile: XGBoost TreeSHAP, or
+        Saabas path attribution when ``approximate``; SHAP (fairness.explain) for other families."""
+        if top_k <= 0 or not rows:
+            return [[] for _ in rows]
+        if self.booster is None:
+            return explainer_reasons(self, rows, top_k, approximate)
+        return booster_reasons(self, np.vstack([self._row(r) for r in rows]), top_k, approximate)
 
     def margin_one(self, features: Mapping[str, Any]) -> float:
         """The uncalibrated log-odds of one profile (see :meth:`margin`)."""
@@ -130,7 +140,8 @@ class ConversionModel:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_one_booster", None)
+        for cache in _CACHES:  # rebuilt on first use
+            state.pop(cache, None)
         return state
 
     def save(self, path: str) -> None:

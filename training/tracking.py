@@ -17,7 +17,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from training.registry import artifact_location, use_store
+from training.registry import artifact_location as store_artifact_location
+from training.registry import use_store
 
 
 def quiet_mlflow() -> None:
@@ -35,10 +36,10 @@ def quiet_mlflow() -> None:
 
 
 def setup_tracking(uri: str | None, experiment: str,
-                   configured_location: str | None = None) -> tuple[str, str]:
+                   artifact_location: str | None = None) -> tuple[str, str]:
     """Point MLflow at ``uri`` (see :func:`training.registry.tracking_uri`) and ensure ``experiment`` exists.
 
-    Returns (tracking URI, experiment id). New experiments get ``configured_location`` (default
+    Returns (tracking URI, experiment id). New experiments get ``artifact_location`` (default
     :func:`training.registry.artifact_location`), so artifacts never land in the current directory.
     """
     uri = use_store(uri)
@@ -46,7 +47,7 @@ def setup_tracking(uri: str | None, experiment: str,
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return uri, found.experiment_id
-    location = artifact_location(uri, configured_location)
+    location = store_artifact_location(uri, artifact_location)
     try:
         exp_id = client.create_experiment(experiment, artifact_location=location)
     except mlflow.exceptions.MlflowException:
