@@ -258,3 +258,14 @@ def test_a_non_editable_install_finds_the_default_configs(built: Built, venv: Pa
     where, model = out.stdout.split()[-2:]
     assert where.startswith(str(venv)) and (Path(where) / "serving.yaml").is_file()
     assert model == "models:/propensity-conversion@champion"
+
+
+def test_the_plain_bentofile_installs_the_runtime_dependencies_of_pyproject() -> None:
+    import tomllib
+
+    import yaml
+
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        declared = tomllib.load(fh)["project"]["dependencies"]
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    assert bentofile["python"]["packages"] == declared
