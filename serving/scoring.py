@@ -113,16 +113,9 @@ class ModelBatcher:
 
     def _score_rows(self, model: Scorer,
                     rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
-        features = [f for f, _ in rows]
-        probs = [float(p) for p in model.predict_rows(features)]
-        wanted = [i for i, (_, k) in enumerate(rows) if k > 0]
-        reasons: list[list] = [[] for _ in rows]
-        if wanted:
-            top_k = max(rows[i][1] for i in wanted)
-            found = model.reasons_rows([features[i] for i in wanted], top_k, self.approximate)
-            for i, row_reasons in zip(wanted, found, strict=True):
-                reasons[i] = row_reasons[:rows[i][1]]
-        return list(zip(probs, reasons, strict=True))
+        probs, reasons = model.score_rows([f for f, _ in rows], max(k for _, k in rows), self.approximate)
+        # A row that wants fewer reasons (none when not personalized) gets the head of the ranking.
+        return [(float(p), r[:k]) for p, r, (_, k) in zip(probs, reasons, rows, strict=True)]
 
 
 def variant_for(salt: str, user_id: str, challenger_share: float) -> str:

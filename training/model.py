@@ -31,7 +31,7 @@ from training.scorer import Reason, booster_reasons, explainer_reasons
 
 EPS = 1e-12
 SMALL_BATCH = 2048  # rows up to which one thread predicts faster than a pool
-_CACHES = ("_one_booster", "_explainer", "_raw_names")
+_CACHES = ("_one_booster", "_explainer", "_raw_groups")
 
 @dataclass
 class ConversionModel:
@@ -115,19 +115,33 @@ class ConversionModel:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
         return float(self.predict_rows([features])[0])
 
+    def _rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self.pre_transform is not None:
+            rows = [{**f, **self.pre_transform.assign_one(f)} for f in rows]
+        return self.encoder.encode_rows(rows)
+
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """P(convert) of profiles given as mappings, scored as one batch (equals :meth:`predict_one`)."""
-        return self.predict_matrix(np.vstack([self._row(r) for r in rows]))
+        return self.predict_matrix(self._rows(rows))
 
     def reasons_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
                      approximate: bool = False) -> list[list[Reason]]:
         """Top ``top_k`` raw features by |contribution| (log-odds) per profile: XGBoost TreeSHAP, or
         Saabas path attribution when ``approximate``; SHAP (fairness.explain) for other families."""
-        if top_k <= 0 or not rows:
-            return [[] for _ in rows]
+        return self.score_rows(rows, top_k, approximate)[1]
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
+                   approximate: bool = False) -> tuple[np.ndarray, list[list[Reason]]]:
+        """:meth:`predict_rows` and :meth:`reasons_rows` of the same rows, encoding them once."""
+        if not rows:
+            return np.empty(0), []
         if self.booster is None:
-            return explainer_reasons(self, rows, top_k, approximate)
-        return booster_reasons(self, np.vstack([self._row(r) for r in rows]), top_k, approximate)
+            probs = self.predict_rows(rows)
+            reasons = explainer_reasons(self, rows, top_k, approximate) if top_k > 0 else [[] for _ in rows]
+            return probs, reasons
+        X = self._rows(rows)
+        reasons = booster_reasons(self, X, top_k, approximate) if top_k > 0 else [[] for _ in rows]
+        return self.predict_matrix(X), reasons
 
     def margin_one(self, features: Mapping[str, Any]) -> float:
         """The uncalibrated log-odds of one profile (see :meth:`margin`)."""

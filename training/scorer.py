@@ -41,6 +41,11 @@ class Scorer(Protocol):
         """The ``top_k`` raw features with the largest absolute contribution (log-odds) per row."""
         ...
 
+    def score_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
+                   approximate: bool = False) -> tuple[np.ndarray, list[list[Reason]]]:
+        """``predict_rows`` and ``reasons_rows`` of the same rows in one pass (what serving calls)."""
+        ...
+
 
 def booster_reasons(model: Any, X: np.ndarray, top_k: int, approximate: bool) -> list[list[Reason]]:
     """Reasons of the rows of an encoded matrix from an XGBoost model's ``pred_contribs``; one-hot
@@ -50,18 +55,16 @@ def booster_reasons(model: Any, X: np.ndarray, top_k: int, approximate: bool) ->
     # One thread: on a busy 2-core box OpenMP start-up dominates a few rows by far.
     out = model._single_booster().predict(xgb.DMatrix(X, nthread=1), pred_contribs=True,
                                           approx_contribs=approximate, validate_features=False)
-    contribs = np.asarray(out)[:, :-1]
-    names = _raw_names(model)
-    return [top_reasons(names, row, top_k) for row in contribs]
+    names, groups = _raw_groups(model)
+    totals = np.asarray(out, dtype=np.float64)[:, :-1] @ groups  # rows x raw features
+    return [top_reasons(names, row, top_k) for row in totals]
 
 
-def top_reasons(raw_names: Sequence[str], contribs: np.ndarray, top_k: int) -> list[Reason]:
-    """The ``top_k`` raw features with the largest absolute summed contribution (zeros left out)."""
-    totals: dict[str, float] = {}
-    for name, value in zip(raw_names, contribs, strict=False):
-        totals[name] = totals.get(name, 0.0) + float(value)
-    ranked = sorted(totals.items(), key=lambda kv: -abs(kv[1]))[:top_k]
-    return [{"feature": name, "contribution": value} for name, value in ranked if value != 0.0]
+def top_reasons(raw_names: Sequence[str], totals: np.ndarray, top_k: int) -> list[Reason]:
+    """The ``top_k`` raw features with the largest absolute total contribution (zeros left out);
+    ties keep the raw features' order."""
+    order = np.argsort(-np.abs(totals), kind="stable")[:top_k]
+    return [{"feature": raw_names[i], "contribution": float(totals[i])} for i in order if totals[i] != 0.0]
 
 
 def explainer_reasons(model: Any, rows: Sequence[Mapping[str, Any]], top_k: int,
@@ -76,9 +79,14 @@ def explainer_reasons(model: Any, rows: Sequence[Mapping[str, Any]], top_k: int,
              for r in explainer.reasons_one(row, top_k, approximate)] for row in rows]
 
 
-def _raw_names(model: Any) -> list[str]:
-    names = model.__dict__.get("_raw_names")
-    if names is None:
-        names = [n.split("=", 1)[0].removesuffix("__missing") for n in model.transformed_feature_names]
-        model.__dict__["_raw_names"] = names
-    return names
+def _raw_groups(model: Any) -> tuple[list[str], np.ndarray]:
+    """Raw feature names, and the 0/1 matrix (encoded columns x raw features) that sums a row's
+    column contributions into its raw features' totals (cached on the model)."""
+    cached = model.__dict__.get("_raw_groups")
+    if cached is None:
+        raw = [n.split("=", 1)[0].removesuffix("__missing") for n in model.transformed_feature_names]
+        names = list(dict.fromkeys(raw))
+        groups = np.zeros((len(raw), len(names)))
+        groups[np.arange(len(raw)), [names.index(n) for n in raw]] = 1.0
+        cached = model.__dict__["_raw_groups"] = (names, groups)
+    return cached
