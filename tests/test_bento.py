@@ -155,7 +155,8 @@ def test_the_registered_model_loads_in_a_clean_environment(built: Built, venv: P
     rows = [{"events_30d": 3.0, "cart_value_30d": 40.0, "loyalty_tier": "gold"}, {"events_30d": 0.0}]
     script = ("import json, sys, mlflow, pandas as pd; m = mlflow.pyfunc.load_model(sys.argv[1]); "
               "print(json.dumps([float(p) for p in m.predict(pd.DataFrame(json.loads(sys.argv[2])))]))")
-    args = [str(venv / "bin" / "python"), "-c", script, str(built.tmp / "model"), json.dumps(rows)]
+    model_dir = next((built.tmp / "model").rglob("MLmodel")).parent
+    args = [str(venv / "bin" / "python"), "-c", script, str(model_dir), json.dumps(rows)]
     out = subprocess.run(args, cwd=run, env=_bare_env(run), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
