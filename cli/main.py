@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "promote": ("cli.audit", "promote", "Move the champion alias to a model whose audit passed."),
     "serve": ("cli.serve", "serve", "Start the HTTP prediction service."),
     "consume": ("cli.serve", "consume", "Apply events from a Redis Stream to the live profile store."),
+    "build": ("cli.serve", "build", "Build a bento that carries the model (serves it anywhere)."),
     "ab": ("cli.ab", "ab", "A/B test planning and analysis."),
 }
 

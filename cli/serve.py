@@ -14,7 +14,9 @@ def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str
 
 @click.command()
 @click.option("--model", "model_uri", default=None,
-              help="MLflow model URI [default: models:/NAME@champion].")
+              help="MLflow model URI [default: $PROPENSITY_MODEL, else `model:` of configs/serving.yaml].")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else work/mlflow.db].")
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--users", "users_path", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -26,15 +28,15 @@ def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str
               help="Profile store backend (overrides the config).")
 @click.option("--redis-url", default=None, help="Redis URL of the profile store.")
 @click.option("--key-prefix", default=None, help="Key prefix of the Redis profile store.")
-def serve(model_uri: str | None, port: int, host: str, users_path: str | None, workers: int,
-          config_path: str | None, backend: str | None, redis_url: str | None,
+def serve(model_uri: str | None, tracking_uri: str | None, port: int, host: str, users_path: str | None,
+          workers: int, config_path: str | None, backend: str | None, redis_url: str | None,
           key_prefix: str | None) -> None:
     """Start the HTTP prediction service (BentoML)."""
     from serving.runner import run_server
 
     run_server(model_uri=model_uri, host=host, port=port, users_path=users_path, workers=workers,
                config_path=config_path, store_overrides=_store_overrides(backend, redis_url, key_prefix),
-               announce=info)
+               announce=info, tracking_uri=tracking_uri)
 
 
 @click.command()
@@ -68,3 +70,24 @@ def consume(stream_url: str, config_path: str | None, redis_url: str | None, key
          f"({stats.claimed} reclaimed) in {stats.seconds:.1f} s")
     if as_json:
         emit_json(dict(stats.__dict__))
+
+
+@click.command()
+@click.option("--model", "model_uri", default=None,
+              help="Registered model [default: $PROPENSITY_MODEL, else `model:` of configs/serving.yaml].")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store [default: $MLFLOW_TRACKING_URI, else the config, else work/mlflow.db].")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Serving config [default: configs/serving.yaml].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build(model_uri: str | None, tracking_uri: str | None, config_path: str | None, as_json: bool) -> None:
+    """Build a bento that carries the model (`bentoml serve TAG` runs it anywhere)."""
+    from serving.bento import build_bento
+
+    result = build_bento(model_uri, config_path, tracking_uri)
+    info(f"bento {result.bento_tag} carries {result.model_name} version {result.model_version} "
+         f"(BentoML model {result.model_tag}); {result.requirements} pinned requirements")
+    info(f"serve it: bentoml serve {result.bento_tag}")
+    info(f"container image: bentoml containerize {result.bento_tag}")
+    if as_json:
+        emit_json(result.to_json())

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from features.config import StrictModel, load_config
+from training.registry import env_over_config
 
 
 class SelectionConfig(StrictModel):
@@ -74,4 +75,6 @@ class FairnessConfig(StrictModel):
 def load_fairness_config(path: str | Path | None = None,
                          overrides: dict[str, Any] | None = None) -> FairnessConfig:
     """``configs/fairness.yaml`` (or ``path``) as a :class:`FairnessConfig`; ConfigError names the key."""
-    return load_config(FairnessConfig, path, "fairness.yaml", overrides)
+    cfg = load_config(FairnessConfig, path, "fairness.yaml", overrides)
+    cfg.tracking.uri = env_over_config(cfg.tracking.uri)  # MLFLOW_TRACKING_URI beats the file
+    return cfg

@@ -14,7 +14,7 @@ probability); :meth:`MitigatedModel.decide` draws the 0/1 decisions the audit ju
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class MitigatedModel(ConversionModel):
 
     @property
     def booster(self) -> xgb.Booster | None:
-        return None  # the score is not the booster's margin: no pred_contribs reasons on it
+        return None  # the score is not the booster's margin: reasons come from SHAP of the base model
 
     @property
     def feature_names(self) -> list[str]:
@@ -89,13 +89,14 @@ class MitigatedModel(ConversionModel):
             out = self.mitigator.predict(X, random_state=random_state)
         return np.asarray(out).astype(int)
 
-    def predict_one(self, features: Mapping[str, Any]) -> float:
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Probability that the fair rule selects each profile (share 0..1), one batch."""
         assert self.base is not None
         if self.method == "threshold_optimizer":
-            group = category_key(features.get(self.sensitive_feature)) or "unknown"
-            X = np.array([[self.base.predict_one(features)]])
-            return float(self._pmf(X, np.array([group], dtype=object))[0])
-        return float(self._pmf(self.base._row(features), np.empty(0))[0])
+            groups = np.array([category_key(r.get(self.sensitive_feature)) or "unknown" for r in rows],
+                              dtype=object)
+            return self._pmf(self.base.predict_rows(rows)[:, None], groups)
+        return self._pmf(np.vstack([self.base._row(r) for r in rows]), np.empty(0))
 
     def margin(self, frame: Frame) -> np.ndarray:
         return _logit(self.predict_proba(frame))

@@ -10,14 +10,12 @@ with the tag ``fairness_gate`` (also set on the model version).
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fairness import plots
@@ -26,16 +24,25 @@ from fairness.config import FairnessConfig, load_fairness_config
 from fairness.explain import Explainer, global_importance
 from fairness.gate import GateVerdict, evaluate_gate
 from fairness.mitigation import MitigatedModel, mitigate
-from fairness.promote import GATE_TAG, resolve_version, use_tracking
+from fairness.promote import GATE_TAG
 from fairness.report import audit_json, figure_png, full_json, write_report
 from features import registry
 from features.errors import DataError, PropensityError
 from features.paths import work_dir
 from features.schema import age_band
 from training.data import load_training_data
-from training.model import ConversionModel, load_conversion_model
+from training.model import ConversionModel
+from training.registry import (
+    load_model,
+    log_conversion_model,
+    register,
+    resolve_version,
+    tag_version,
+    use_store,
+)
 
 COMPARED = ("auc", "accuracy", "selection_rate")
+MITIGATION_EXPERIMENT = "propensity-mitigation"
 
 
 @dataclass
@@ -191,7 +198,7 @@ def _record(run_id: str | None, registered: tuple[str, str] | None, verdict: str
             client.log_artifact(run_id, str(path), "fairness")
         client.set_tag(run_id, GATE_TAG, verdict)
     if registered:
-        client.set_model_version_tag(registered[0], registered[1], GATE_TAG, verdict)
+        tag_version(registered[0], registered[1], GATE_TAG, verdict)
 
 
 def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
@@ -210,12 +217,9 @@ def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
     a bad snapshot or missing sensitive attributes.
     """
     cfg = cfg or load_fairness_config()
-    use_tracking(cfg.tracking.uri)
+    use_store(cfg.tracking.uri)
     registered = resolve_version(model_uri)
-    try:
-        model = load_conversion_model(model_uri)
-    except (MlflowException, OSError) as exc:
-        raise PropensityError(f"{model_uri}: cannot load model ({str(exc).splitlines()[0][:200]})") from None
+    model = load_model(model_uri)
     frame = load_training_data(features_path).frame
     if registry.LABEL_COLUMN not in frame.columns or frame.height == 0:
         raise DataError("the audit needs a snapshot with rows and a 'label' column")
@@ -255,18 +259,16 @@ def register_mitigated(result: AuditResult, name: str | None = None) -> str:
         raise PropensityError("this audit has no mitigated model (the gate passed or mitigation was off)")
     import mlflow
 
-    from training.model import ConversionPyfunc, silent_warnings
-    from training.tracking import register
+    from training.tracking import setup_tracking
 
     model = result.mitigated_model
     target = name or (result.registered[0] if result.registered else "propensity-conversion")
-    with mlflow.start_run(run_name=f"mitigated-{model.method}") as run, tempfile.TemporaryDirectory() as tmp:
+    # Its own experiment (artifacts next to the store), never MLflow's "Default" one, whose
+    # artifacts would land in ./mlruns of whatever folder the command runs in.
+    _, experiment_id = setup_tracking(mlflow.get_tracking_uri(), MITIGATION_EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"mitigated-{model.method}") as run:
         model.metadata["run_id"] = run.info.run_id
-        path = str(Path(tmp) / "conversion_model.pkl")
-        model.save(path)
-        with silent_warnings():
-            info = mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
-                                           artifacts={ConversionPyfunc.ARTIFACT: path})
+        info = log_conversion_model(model)
         mlflow.log_params({"mitigation": model.method, "sensitive_feature": model.sensitive_feature,
                            "base_model": result.model_uri})
     tags = {"mitigation": model.method, "sensitive_feature": model.sensitive_feature,

@@ -7,6 +7,7 @@ unknown or mistyped key is a :class:`ConfigError` that names the key and the fil
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,11 +26,16 @@ class StrictModel(BaseModel):
 
 
 def config_dir() -> Path:
-    """The folder holding the default YAML files: ``$PROPENSITY_CONFIG_DIR`` or the repo's ``configs/``."""
+    """The folder holding the default YAML files: ``$PROPENSITY_CONFIG_DIR``, else the checkout's
+    ``configs/`` (or a bento's), else the copy an installed package ships in
+    ``<prefix>/share/propensity/configs``."""
     env = os.environ.get("PROPENSITY_CONFIG_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs"
+    beside = Path(__file__).resolve().parent.parent / "configs"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "propensity" / "configs"
 
 
 def default_config_path(name: str) -> Path:

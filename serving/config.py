@@ -8,6 +8,7 @@ from pydantic import Field
 
 from features.config import StrictModel, load_config
 from features.profile_store import ProfileStoreConfig
+from training.registry import choose_model_uri, env_over_config
 
 
 class CacheConfig(StrictModel):
@@ -65,8 +66,15 @@ class ServingConfig(StrictModel):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     default_decision: str = "default"
     access_log: bool = Field(default=True, description="BentoML access log line per request")
+    gc_every_s: float = Field(default=1.0, ge=0, le=3600,
+                              description="collect cyclic garbage between requests every this many "
+                                          "seconds (serving.gc_policy); 0 = Python's automatic collector")
 
 
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     """Read ``path`` (default ``configs/serving.yaml``); a bad key is a ConfigError naming it."""
-    return load_config(ServingConfig, path, default_name="serving.yaml")
+    cfg = load_config(ServingConfig, path, default_name="serving.yaml")
+    # The standard variables beat the file: MLFLOW_TRACKING_URI (store), PROPENSITY_MODEL (model).
+    cfg.tracking_uri = env_over_config(cfg.tracking_uri)
+    cfg.model = choose_model_uri(None, cfg.model)
+    return cfg

@@ -27,7 +27,6 @@ from serving.scoring import (
     ExposureLog,
     ModelBatcher,
     ProfileState,
-    feature_reasons,
     json_ready,
     variant_for,
 )
@@ -72,7 +71,7 @@ class PredictionEngine:
     def __init__(self, cfg: ServingConfig, store: ProfileStore, champion: LoadedModel,
                  seg_cfg: SegmentsConfig, decide: Callable[[Mapping[str, Any]], str] | None = None,
                  challenger: LoadedModel | None = None, exposure_log: ExposureLog | None = None,
-                 segmenter: Any = None) -> None:
+                 segmenter: Any = None, metrics: Any = None) -> None:
         self.cfg = cfg
         self.store = store
         self.champion = champion
@@ -82,6 +81,7 @@ class PredictionEngine:
         self.decide = decide
         self.exposures = exposure_log
         self.segmenter = segmenter
+        self.metrics = metrics  # serving.metrics.ServiceMetrics (or None: nothing counted)
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
         # The features the models were trained with (their stored specs), not this machine's config.
         self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
@@ -115,9 +115,10 @@ class PredictionEngine:
         ready, plan = self._plan(request)
         if plan is None:
             return ready
-        probability = plan.loaded.model.predict_one(plan.features)
-        reasons = (feature_reasons(plan.loaded.model, plan.features, self.cfg.reasons_top_k,
-                                   self.cfg.reasons_approximate) if plan.personalized else [])
+        model = plan.loaded.model
+        probability = model.predict_one(plan.features)
+        top_k = self.cfg.reasons_top_k if plan.personalized else 0
+        reasons = model.reasons_rows([plan.features], top_k, self.cfg.reasons_approximate)[0]
         return self._finish(plan, probability, reasons)
 
     async def predict_async(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,7 @@ class PredictionEngine:
             key = (user_id, version, raw_as_of, ctx_key, debug)
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return self._exposed(hit[1]), None
+                return self._exposed(hit[1], cached=True), None
         state = self._state(user_id)
         profile = state.profile
         if profile.deleted:
@@ -171,8 +172,10 @@ class PredictionEngine:
             features["segment"] = segment_for(float(score), self.seg_cfg)
         return _Plan(user_id, features, context, source, debug, cache_key, loaded, variant)
 
-    def _exposed(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """Record the exposure of an answer (every prediction served, cached or not) when experimenting."""
+    def _exposed(self, answer: dict[str, Any], cached: bool = False) -> dict[str, Any]:
+        """Count every prediction served, cached or not, and record its exposure when experimenting."""
+        if self.metrics is not None:
+            self.metrics.prediction(answer, cached)
         if self.exposures is not None and self.cfg.experiment.enabled and answer["user_id"]:
             self.exposures.record(answer["user_id"], self.cfg.experiment.name, answer["variant"],
                                   answer["model"]["name"], answer["model"]["version"])
@@ -256,8 +259,12 @@ class PredictionEngine:
             try:
                 parsed.append(normalize_event(event))
             except DataError as exc:
+                if self.metrics is not None:
+                    self.metrics.events(refused=len(events))
                 raise DataError(f"[{i}].{exc}") from None
         result = self.store.add_events(parsed)
+        if self.metrics is not None:
+            self.metrics.events(result.applied, result.duplicates, result.dropped_deleted)
         return {"received": len(events), "applied": result.applied, "duplicates": result.duplicates,
                 "dropped_deleted": result.dropped_deleted}
 

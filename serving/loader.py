@@ -19,6 +19,8 @@ from features.segment_config import load_segments_config
 from serving.config import ServingConfig, load_serving_config
 from serving.engine import LoadedModel, PredictionEngine
 from serving.scoring import ExposureLog
+from training.registry import load_model as registry_load
+from training.registry import resolve_version, use_store
 
 ENV_SETTINGS = "PROPENSITY_SERVING"
 
@@ -30,33 +32,23 @@ def settings_from_env() -> dict[str, Any]:
 
 
 def resolve_config(config_path: str | None = None, model_uri: str | None = None,
-                   store_overrides: dict[str, Any] | None = None) -> ServingConfig:
-    """The serving config with command-line overrides applied."""
+                   store_overrides: dict[str, Any] | None = None,
+                   tracking_uri: str | None = None) -> ServingConfig:
+    """The serving config with command-line overrides applied (flags beat the environment, which
+    beats the file: see :func:`serving.config.load_serving_config`)."""
     cfg = load_serving_config(config_path)
     if model_uri:
         cfg = cfg.model_copy(update={"model": model_uri})
+    if tracking_uri:
+        cfg = cfg.model_copy(update={"tracking_uri": tracking_uri})
     if store_overrides:
         cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update=store_overrides)})
     return cfg
 
 
-def _set_tracking(cfg: ServingConfig) -> None:
-    import mlflow
-
-    uri = cfg.tracking_uri
-    if uri is None:
-        try:
-            from training.tracking import default_tracking_uri
-
-            uri = default_tracking_uri()
-        except ImportError:
-            uri = f"sqlite:///{work_dir().resolve()}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-
-
 def load_model(uri: str, cfg: ServingConfig) -> LoadedModel:
-    """A ConversionModel from ``models:/NAME@alias``, ``models:/NAME/V``, ``runs:/...`` or a pickle path."""
+    """A ConversionModel from ``models:/NAME@alias``, ``models:/NAME/V``, ``runs:/...`` or a pickle path,
+    in the store of :func:`training.registry.tracking_uri` (the config's, else the environment's)."""
     if not uri.startswith(("models:/", "runs:/")):
         path = Path(uri)
         if not path.is_file():
@@ -64,48 +56,20 @@ def load_model(uri: str, cfg: ServingConfig) -> LoadedModel:
         from training.model import ConversionModel
 
         return LoadedModel(ConversionModel.load(str(path)), cfg.model_name or path.stem, "file")
-    _set_tracking(cfg)
-    from mlflow.exceptions import MlflowException
-
-    from training.model import load_conversion_model
-
-    try:
-        model = load_conversion_model(uri)
-    except MlflowException as exc:
-        raise ConfigError(f"model: cannot load '{uri}' ({str(exc).splitlines()[0]})") from None
-    name, version = _name_version(uri)
-    return LoadedModel(model, cfg.model_name or name, version)
+    use_store(cfg.tracking_uri)
+    name, version = resolve_version(uri) or (uri, "run")
+    return LoadedModel(registry_load(uri), cfg.model_name or name, version)
 
 
 def check_model(cfg: ServingConfig) -> None:
-    """Fail fast, with a one-line ConfigError, when the configured model cannot be found."""
+    """Fail fast, with a one-line ConfigError naming the store, when the configured model cannot be found."""
     uri = cfg.model
     if not uri.startswith(("models:/", "runs:/")):
         if not Path(uri).is_file():
             raise ConfigError(f"model: '{uri}' is neither an MLflow URI nor a model file")
         return
-    if uri.startswith("models:/"):
-        _set_tracking(cfg)
-        from mlflow.exceptions import MlflowException
-
-        try:
-            _name_version(uri)
-        except MlflowException as exc:
-            raise ConfigError(f"model: cannot resolve '{uri}' ({str(exc).splitlines()[0]})") from None
-
-
-def _name_version(uri: str) -> tuple[str, str]:
-    """Registered name and version of a ``models:/`` URI (aliases resolved), else the URI itself."""
-    if not uri.startswith("models:/"):
-        return uri, "run"
-    from mlflow import MlflowClient
-
-    ref = uri[len("models:/"):]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.partition("/")
-    return name, version or "latest"
+    use_store(cfg.tracking_uri)
+    resolve_version(uri)
 
 
 def _rules(cfg: ServingConfig) -> Any:
@@ -133,11 +97,15 @@ def preload_users(store: ProfileStore, users_path: str, consent_default: bool = 
     return store.upsert_users(rows)
 
 
-def build_engine(settings: dict[str, Any] | None = None) -> PredictionEngine:
-    """The engine described by ``settings`` (config path, model URI, store overrides, users file)."""
+def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | None = None,
+                 metrics: Any = None) -> PredictionEngine:
+    """The engine described by ``settings`` (config path, model URI, store overrides, users file);
+    ``carried`` (the model a bento carries) replaces the configured champion; ``metrics``
+    (:class:`serving.metrics.ServiceMetrics`) counts what it serves."""
     settings = settings if settings is not None else settings_from_env()
-    cfg = resolve_config(settings.get("config_path"), settings.get("model_uri"), settings.get("store"))
-    champion = load_model(cfg.model, cfg)
+    cfg = resolve_config(settings.get("config_path"), settings.get("model_uri"), settings.get("store"),
+                         settings.get("tracking_uri"))
+    champion = carried or load_model(cfg.model, cfg)
     challenger = exposures = None
     if cfg.experiment.enabled:
         challenger = load_model(cfg.experiment.challenger_model, cfg)
@@ -154,7 +122,7 @@ def build_engine(settings: dict[str, Any] | None = None) -> PredictionEngine:
         segmenter = Segmenter.load(cfg.segmenter)
     return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
                             decide=_rules(cfg), challenger=challenger, exposure_log=exposures,
-                            segmenter=segmenter)
+                            segmenter=segmenter, metrics=metrics)
 
 
 def forget_online_user(user_id: str, config_path: str | None = None) -> bool:

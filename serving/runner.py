@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def server_settings(model_uri: str | None = None, users_path: str | None = None, workers: int = 1,
                     config_path: str | None = None, store_overrides: dict[str, Any] | None = None,
-                    announce: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                    announce: Callable[[str], None] = lambda _: None,
+                    tracking_uri: str | None = None) -> dict[str, Any]:
     """Validated worker settings; users are preloaded here once when the store is shared (Redis)."""
-    cfg = resolve_config(config_path, model_uri, store_overrides)
+    cfg = resolve_config(config_path, model_uri, store_overrides, tracking_uri)
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
     if workers > 1 and cfg.store.backend == "inprocess":
@@ -28,7 +29,8 @@ def server_settings(model_uri: str | None = None, users_path: str | None = None,
                           "the in-process store is private to each worker")
     check_model(cfg)
     settings: dict[str, Any] = {"config_path": config_path, "model_uri": model_uri, "workers": workers,
-                                "store": store_overrides or {}, "users_path": users_path}
+                                "store": store_overrides or {}, "users_path": users_path,
+                                "tracking_uri": tracking_uri}
     if users_path and cfg.store.backend == "redis":
         store = make_profile_store(cfg.store)
         if not store.ping():
@@ -43,9 +45,10 @@ def server_settings(model_uri: str | None = None, users_path: str | None = None,
 def run_server(model_uri: str | None = None, host: str = "127.0.0.1", port: int = 3000,
                users_path: str | None = None, workers: int = 1, config_path: str | None = None,
                store_overrides: dict[str, Any] | None = None,
-               announce: Callable[[str], None] = lambda _: None) -> None:
+               announce: Callable[[str], None] = lambda _: None, tracking_uri: str | None = None) -> None:
     """Replace this process by `bentoml serve serving.service:PropensityService` with the settings."""
-    settings = server_settings(model_uri, users_path, workers, config_path, store_overrides, announce)
+    settings = server_settings(model_uri, users_path, workers, config_path, store_overrides, announce,
+                               tracking_uri)
     env = {**os.environ, ENV_SETTINGS: json.dumps(settings)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     announce(f"serving on http://{host}:{port} (workers: {workers}); try: curl -s -X POST "

@@ -1,6 +1,7 @@
-"""Per-user scoring pieces of the service: segment state, reasons, the champion/challenger split.
+"""Per-user scoring pieces of the service: segment state, request batching, the champion/challenger split.
 
-No pandas on this path: one profile at a time, numpy rows, XGBoost ``pred_contribs`` for reasons.
+The model scores and explains (:class:`training.scorer.Scorer`); this module only gathers the rows
+that are ready together and hands them over as one batch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from features.engagement import EngagementState
 from features.journey import JourneyMachine, JourneyState
 from features.online import UserProfile, online_features
 from features.segment_config import SegmentsConfig
+from training.scorer import Scorer
 
 
 @dataclass
@@ -55,62 +57,6 @@ class ProfileState:
         return out
 
 
-def feature_reasons(model: Any, features: Mapping[str, Any], top_k: int,
-                    approximate: bool = False) -> list[dict[str, Any]]:
-    """Top ``top_k`` feature contributions (log-odds) of one prediction: XGBoost TreeSHAP, or the
-    faster Saabas path attribution when ``approximate``.
-
-    One-hot columns (``name=value``) and missing indicators are summed back to their raw feature.
-    Other families go through :class:`fairness.explain.Explainer` (shap's TreeExplainer for hist
-    gradient boosting and random forest, linear SHAP for logistic regression; a mitigated model is
-    explained through its base model).
-    """
-    if top_k == 0:
-        return []
-    if getattr(model, "booster", None) is None:
-        return [{"feature": r["feature"], "contribution": r["contribution"]}
-                for r in _explainer(model).reasons_one(features, top_k)]
-    return top_reasons(model, contributions(model, encode(model, features), approximate)[0], top_k)
-
-
-def _explainer(model: Any) -> Any:
-    explainer = model.__dict__.get("_serving_explainer")
-    if explainer is None:
-        from fairness.explain import Explainer
-
-        explainer = Explainer.for_model(model)
-        model.__dict__["_serving_explainer"] = explainer
-    return explainer
-
-
-def encode(model: Any, features: Mapping[str, Any]) -> np.ndarray:
-    """The model's input row (1 x n) for one profile, as ``ConversionModel.predict_one`` builds it."""
-    pre = getattr(model, "pre_transform", None)
-    if pre is not None:
-        features = {**features, **pre.assign_one(features)}
-    row: np.ndarray = model.encoder.encode_one(features)
-    return row
-
-
-def contributions(model: Any, X: np.ndarray, approximate: bool) -> np.ndarray:
-    """Per-column contributions (rows x columns, bias dropped) of an XGBoost model."""
-    import xgboost as xgb
-
-    # One thread: on a busy 2-core box OpenMP start-up dominates a few rows by far.
-    out = _single_thread(model).predict(xgb.DMatrix(X, nthread=1), pred_contribs=True,
-                                        approx_contribs=approximate, validate_features=False)
-    return np.asarray(out)[:, :-1]
-
-
-def top_reasons(model: Any, contribs: np.ndarray, top_k: int) -> list[dict[str, Any]]:
-    """The ``top_k`` raw features with the largest absolute summed contribution."""
-    totals: dict[str, float] = {}
-    for name, value in zip(_raw_names(model), contribs, strict=False):
-        totals[name] = totals.get(name, 0.0) + float(value)
-    ranked = sorted(totals.items(), key=lambda kv: -abs(kv[1]))[:top_k]
-    return [{"feature": name, "contribution": value} for name, value in ranked if value != 0.0]
-
-
 class ModelBatcher:
     """Scores the requests that are ready together on the event loop as one batch.
 
@@ -118,9 +64,8 @@ class ModelBatcher:
     request handler already runnable in this loop iteration has queued its row, so under load one
     ``inplace_predict`` and one ``pred_contribs`` call serve many requests, and an idle server adds
     no waiting. With ``max_wait_s`` > 0 the flush waits that long for more rows instead; a queue of
-    ``max_rows`` is scored at once. Rows of an XGBoost ``ConversionModel`` are scored exactly as
-    ``predict_one`` does (same encoding, single-threaded booster, calibration); other models use
-    ``predict_one`` and :func:`feature_reasons` row by row.
+    ``max_rows`` is scored at once. Each model's rows go to its ``predict_rows`` and ``reasons_rows``
+    (the :class:`training.scorer.Scorer` protocol), which give the numbers ``predict_one`` gives.
     """
 
     def __init__(self, approximate: bool, max_wait_s: float = 0.0, max_rows: int = 1024) -> None:
@@ -168,38 +113,11 @@ class ModelBatcher:
                 if not future.done():
                     future.set_result(result)
 
-    def _score_rows(self, model: Any, rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
-        if getattr(model, "booster", None) is None:
-            return [(model.predict_one(f), feature_reasons(model, f, k)) for f, k in rows]
-        X = np.vstack([encode(model, f) for f, _ in rows])
-        p = _single_thread(model).inplace_predict(X, validate_features=False)
-        if model.calibrator is not None:
-            p = model.calibrator.apply(p)
-        probs = [float(v) for v in p]
-        wanted = [i for i, (_, k) in enumerate(rows) if k > 0]
-        reasons: list[list] = [[] for _ in rows]
-        if wanted:
-            contribs = contributions(model, X[wanted], self.approximate)
-            for j, i in enumerate(wanted):
-                reasons[i] = top_reasons(model, contribs[j], rows[i][1])
-        return list(zip(probs, reasons, strict=True))
-
-
-def _single_thread(model: Any) -> Any:
-    booster = model.__dict__.get("_serving_booster")
-    if booster is None:
-        booster = model.booster.copy()
-        booster.set_param({"nthread": 1})
-        model.__dict__["_serving_booster"] = booster
-    return booster
-
-
-def _raw_names(model: Any) -> list[str]:
-    names = model.__dict__.get("_serving_raw_names")
-    if names is None:
-        names = [n.split("=", 1)[0].removesuffix("__missing") for n in model.transformed_feature_names]
-        model.__dict__["_serving_raw_names"] = names
-    return names
+    def _score_rows(self, model: Scorer,
+                    rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
+        probs, reasons = model.score_rows([f for f, _ in rows], max(k for _, k in rows), self.approximate)
+        # A row that wants fewer reasons (none when not personalized) gets the head of the ranking.
+        return [(float(p), r[:k]) for p, r, (_, k) in zip(probs, reasons, rows, strict=True)]
 
 
 def variant_for(salt: str, user_id: str, challenger_share: float) -> str:

@@ -9,7 +9,6 @@ Invalid requests get 4xx JSON naming the field; anything else would be a bug (50
 
 from __future__ import annotations
 
-import gc
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,9 +18,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import DataError
+from serving import gc_policy
+from serving.bento import carried_model
 from serving.loader import build_engine, resolve_config, settings_from_env
+from serving.metrics import ServiceMetrics
 from serving.protection import ProtectionMiddleware
 from serving.requests import EventIn, UserIn
+from serving.responses import (
+    DeleteResponse,
+    EventsResponse,
+    PredictResponse,
+    UserAttributesResponse,
+    UserProfileResponse,
+    fast_json,
+)
+from serving.versioning import PACKAGE_DESCRIPTION, set_service_version, versioned
 
 
 class PredictRequest(BaseModel):
@@ -35,15 +46,16 @@ class PredictRequest(BaseModel):
     debug: bool = Field(default=False, description="include the feature vector in the answer")
 
 
-def _bad_request(exc: DataError) -> JSONResponse:
+def _bad_request(exc: DataError) -> Any:  # a 4xx Response (routes declare their 200 model)
     message = str(exc)
     field, _, problem = message.partition(": ")
     return JSONResponse({"error": message, "field": field if problem else None}, status_code=422)
 
 
-users_app = FastAPI(title="propensity users")
+users_app = FastAPI(title="propensity users", description=PACKAGE_DESCRIPTION)
 SETTINGS = settings_from_env()
-_CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"))
+_CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"),
+                      SETTINGS.get("tracking_uri"))
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
@@ -53,7 +65,10 @@ class PropensityService:
     """Conversion propensity for the content engine, from the live profile store."""
 
     def __init__(self) -> None:
-        self.engine = build_engine(SETTINGS)
+        # A bento always serves the model it carries; from a checkout, the configured one.
+        self.engine = build_engine(SETTINGS, carried=carried_model(PropensityService),
+                                   metrics=ServiceMetrics())
+        set_service_version()
         if SETTINGS.get("forget_ledger", True):
             try:
                 from features.privacy import forget_user
@@ -64,9 +79,13 @@ class PropensityService:
         else:
             self.ledger = None
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
-        # every later full collection from scanning millions of objects (p99 latency spikes).
-        gc.collect()
-        gc.freeze()
+        # every later collection from scanning millions of objects (p99 latency spikes).
+        gc_policy.freeze_startup_heap()
+
+    @bentoml.on_startup
+    async def _schedule_gc(self) -> None:
+        """Collections run between requests on this worker's event loop (serving.gc_policy)."""
+        gc_policy.schedule_collection(_CFG.gc_every_s)
 
     def __is_ready__(self) -> bool:
         return self.engine.store.ping()
@@ -74,33 +93,33 @@ class PropensityService:
     @bentoml.api(route="/predict")
     async def predict(self, user_id: str | None = None, context: dict[str, Any] | None = None,
                       features: dict[str, Any] | None = None, as_of: datetime | None = None,
-                      debug: bool = False) -> Any:
+                      debug: bool = False) -> PredictResponse:
         """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision."""
         try:
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
-            return JSONResponse(await self.engine.predict_async({
+            return fast_json(await self.engine.predict_async({
                 "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
                 "debug": debug}))
         except DataError as exc:
             return _bad_request(exc)
 
     @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
+    async def predict_batch(self, requests: list[PredictRequest], /) -> list[PredictResponse]:
         """``/predict`` for a list of requests; the answers come back in the same order."""
         try:
-            return JSONResponse(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
+            return fast_json(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
         except DataError as exc:
             return _bad_request(exc)
 
     @bentoml.api(route="/events")
-    async def events(self, events: list[EventIn], /) -> Any:
+    async def events(self, events: list[EventIn], /) -> EventsResponse:
         """Apply events to the live profiles at once, idempotently by event_id."""
         try:
-            return JSONResponse(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
+            return fast_json(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
         except DataError as exc:
             return _bad_request(exc)
 
-    @users_app.put("/{user_id}")
+    @users_app.put("/{user_id}", response_model=UserAttributesResponse)
     async def put_user(self, user_id: str, body: UserIn) -> Any:
         """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent)."""
         try:
@@ -108,7 +127,7 @@ class PropensityService:
         except DataError as exc:
             return _bad_request(exc)
 
-    @users_app.get("/{user_id}")
+    @users_app.get("/{user_id}", response_model=UserProfileResponse)
     async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
         """The live profile and its feature vector at ``as_of`` (default now)."""
         try:
@@ -116,12 +135,13 @@ class PropensityService:
         except DataError as exc:
             return _bad_request(exc)
 
-    @users_app.delete("/{user_id}")
+    @users_app.delete("/{user_id}", response_model=DeleteResponse)
     async def delete_user(self, user_id: str) -> Any:
         """Privacy deletion: forget the profile, record it in the forget ledger."""
         return self.engine.delete_user(user_id, self.ledger)
 
 
+versioned(PropensityService)
 cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a bentoml Service
     ProtectionMiddleware, max_request_bytes=_CFG.max_request_bytes, rate_limit=_CFG.rate_limit.enabled,
     rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst,

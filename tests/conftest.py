@@ -76,3 +76,16 @@ def redis_url() -> Iterator[str]:
 def redis_prefix() -> str:
     """A unique key prefix so parallel tests sharing one Redis do not collide."""
     return f"test:{uuid.uuid4().hex[:10]}:"
+
+
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LITTER = ("mlruns", "mlartifacts", "mlflow.db", "work", "spark-warehouse", "metastore_db", "derby.log")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean() -> Iterator[None]:
+    """Tests leave nothing in the checkout: MLflow stores, work folders, Spark's litter go to tmp."""
+    before = {name for name in _LITTER if os.path.exists(os.path.join(_CHECKOUT, name))}
+    yield
+    after = {name for name in _LITTER if os.path.exists(os.path.join(_CHECKOUT, name))}
+    assert not after - before, f"tests left {sorted(after - before)} in {_CHECKOUT}"

@@ -56,19 +56,15 @@ def logistic_model(frame: pl.DataFrame) -> ConversionModel:
 def register_model(model: ConversionModel, name: str = "propensity-conversion") -> str:
     """Log ``model`` as the training stage does (pyfunc + pickled artefact) and register it; returns
     ``models:/NAME/VERSION``. Uses the current MLflow tracking URI."""
-    import tempfile
-    from pathlib import Path
-
     import mlflow
 
-    from training.model import ConversionPyfunc
-    from training.tracking import register
+    from training.registry import log_conversion_model, register
+    from training.tracking import setup_tracking
 
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    # An experiment of its own: MLflow's "Default" one would put artifacts in ./mlruns.
+    _, experiment_id = setup_tracking(mlflow.get_tracking_uri(), "tests")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         model.metadata["run_id"] = run.info.run_id
-        path = str(Path(tmp) / "conversion_model.pkl")
-        model.save(path)
-        info = mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
-                                       artifacts={ConversionPyfunc.ARTIFACT: path})
+        info = log_conversion_model(model)
     version = register(info.model_uri, name, "challenger", {"family": model.family})
     return f"models:/{name}/{version}"

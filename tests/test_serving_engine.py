@@ -25,7 +25,8 @@ from serving.loader import build_engine, load_model
 from serving.protection import ProtectionMiddleware, TokenBuckets
 from serving.scoring import variant_for
 from training.model import ConversionPyfunc
-from training.tracking import register, setup_tracking
+from training.registry import register
+from training.tracking import setup_tracking
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def _engine(tmp: Path, **cfg: object):
 def test_model_loads_from_the_registry_by_alias(shop_model, tmp_path: Path) -> None:
     tmp, model, _, _ = shop_model
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    setup_tracking(uri, "serving-test", artifact_location=str(tmp_path / "artifacts"))
-    with mlflow.start_run():
+    _, experiment_id = setup_tracking(uri, "serving-test", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run(experiment_id=experiment_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
                                        artifacts={ConversionPyfunc.ARTIFACT: str(tmp / "model.pkl")})
     register(info.model_uri, "conv", "champion", {})

@@ -15,7 +15,7 @@ from fairness_support import CATEGORICAL, NUMERIC, logistic_model, small_frame, 
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from fairness.explain import Explainer
-from serving.scoring import ModelBatcher, feature_reasons
+from serving.scoring import ModelBatcher
 from training.model import ConversionModel
 from training.preprocess import FeatureEncoder
 
@@ -45,13 +45,13 @@ def test_reasons_add_up_to_the_margin(models, family: str) -> None:
     base = Explainer.for_model(model).contributions(model.encoder.encode_one(ROWS[0])).base
     n_raw = len(NUMERIC) + len(CATEGORICAL)
     for row in ROWS:
-        reasons = feature_reasons(model, row, top_k=n_raw)
+        reasons = model.reasons_rows([row], top_k=n_raw)[0]
         assert reasons, family
         assert {r["feature"] for r in reasons} <= set(NUMERIC + CATEGORICAL)
         p = model.predict_one(row)
         margin = math.log(p / (1 - p))
         assert base + sum(r["contribution"] for r in reasons) == pytest.approx(margin, abs=1e-5)
-        top = feature_reasons(model, row, top_k=2)
+        top = model.reasons_rows([row], top_k=2)[0]
         assert [r["feature"] for r in top] == [r["feature"] for r in reasons[:2]]
         assert abs(top[0]["contribution"]) >= abs(top[-1]["contribution"])
 
@@ -66,7 +66,7 @@ def test_batched_scoring_gives_the_same_reasons(models, family: str) -> None:
 
     for row, (p, reasons) in zip(ROWS, asyncio.run(all_rows()), strict=True):
         assert p == pytest.approx(model.predict_one(row), abs=1e-9)
-        single = feature_reasons(model, row, 3)
+        single = model.reasons_rows([row], 3)[0]
         assert [r["feature"] for r in reasons] == [r["feature"] for r in single]
         assert np.allclose([r["contribution"] for r in reasons], [r["contribution"] for r in single],
                            atol=1e-6)

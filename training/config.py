@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 
 from features.config import StrictModel, default_config_path, load_config
 from features.errors import ConfigError
+from training.registry import env_over_config
 
 FamilyName = Literal["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"]
 ALL_FAMILIES: tuple[FamilyName, ...] = ("xgboost", "hist_gradient_boosting", "random_forest",
@@ -95,6 +96,7 @@ def load_train_config(path: str | Path | None = None, profile: str | None = None
             known = ", ".join(sorted(cfg.profiles)) or "none"
             raise ConfigError(f"{source}: unknown profile '{profile}' (known: {known})")
         data = _deep_merge(data, cfg.profiles[profile])
+    data["tracking"]["uri"] = env_over_config(data["tracking"]["uri"])  # MLFLOW_TRACKING_URI beats the file
     if overrides:
         data = _deep_merge(data, _drop_none(overrides))
     try:

@@ -1,9 +1,10 @@
 """The trained artefact: preprocessing + estimator (+ calibration) as one picklable object.
 
 :class:`ConversionModel` is what serving, the audit and the demo load. Batch scoring
-(:meth:`ConversionModel.predict_proba`) and the serving fast path (:meth:`ConversionModel.predict_one`,
-no pandas: a numpy row from precomputed column positions, then ``inplace_predict`` on a
-single-threaded booster copy for XGBoost) compute the same numbers. In MLflow it is wrapped as a
+(:meth:`ConversionModel.predict_proba`) and the serving fast path (:meth:`ConversionModel.predict_rows`
+and ``predict_one``, no pandas: numpy rows from precomputed column positions, then ``inplace_predict``
+on a single-threaded booster copy for XGBoost) compute the same numbers; it implements the
+:class:`training.scorer.Scorer` protocol serving relies on. In MLflow it is wrapped as a
 pyfunc (:class:`ConversionPyfunc`) whose ``predict`` returns probabilities, not class labels.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,11 @@ from mlflow.pyfunc import PythonModel
 from training.calibration import Calibrator
 from training.families import get_family
 from training.preprocess import FeatureEncoder, Frame
+from training.scorer import Reason, booster_reasons, explainer_reasons
 
 EPS = 1e-12
 SMALL_BATCH = 2048  # rows up to which one thread predicts faster than a pool
+_CACHES = ("_one_booster", "_explainer", "_raw_groups")
 
 @dataclass
 class ConversionModel:
@@ -110,14 +113,35 @@ class ConversionModel:
 
     def predict_one(self, features: Mapping[str, Any]) -> float:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
-        row = self._row(features)
-        if self.booster is not None:
-            p = self._single_booster().inplace_predict(row, validate_features=False)
-        else:
-            p = self._raw_proba(row)
-        if self.calibrator is not None:
-            p = self.calibrator.apply(p)
-        return float(p[0])
+        return float(self.predict_rows([features])[0])
+
+    def _rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self.pre_transform is not None:
+            rows = [{**f, **self.pre_transform.assign_one(f)} for f in rows]
+        return self.encoder.encode_rows(rows)
+
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """P(convert) of profiles given as mappings, scored as one batch (equals :meth:`predict_one`)."""
+        return self.predict_matrix(self._rows(rows))
+
+    def reasons_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
+                     approximate: bool = False) -> list[list[Reason]]:
+        """Top ``top_k`` raw features by |contribution| (log-odds) per profile: XGBoost TreeSHAP, or
+        Saabas path attribution when ``approximate``; SHAP (fairness.explain) for other families."""
+        return self.score_rows(rows, top_k, approximate)[1]
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]], top_k: int,
+                   approximate: bool = False) -> tuple[np.ndarray, list[list[Reason]]]:
+        """:meth:`predict_rows` and :meth:`reasons_rows` of the same rows, encoding them once."""
+        if not rows:
+            return np.empty(0), []
+        if self.booster is None:
+            probs = self.predict_rows(rows)
+            reasons = explainer_reasons(self, rows, top_k, approximate) if top_k > 0 else [[] for _ in rows]
+            return probs, reasons
+        X = self._rows(rows)
+        reasons = booster_reasons(self, X, top_k, approximate) if top_k > 0 else [[] for _ in rows]
+        return self.predict_matrix(X), reasons
 
     def margin_one(self, features: Mapping[str, Any]) -> float:
         """The uncalibrated log-odds of one profile (see :meth:`margin`)."""
@@ -130,7 +154,8 @@ class ConversionModel:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_one_booster", None)
+        for cache in _CACHES:  # rebuilt on first use
+            state.pop(cache, None)
         return state
 
     def save(self, path: str) -> None:

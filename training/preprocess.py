@@ -145,22 +145,28 @@ class FeatureEncoder:
 
     def encode_one(self, features: Mapping[str, Any]) -> np.ndarray:
         """One row (shape 1 × n) from a mapping, without pandas; missing keys are missing values."""
-        row = np.zeros((1, self.n_columns_), dtype=np.float32)
-        values = row[0]
-        for i, name in enumerate(self.numeric):
-            v = features.get(name)
-            values[i] = np.nan if v is None else float(v)
+        return self.encode_rows([features])
+
+    def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows (n × columns) from mappings, without pandas, exactly as :meth:`transform` encodes them."""
+        n, width = len(rows), len(self.numeric)
+        out = np.zeros((n, self.n_columns_), dtype=np.float32)
+        # One conversion of Python floats: element-wise numpy assignment costs ~10x more per value.
+        names = self.numeric
+        values = [[math.nan if (v := f.get(name)) is None else float(v) for name in names] for f in rows]
+        out[:, :width] = np.array(values, dtype=np.float32).reshape(n, width)
         if self.scale:
             for k, i in enumerate(self.missing_columns_):
-                values[self.missing_offset_ + k] = 1.0 if np.isnan(values[i]) else 0.0
-            head = values[: len(self.numeric)]
-            head[:] = np.where(np.isnan(head), self.medians_, head)
-            head -= self.means_
-            head /= self.scales_
+                out[:, self.missing_offset_ + k] = np.isnan(out[:, i])
+            block = out[:, :width]
+            block[:] = np.where(np.isnan(block), self.medians_, block)
+            block -= self.means_
+            block /= self.scales_
         for name in self.categorical:
-            key = category_key(features.get(name))
-            if key is not None:
-                j = self.code_[name].get(key)
+            codes = self.code_[name]
+            for r, features in enumerate(rows):
+                key = category_key(features.get(name))
+                j = codes.get(key) if key is not None else None
                 if j is not None:
-                    values[j] = 1.0
-        return row
+                    out[r, j] = 1.0
+        return out

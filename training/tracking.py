@@ -1,35 +1,24 @@
-"""MLflow plumbing: where runs go, the experiment, quiet logging, registration with tags and alias.
+"""MLflow run plumbing: the experiment runs go to, quiet logging, the UI command, the git commit.
 
-Default store: ``sqlite:///<work_dir>/mlflow.db`` with artifacts under ``<work_dir>/mlartifacts``.
-A PostgreSQL URL (``postgresql://user@host:5432/db``) in ``tracking.uri`` is the scaled-out backend;
-nothing else changes.
+Which store, and registering/loading models, live in :mod:`training.registry`. Default store:
+``sqlite:///<work_dir>/mlflow.db`` with artifacts next to it (``mlartifacts``). A PostgreSQL URL
+(``postgresql://user@host:5432/db``) in ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` is the scaled-out
+backend; nothing else changes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from features.paths import work_dir
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<absolute work_dir>/mlflow.db``."""
-    return f"sqlite:///{(work_dir() / 'mlflow.db').resolve()}"
-
-
-def default_artifact_location() -> str:
-    """``file://<absolute work_dir>/mlartifacts``."""
-    return (work_dir() / "mlartifacts").resolve().as_uri()
+from training.registry import artifact_location as store_artifact_location
+from training.registry import use_store
 
 
 def quiet_mlflow() -> None:
@@ -46,21 +35,19 @@ def quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", message=".*[Tt]ype hints.*", category=UserWarning)
 
 
-def setup_tracking(uri: str | None, experiment: str, artifact_location: str | None = None) -> tuple[str, str]:
-    """Point MLflow at ``uri`` (default store when None) and ensure ``experiment`` exists.
+def setup_tracking(uri: str | None, experiment: str,
+                   artifact_location: str | None = None) -> tuple[str, str]:
+    """Point MLflow at ``uri`` (see :func:`training.registry.tracking_uri`) and ensure ``experiment`` exists.
 
     Returns (tracking URI, experiment id). New experiments get ``artifact_location`` (default
-    :func:`default_artifact_location`), so artifacts never land in the current directory.
+    :func:`training.registry.artifact_location`), so artifacts never land in the current directory.
     """
-    quiet_mlflow()
-    uri = uri or default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    uri = use_store(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return uri, found.experiment_id
-    location = artifact_location or default_artifact_location()
+    location = store_artifact_location(uri, artifact_location)
     try:
         exp_id = client.create_experiment(experiment, artifact_location=location)
     except mlflow.exceptions.MlflowException:
@@ -85,10 +72,3 @@ def git_commit() -> str | None:
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
-
-def register(model_uri: str, name: str, alias: str, tags: dict[str, Any]) -> str:
-    """Register ``model_uri`` under ``name`` with ``tags`` and point ``alias`` at it; returns the version."""
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." lines
-        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    MlflowClient().set_registered_model_alias(name, alias, version.version)
-    return str(version.version)

@@ -32,7 +32,8 @@ from training.data import (
 )
 from training.evaluate import classification_metrics, permutation_importance
 from training.families import get_family
-from training.model import ConversionModel, ConversionPyfunc, silent_warnings
+from training.model import ConversionModel
+from training.registry import log_conversion_model, register
 from training.search import (
     Fitted,
     Objective,
@@ -47,7 +48,7 @@ from training.search import (
     run_trials,
     run_workers,
 )
-from training.tracking import git_commit, register, setup_tracking, ui_command
+from training.tracking import git_commit, setup_tracking, ui_command
 
 HEADLINE = ("auc", "pr_auc", "log_loss", "brier")
 
@@ -281,18 +282,4 @@ def _log_model(model: ConversionModel, valid: pl.DataFrame, raw: pl.DataFrame) -
     assert inferred.inputs is not None
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
-    requirements = [f"{name}=={_version(name)}" for name in
-                    ("mlflow", "xgboost", "scikit-learn", "numpy", "pandas", "polars", "cloudpickle")]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "conversion_model.pkl")
-        model.save(path)
-        with silent_warnings():  # MLflow's advice to add type hints to predict (see training.model)
-            return mlflow.pyfunc.log_model(name="model", python_model=ConversionPyfunc(),
-                                           artifacts={ConversionPyfunc.ARTIFACT: path}, signature=signature,
-                                           input_example=example, pip_requirements=requirements)
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
+    return log_conversion_model(model, signature=signature, input_example=example)

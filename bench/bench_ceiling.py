@@ -1,0 +1,191 @@
+"""The service against BentoML's own ceiling (issue 12), every run in the same session, repeated.
+
+    PYTHONPATH=$PWD .venv/bin/python -m bench.bench_ceiling [--rounds 3] [--seconds 10]
+        [--before DIR] [--soak 600] [--json out.json]
+
+Per round, interleaved so the machine's load hits every server alike (wrk, loopback, 2 and 16
+connections, 2,000 live users loaded through PUT /users and POST /events, answers for "now",
+the default serving configuration with the access log off):
+
+- ``bentoml_default``: a BentoML service whose /predict does nothing (bench/noop_service.py);
+- ``bentoml_tuned``: the same with its start-up heap frozen and the collector off;
+- ``starlette``: the same no-op in bare Starlette (uvicorn);
+- ``service``: ``propensity serve`` from this checkout;
+- ``service_before``: ``propensity serve`` from ``--before DIR`` (a checkout of an older commit,
+  e.g. ``git archive BASE | tar -x -C DIR``), when given.
+
+``--soak S``: afterwards, the service under 16 connections for S seconds; its resident memory
+(all processes of the server) is sampled every 10 s and reported at 60 s and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.bench_serving import ROOT, _free_port, _ingest, _shop, _stop, _train, _wait_ready
+
+
+def noop_starlette_app() -> Any:
+    """The bare Starlette no-op (imported by uvicorn)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def predict(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"user_id": body.get("user_id"), "probability": 0.0})
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+
+
+def wrk(url: str, users: list[str], seconds: int, connections: int, workdir: Path) -> dict[str, float]:
+    """requests/s, p99 (ms) and non-2xx count of POST /predict for ``users`` in turn."""
+    script = workdir / "predict.lua"
+    ids = ",".join(f'"{u}"' for u in users)
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local ids = {{{ids}}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n"
+        '  local body = \'{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"}\'\n'
+        '  return wrk.format(nil, "/predict", nil, body)\nend\n')
+    threads = min(2, connections)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+                          str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _start(kind: str, workdir: Path, model_path: Path, before: Path | None) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPENSITY_HOME": str(workdir)}
+    cwd = ROOT
+    if kind.startswith("bentoml_"):
+        env["NOOP_TUNED"] = "1" if kind == "bentoml_tuned" else "0"
+        args = ["-m", "bentoml", "serve", "bench.noop_service:NoopService", "--port", str(port)]
+    elif kind == "starlette":
+        args = ["-m", "uvicorn", "bench.bench_ceiling:noop_starlette_app", "--factory", "--port", str(port),
+                "--no-access-log", "--log-level", "warning"]
+    else:
+        config = workdir / "serving.yaml"
+        config.write_text("access_log: false\n")  # everything else: the default configuration
+        if kind == "service_before":
+            assert before is not None
+            cwd = before
+            env["PYTHONPATH"] = str(before)
+        args = ["-m", "cli.main", "serve", "--model", str(model_path), "--port", str(port),
+                "--config", str(config)]
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, proc, path="/predict" if kind == "starlette" else "/readyz")
+    return proc, url
+
+
+def measure(kind: str, workdir: Path, model_path: Path, shop: tuple, seconds: int,
+            before: Path | None) -> dict[str, Any]:
+    """One server: load the users (services only), warm up, then 2 and 16 connections."""
+    proc, url = _start(kind, workdir, model_path, before)
+    users = sorted({e["user_id"] for e in shop[0]})
+    try:
+        if kind.startswith("service"):
+            _ingest(url, shop[1], shop[0])
+        wrk(url, users, 3, 16, workdir)  # warm-up: profile states, caches, first collections
+        return {"c2": wrk(url, users, seconds, 2, workdir), "c16": wrk(url, users, seconds, 16, workdir)}
+    finally:
+        _stop(proc)
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def soak(workdir: Path, model_path: Path, shop: tuple, seconds: int) -> dict[str, Any]:
+    """The service under 16 connections for ``seconds``; resident memory every 10 s (MB)."""
+    proc, url = _start("service", workdir, model_path, None)
+    users = sorted({e["user_id"] for e in shop[0]})
+    samples: list[tuple[float, float]] = []
+    try:
+        _ingest(url, shop[1], shop[0])
+        result: dict[str, Any] = {}
+        load = threading.Thread(target=lambda: result.update(wrk(url, users, seconds, 16, workdir)))
+        started = time.monotonic()
+        load.start()
+        while load.is_alive():
+            samples.append((round(time.monotonic() - started, 1), round(_rss_mb(proc.pid), 1)))
+            load.join(timeout=10)
+        at_60 = next((mb for t, mb in samples if t >= 60), samples[-1][1])
+        return {"seconds": seconds, "load": result, "rss_mb_at_60s": at_60, "rss_mb_at_end": samples[-1][1],
+                "growth_after_60s": samples[-1][1] / at_60 - 1, "samples": samples}
+    finally:
+        _stop(proc)
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in rounds[0]:
+        out[kind] = {c: {m: statistics.median(r[kind][c][m] for r in rounds)
+                         for m in ("requests_per_s", "p99_ms", "non_2xx")} for c in ("c2", "c16")}
+    tuned = out["bentoml_tuned"]
+    for kind in ("service", "service_before"):
+        if kind in out:
+            rps = out[kind]["c16"]["requests_per_s"]
+            out[kind]["throughput_vs_tuned_c16"] = rps / tuned["c16"]["requests_per_s"]
+            out[kind]["p99_vs_tuned_c2"] = out[kind]["c2"]["p99_ms"] / tuned["c2"]["p99_ms"]
+            out[kind]["p99_vs_tuned_c16"] = out[kind]["c16"]["p99_ms"] / tuned["c16"]["p99_ms"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", type=Path, default=None, help="checkout of the commit to compare with")
+    parser.add_argument("--soak", type=int, default=0, help="seconds of the memory run (0: none)")
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
+    shop = _shop(args.users)
+    model_path = workdir / "model.pkl"
+    _train(shop, model_path)
+    kinds = ["bentoml_default", "bentoml_tuned", "starlette", "service"]
+    if args.before is not None:
+        kinds.append("service_before")
+    rounds = []
+    for i in range(args.rounds):
+        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]  # rotate: no kind always runs first
+        run = {kind: measure(kind, workdir, model_path, shop, args.seconds, args.before) for kind in order}
+        print(json.dumps({"round": i + 1, **run}), flush=True)
+        rounds.append(run)
+    results: dict[str, Any] = {"users": args.users, "seconds": args.seconds, "rounds": rounds,
+                               "median": _summary(rounds), "load_average": os.getloadavg()}
+    if args.soak:
+        results["soak"] = soak(workdir, model_path, shop, args.soak)
+    print(json.dumps({k: v for k, v in results.items() if k != "rounds"}, indent=2))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
