@@ -26,15 +26,21 @@ def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str
               help="Profile store backend (overrides the config).")
 @click.option("--redis-url", default=None, help="Redis URL of the profile store.")
 @click.option("--key-prefix", default=None, help="Key prefix of the Redis profile store.")
+@click.option("--insecure", is_flag=True,
+              help="Serve without API keys on a non-loopback --host (also PROPENSITY_INSECURE=1).")
 def serve(model_uri: str | None, port: int, host: str, users_path: str | None, workers: int,
           config_path: str | None, backend: str | None, redis_url: str | None,
-          key_prefix: str | None) -> None:
-    """Start the HTTP prediction service (BentoML)."""
+          key_prefix: str | None, insecure: bool) -> None:
+    """Start the HTTP prediction service (BentoML).
+
+    With API keys (auth.keys in the config or PROPENSITY_API_KEYS) every route but the probes and
+    /metrics needs `Authorization: Bearer KEY`; without keys it only listens on loopback.
+    """
     from serving.runner import run_server
 
     run_server(model_uri=model_uri, host=host, port=port, users_path=users_path, workers=workers,
                config_path=config_path, store_overrides=_store_overrides(backend, redis_url, key_prefix),
-               announce=info)
+               announce=info, insecure=insecure)
 
 
 @click.command()

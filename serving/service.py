@@ -4,7 +4,9 @@ Start it with ``propensity serve`` (which passes its settings to the workers, se
 :mod:`serving.runner`), or ``bentoml serve serving.service:PropensityService`` with the defaults
 of configs/serving.yaml. Each worker loads the model, segments config and rules once, in
 ``__init__``; ``/readyz`` answers 200 only once that is done and the profile store answers.
-Invalid requests get 4xx JSON naming the field; anything else would be a bug (500).
+Invalid requests get 4xx JSON naming the field; while the profile store is down, 503 with
+``Retry-After``; anything else would be a bug (500). Keys, scopes, body bounds and the one error
+shape are enforced by :class:`serving.protection.ProtectionMiddleware`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import DataError
+from features.privacy import apply_ledger, open_ledger, resolve_ledger
+from serving.auth import Authenticator, insecure_from_env, load_keys
+from serving.errors import error_response, install_log_filter
 from serving.loader import build_engine, resolve_config, settings_from_env
-from serving.protection import ProtectionMiddleware
+from serving.protection import ProtectionMiddleware, install_metrics_templates
 
 
 class PredictRequest(BaseModel):
@@ -63,17 +67,16 @@ class UserIn(BaseModel):
     loyalty_tier: str | None = None
     signup_date: str | None = Field(default=None, description="ISO date")
     consent: bool | None = None
-
-
-def _bad_request(exc: DataError) -> JSONResponse:
-    message = str(exc)
-    field, _, problem = message.partition(": ")
-    return JSONResponse({"error": message, "field": field if problem else None}, status_code=422)
+    reconsent_reason: str | None = Field(default=None, min_length=1, max_length=500,
+                                         description="with consent true: registers a deleted user again "
+                                                     "(admin scope; recorded in the forget ledger)")
 
 
 users_app = FastAPI(title="propensity users")
 SETTINGS = settings_from_env()
 _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"))
+install_metrics_templates()
+install_log_filter()
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
@@ -84,15 +87,10 @@ class PropensityService:
 
     def __init__(self) -> None:
         self.engine = build_engine(SETTINGS)
-        if SETTINGS.get("forget_ledger", True):
-            try:
-                from features.privacy import forget_user
-
-                self.ledger: Any = forget_user
-            except ImportError:
-                self.ledger = None
-        else:
-            self.ledger = None
+        # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
+        self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
+        if _CFG.store.backend == "inprocess":  # a fresh store starts with the ledger's deletions
+            apply_ledger(self.engine.store, self.ledger)
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
         # every later full collection from scanning millions of objects (p99 latency spikes).
         gc.collect()
@@ -111,48 +109,53 @@ class PropensityService:
             return JSONResponse(await self.engine.predict_async({
                 "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
                 "debug": debug}))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return error_response(exc)
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
         """``/predict`` for a list of requests; the answers come back in the same order."""
         try:
             return JSONResponse(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return error_response(exc)
 
     @bentoml.api(route="/events")
     async def events(self, events: list[EventIn], /) -> Any:
         """Apply events to the live profiles at once, idempotently by event_id."""
         try:
             return JSONResponse(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return error_response(exc)
 
     @users_app.put("/{user_id}")
     async def put_user(self, user_id: str, body: UserIn) -> Any:
         """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent)."""
         try:
-            return self.engine.put_user(user_id, body.model_dump(exclude_unset=True))
-        except DataError as exc:
-            return _bad_request(exc)
+            return self.engine.put_user(user_id, body.model_dump(exclude_unset=True), self.ledger)
+        except Exception as exc:
+            return error_response(exc)
 
     @users_app.get("/{user_id}")
     async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
         """The live profile and its feature vector at ``as_of`` (default now)."""
         try:
             return self.engine.get_user(user_id, as_of)
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return error_response(exc)
 
     @users_app.delete("/{user_id}")
     async def delete_user(self, user_id: str) -> Any:
-        """Privacy deletion: forget the profile, record it in the forget ledger."""
-        return self.engine.delete_user(user_id, self.ledger)
+        """Privacy deletion: record it in the forget ledger, forget the profile (admin scope)."""
+        try:
+            return self.engine.delete_user(user_id, self.ledger)
+        except Exception as exc:
+            return error_response(exc)
 
 
 cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a bentoml Service
     ProtectionMiddleware, max_request_bytes=_CFG.max_request_bytes, rate_limit=_CFG.rate_limit.enabled,
-    rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst,
-    client_header=_CFG.rate_limit.client_header)
+    rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst, max_batch=_CFG.max_batch,
+    authenticator=Authenticator(load_keys(_CFG.auth.keys),
+                                insecure=bool(SETTINGS.get("insecure")) or insecure_from_env()),
+    shared_buckets=(_CFG.store.redis_url, _CFG.store.key_prefix) if _CFG.store.backend == "redis" else None)
