@@ -71,6 +71,29 @@ def consume(stream_url: str, config_path: str | None, redis_url: str | None, key
                                 exit_when_idle_s=exit_when_idle)
     info(f"read {stats.read} entries: {stats.applied} applied, {stats.duplicates} duplicates, "
          f"{stats.dropped_deleted} of deleted users, {stats.dead_letters} dead letters "
-         f"({stats.claimed} reclaimed) in {stats.seconds:.1f} s")
+         f"({stats.future_dated} future-dated; {stats.claimed} reclaimed; {stats.reconnects} reconnections) "
+         f"in {stats.seconds:.1f} s")
     if as_json:
         emit_json(dict(stats.__dict__))
+
+
+@click.group()
+def keys() -> None:
+    """API keys of the HTTP service (scopes: predict, ingest, admin)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Client name (rate limits and logs use it).")
+@click.option("--scopes", required=True, help="Comma-separated: predict, ingest, admin.")
+@click.option("--json", "as_json", is_flag=True, help="Print the key and its entry as JSON.")
+def keys_create(name: str, scopes: str, as_json: bool) -> None:
+    """Print a new key once, and the hashed entry to add to auth.keys or PROPENSITY_API_KEYS."""
+    from serving.auth import new_key
+
+    secret, key = new_key(name, scopes)
+    if as_json:
+        emit_json({"name": key.name, "scopes": sorted(key.scopes), "key": secret, "entry": key.entry()})
+        return
+    click.echo(f"key (shown once, give it to the client): {secret}")
+    click.echo(f"entry (add to auth.keys in configs/serving.yaml, or to PROPENSITY_API_KEYS): {key.entry()}")
+    info("the service stores only the SHA-256 of the key; clients send 'Authorization: Bearer <key>'")

@@ -18,12 +18,13 @@ from typing import Any
 from features.engagement import segment_for
 from features.errors import DataError
 from features.journey import machine_for
-from features.online import EventRecord, empty_features, from_epoch_us, normalize_event, to_epoch_us
+from features.online import empty_features, normalize_event, to_epoch_us
 from features.privacy import ForgetLedger
 from features.profile_store import ProfileStore
 from features.registry import FEATURE_NAMES
 from features.segment_config import SegmentsConfig
 from serving.config import ServingConfig
+from serving.guards import check_not_future
 from serving.scoring import (
     ExposureLog,
     ModelBatcher,
@@ -305,15 +306,6 @@ class PredictionEngine:
         existed = self.store.delete_user(user_id)
         self._states.pop(user_id, None)
         return {"user_id": user_id, "deleted": True, "existed": existed}
-
-
-def check_not_future(event: tuple[str, EventRecord], latest_us: int) -> tuple[str, EventRecord]:
-    """The event, unless it is later than ``latest_us`` (now + the allowed clock skew, epoch µs):
-    a device clock far ahead must never move a profile's history (compaction) forward."""
-    if event[1].ts > latest_us:
-        raise DataError(f"timestamp: {from_epoch_us(event[1].ts).isoformat()} is in the future "
-                        f"(later than {from_epoch_us(latest_us).isoformat()}, now + ingest.max_future_skew)")
-    return event
 
 
 def _number(value: Any) -> float | None:

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from features.errors import DataError
+from features.online import EventRecord, from_epoch_us
 from features.registry import CATEGORICAL_FEATURES, FEATURE_NAMES
 
 MAX_ID_CHARS = 256  # user_id, event_id, session_id, product_id: characters
@@ -149,3 +151,17 @@ def _check_feature(name: str, key: str, value: Any) -> None:
             raise BodyError(422, f"{name}: expected a number, got a string", name)
     elif key in _CATEGORICAL and not isinstance(value, int):
         raise BodyError(422, f"{name}: expected a string", name)
+
+
+class FutureEvent(DataError):
+    """An event later than now plus the allowed clock skew (``ingest.max_future_skew``)."""
+
+
+def check_not_future(event: tuple[str, EventRecord], latest_us: int) -> tuple[str, EventRecord]:
+    """The event, unless it is later than ``latest_us`` (now + the allowed clock skew, epoch µs):
+    a device clock far ahead must never move a profile's history (compaction) forward."""
+    if event[1].ts > latest_us:
+        latest = from_epoch_us(latest_us).isoformat()
+        raise FutureEvent(f"timestamp: {from_epoch_us(event[1].ts).isoformat()} is in the future "
+                          f"(later than {latest}, now + ingest.max_future_skew)")
+    return event

@@ -20,9 +20,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
+from serving.auth import Authenticator, new_key
 from serving.config import ServingConfig
 from serving.loader import build_engine, load_model
-from serving.auth import Authenticator, new_key
 from serving.protection import ProtectionMiddleware, TokenBuckets
 from serving.scoring import variant_for
 from training.model import ConversionPyfunc
