@@ -10,13 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from features.errors import ConfigError, PropensityError
-from features.privacy import forgotten_users, resolve_ledger
+from features.privacy import apply_ledger, forgotten_users, open_ledger, resolve_ledger
 from features.profile_store import make_profile_store
 from features.redact import redact
 from serving.auth import insecure_from_env, is_loopback, load_keys
 from serving.loader import ENV_SETTINGS, check_model, preload_users, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_ledger_and_apply(store: Any, ledger: str) -> None:
+    """Tombstone the ledger's users in ``store`` before anything is preloaded into it."""
+    opened = open_ledger(ledger)
+    try:
+        apply_ledger(store, opened)
+    finally:
+        opened.close()
 
 
 def check_exposure(host: str, has_keys: bool, insecure: bool) -> None:
@@ -48,6 +57,7 @@ def server_settings(model_uri: str | None = None, users_path: str | None = None,
         store = make_profile_store(cfg.store)
         if not store.ping():
             raise PropensityError(f"store: Redis at {redact(cfg.store.redis_url)} does not answer")
+        open_ledger_and_apply(store, ledger)
         n = preload_users(store, users_path, cfg.consent_default, forgotten_users(ledger))
         store.close()
         settings["users_preloaded"] = True

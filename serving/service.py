@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.privacy import apply_ledger, open_ledger, resolve_ledger
 from serving.auth import Authenticator, insecure_from_env, load_keys
-from serving.errors import error_response, install_log_filter
+from serving.errors import error_response, install_log_filter, is_store_outage, logger
 from serving.loader import build_engine, resolve_config, settings_from_env
 from serving.protection import ProtectionMiddleware, install_metrics_templates
 
@@ -89,8 +89,13 @@ class PropensityService:
         self.engine = build_engine(SETTINGS)
         # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
         self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
-        if _CFG.store.backend == "inprocess":  # a fresh store starts with the ledger's deletions
+        try:  # the store starts with every deletion of the ledger (a fresh or a flushed store)
             apply_ledger(self.engine.store, self.ledger)
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            logger.warning("profile store down at start-up: the forget ledger is applied by the "
+                           "online paths' tombstones once it answers")
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
         # every later full collection from scanning millions of objects (p99 latency spikes).
         gc.collect()
