@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -38,6 +38,8 @@ from features.profile_store import ProfileStore
 from features.redact import redact
 from serving.guards import BodyError, FutureEvent, Limits, check_not_future, parse_json
 
+_CONNECTION_PARAMS = frozenset({"socket_timeout", "socket_connect_timeout", "health_check_interval",
+                                "client_name", "db", "username", "password"})
 _BACKOFF_S = (0.5, 10.0)  # first wait and cap of the reconnection back-off, seconds
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -58,13 +60,16 @@ class StreamSource:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"--stream: expected a redis:// URL, got '{redact(url)}'")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = sorted(set(query) - {"stream", "group", "consumer"})
+        # TLS and timeout options belong to the Redis connection (rediss://...?ssl_ca_certs=...).
+        passed = {k: v for k, v in query.items() if k.startswith("ssl_") or k in _CONNECTION_PARAMS}
+        unknown = sorted(set(query) - {"stream", "group", "consumer"} - set(passed))
         if unknown:
-            raise ConfigError(f"--stream: unknown URL parameter '{unknown[0]}' (stream, group, consumer)")
+            raise ConfigError(f"--stream: unknown URL parameter '{unknown[0]}' "
+                              "(stream, group, consumer, ssl_*, socket_timeout, ...)")
         if not query.get("stream"):
             raise ConfigError("--stream: the URL needs ?stream=<key>")
         name = consumer or query.get("consumer")
-        base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passed), ""))
         kwargs: dict[str, Any] = {"redis_url": base, "stream": query["stream"],
                                   "group": query.get("group", "propensity")}
         if name:

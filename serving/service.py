@@ -94,8 +94,7 @@ class PropensityService:
         except Exception as exc:
             if not is_store_outage(exc):
                 raise
-            logger.warning("profile store down at start-up: the forget ledger is applied by the "
-                           "online paths' tombstones once it answers")
+            logger.warning("profile store down at start-up: answering 503 until it is back")
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
         # every later full collection from scanning millions of objects (p99 latency spikes).
         gc.collect()

@@ -82,13 +82,29 @@ def start_server(workdir: Path, args: list[str], env: dict[str, str] | None = No
     return proc, url
 
 
-def start_redis(workdir: Path, port: int | None = None, password: str | None = None) -> tuple[Process, int]:
-    """A private redis-server (append-only, fsync always: a SIGKILL loses no acknowledged write)."""
+def tls_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (openssl)."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def start_redis(workdir: Path, port: int | None = None, password: str | None = None,
+                tls: tuple[Path, Path] | None = None) -> tuple[Process, int]:
+    """A private redis-server (append-only, fsync always: a SIGKILL loses no acknowledged write);
+    with ``tls`` (certificate, key) it speaks TLS only."""
     port = port or free_port()
     data = workdir / f"redis-{port}"
     data.mkdir(exist_ok=True)
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+    cmd = ["redis-server", "--bind", "127.0.0.1", "--dir", str(data),
            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
+    if tls:
+        cmd += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls[0]),
+                "--tls-key-file", str(tls[1]), "--tls-ca-cert-file", str(tls[0]), "--tls-auth-clients", "no"]
+    else:
+        cmd += ["--port", str(port)]
     if password:
         cmd += ["--requirepass", password]
     proc = Process(cmd, workdir / f"redis-{port}.log")

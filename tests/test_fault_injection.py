@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from server_support import ROOT, Process, free_port, start_redis, start_server, wait_until
+from server_support import ROOT, Process, free_port, start_redis, start_server, tls_certificate, wait_until
 from test_serving_helpers import clean_frames, make_shop, train_model
 
 from features.profile_redis import RedisProfileStore
@@ -167,3 +167,30 @@ def test_redis_killed_under_load_gives_503s_loses_and_doubles_nothing(tmp_path: 
         assert PASSWORD not in text, log
         assert "Traceback" not in text, text[-3000:]
     assert "retrying in" in consumer.log.read_text()  # it saw the outage and reconnected
+
+
+def test_a_password_protected_tls_redis_works_for_the_store_and_the_consumer(tmp_path: Path) -> None:
+    from serving.consumer import StreamConsumer, StreamSource
+
+    cert, key = tls_certificate(tmp_path)
+    proc, port = start_redis(tmp_path, password=PASSWORD, tls=(cert, key))
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    try:
+        store = RedisProfileStore(url, PREFIX)
+        assert store.ping()
+        r = redis.Redis.from_url(url)
+        event = {"event_id": "tls-1", "user_id": "t", "event": "page_view",
+                 "timestamp": (NOW - timedelta(hours=1)).isoformat()}
+        r.xadd("s", {"json": json.dumps(event)})
+        source = StreamSource.from_url(f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?stream=s&ssl_ca_certs={cert}")
+        consumer = StreamConsumer(source, store, block_ms=50)
+        stats = consumer.run(exit_when_idle_s=0.2)
+        consumer.close()
+        assert stats.applied == 1 and [e.event_id for e in store.get_profile("t").events] == ["tls-1"]
+        plain = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=2)
+        with pytest.raises(redis.ConnectionError):
+            plain.ping()  # the server really speaks TLS only
+        store.close()
+        r.close()
+    finally:
+        proc.stop()

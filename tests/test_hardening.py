@@ -275,6 +275,27 @@ def test_finding3_without_keys_only_loopback_is_served() -> None:
     check_exposure("::1", has_keys=False, insecure=False)
 
 
+@pytest.mark.redis
+def test_finding3_the_rate_limit_is_shared_by_all_workers_through_redis(redis_url: str,
+                                                                       redis_prefix: str) -> None:
+    import asyncio
+
+    from serving.protection import RedisTokenBuckets
+
+    async def takes() -> list[float]:
+        workers = [RedisTokenBuckets(redis_url, redis_prefix, rate_per_s=0.5, burst=4) for _ in range(2)]
+        waits = [await workers[i % 2].take_async("engine") for i in range(6)]
+        waits.append(await workers[0].take_async("other-client"))
+        for w in workers:
+            await w._r.aclose()
+        return waits
+
+    waits = asyncio.run(takes())
+    assert waits[:4] == [0.0] * 4  # the burst is shared: 4 requests over both workers, not 4 each
+    assert all(w > 0 for w in waits[4:6]) and waits[6] == 0.0
+    redis.Redis.from_url(redis_url).delete(f"{redis_prefix}rl:engine", f"{redis_prefix}rl:other-client")
+
+
 # -- 5. and 6. bad input and unbounded work ---------------------------------------------------------
 
 

@@ -235,4 +235,5 @@ def test_no_5xx_from_any_input_fuzzing_the_openapi_schema(served: Served) -> Non
                 continue
             fuzzed.add(f"{operation.method.upper()} {operation.path}")
     assert not failures, failures[:5]
-    assert {"POST /predict", "POST /predict_batch", "POST /events"} <= fuzzed
+    assert {"POST /predict", "POST /predict_batch", "POST /events", "PUT /users/{user_id}",
+            "GET /users/{user_id}", "DELETE /users/{user_id}"} <= fuzzed, fuzzed
