@@ -107,7 +107,9 @@ class PropensityService:
     async def predict(self, user_id: str | None = None, context: dict[str, Any] | None = None,
                       features: dict[str, Any] | None = None, as_of: datetime | None = None,
                       debug: bool = False) -> Any:
-        """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision."""
+        """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision.
+
+        Scope: ``predict``."""
         try:
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
             return JSONResponse(await self.engine.predict_async({
@@ -118,7 +120,7 @@ class PropensityService:
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
-        """``/predict`` for a list of requests; the answers come back in the same order."""
+        """``/predict`` for a list of requests (at most ``max_batch``), same order. Scope: ``predict``."""
         try:
             return JSONResponse(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
         except Exception as exc:
@@ -126,7 +128,7 @@ class PropensityService:
 
     @bentoml.api(route="/events")
     async def events(self, events: list[EventIn], /) -> Any:
-        """Apply events to the live profiles at once, idempotently by event_id."""
+        """Apply events to the live profiles at once, idempotently by event_id. Scope: ``ingest``."""
         try:
             return JSONResponse(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
         except Exception as exc:
@@ -134,7 +136,9 @@ class PropensityService:
 
     @users_app.put("/{user_id}")
     async def put_user(self, user_id: str, body: UserIn) -> Any:
-        """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent)."""
+        """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent).
+
+        A deleted user needs ``{"consent": true, "reconsent_reason": ...}`` (else 409). Scope: ``admin``."""
         try:
             return self.engine.put_user(user_id, body.model_dump(exclude_unset=True), self.ledger)
         except Exception as exc:
@@ -142,7 +146,7 @@ class PropensityService:
 
     @users_app.get("/{user_id}")
     async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
-        """The live profile and its feature vector at ``as_of`` (default now)."""
+        """The live profile and its feature vector at ``as_of`` (default now). Scope: ``admin``."""
         try:
             return self.engine.get_user(user_id, as_of)
         except Exception as exc:
