@@ -309,6 +309,33 @@ def apply_ledger(store: ProfileStore, ledger: ForgetLedger) -> int:
     return n
 
 
+class LedgerSync:
+    """Keeps a running service's store in step with a file ledger other processes append to
+    (``propensity forget`` next to a service with an in-process store).
+
+    :meth:`sync` costs one ``stat`` when nothing changed. A Redis ledger needs no syncing: every
+    writer tombstones the shared store itself.
+    """
+
+    def __init__(self, ledger: ForgetLedger) -> None:
+        self.ledger = ledger
+        self._seen: tuple[int, int] | None = None
+
+    def sync(self, store: ProfileStore) -> int:
+        """Tombstone users forgotten since the last call; returns how many."""
+        if not isinstance(self.ledger, FileLedger):
+            return 0
+        try:
+            stat = self.ledger.path.stat()
+        except FileNotFoundError:
+            return 0
+        mark = (stat.st_mtime_ns, stat.st_size)
+        if mark == self._seen:
+            return 0
+        self._seen = mark
+        return apply_ledger(store, self.ledger)
+
+
 def scrub_forgotten(frame: Any, forgotten: set[str]) -> Any:
     """A Polars frame without the rows of forgotten users (for quarantine files)."""
     import polars as pl

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.privacy import apply_ledger, open_ledger, resolve_ledger
+from features.privacy import LedgerSync, apply_ledger, open_ledger, resolve_ledger
 from serving.auth import Authenticator, insecure_from_env, load_keys
 from serving.errors import error_response, install_log_filter, is_store_outage, logger
 from serving.loader import build_engine, resolve_config, settings_from_env
@@ -89,6 +89,7 @@ class PropensityService:
         self.engine = build_engine(SETTINGS)
         # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
         self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
+        self.ledger_sync = LedgerSync(self.ledger)
         try:  # the store starts with every deletion of the ledger (a fresh or a flushed store)
             apply_ledger(self.engine.store, self.ledger)
         except Exception as exc:
@@ -111,6 +112,7 @@ class PropensityService:
 
         Scope: ``predict``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
             return JSONResponse(await self.engine.predict_async({
                 "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
@@ -122,6 +124,7 @@ class PropensityService:
     async def predict_batch(self, requests: list[PredictRequest], /) -> Any:
         """``/predict`` for a list of requests (at most ``max_batch``), same order. Scope: ``predict``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return JSONResponse(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
         except Exception as exc:
             return error_response(exc)
@@ -130,6 +133,7 @@ class PropensityService:
     async def events(self, events: list[EventIn], /) -> Any:
         """Apply events to the live profiles at once, idempotently by event_id. Scope: ``ingest``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return JSONResponse(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
         except Exception as exc:
             return error_response(exc)
@@ -140,6 +144,7 @@ class PropensityService:
 
         A deleted user needs ``{"consent": true, "reconsent_reason": ...}`` (else 409). Scope: ``admin``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return self.engine.put_user(user_id, body.model_dump(exclude_unset=True), self.ledger)
         except Exception as exc:
             return error_response(exc)
@@ -148,6 +153,7 @@ class PropensityService:
     async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
         """The live profile and its feature vector at ``as_of`` (default now). Scope: ``admin``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return self.engine.get_user(user_id, as_of)
         except Exception as exc:
             return error_response(exc)

@@ -88,6 +88,20 @@ def test_finding1_reconsent_is_explicit_and_recorded(tmp_path: Path) -> None:
     assert engine.ingest([_event(1, "u1", NOW - timedelta(hours=1))])["applied"] == 1
 
 
+def test_finding1_a_forget_from_another_process_reaches_a_running_in_process_store(tmp_path: Path) -> None:
+    from features.privacy import LedgerSync
+
+    store, ledger_path = InProcessProfileStore(), tmp_path / "ledger.jsonl"
+    engine, sync = _engine(store), LedgerSync(FileLedger(ledger_path))
+    engine.put_user("u1", {"loyalty_tier": "gold"})
+    assert sync.sync(store) == 0
+    forget_user("u1", ledger_path)  # `propensity forget u1` while the service runs
+    assert sync.sync(store) == 1 and sync.sync(store) == 0
+    with pytest.raises(ForgottenUser):
+        engine.put_user("u1", {"loyalty_tier": "gold"})
+    assert engine.get_user("u1")["deleted"] is True
+
+
 def test_finding1_the_ledger_location_does_not_depend_on_the_working_folder(tmp_path: Path) -> None:
     env = {**os.environ, "PROPENSITY_HOME": "relative-home", "PYTHONPATH": str(ROOT)}
     code = ("from features.privacy import resolve_ledger; from features.profile_store import "

@@ -141,7 +141,9 @@ BAD_INPUTS = [
     ("POST", "/events", b'[{"event_id": "e", "user_id": "u", "event": "x", "timestamp": "2026-13-45"}]'),
     ("POST", "/predict", b'{"user_id": "u", "as_of": "9999-99-99"}'),
     ("PUT", "/users/u9", b'{"signup_date": "yesterday"}'), ("PUT", "/users/u9", b'{"age": 1000}'),
-    ("GET", "/users/u9?as_of=never", b""),
+    ("GET", "/users/u9?as_of=never", b""), ("GET", "/predict", b""), ("POST", "/no-such-route", b"{}"),
+    ("POST", "/predict", b'{"user_id": "u", "debug": "yes please"}'),
+    ("POST", "/predict_batch", b'[{"user_id": "u", "colour": "red"}]'),
 ]
 
 
