@@ -12,6 +12,7 @@ started insecure (``--insecure`` / ``PROPENSITY_INSECURE=1``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -99,6 +100,7 @@ def insecure_from_env() -> bool:
     return os.environ.get(ENV_INSECURE, "").strip().lower() in ("1", "true", "yes")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
     if host == "localhost":
@@ -139,9 +141,12 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def check(self, path: str, authorization: str | None, peer: str | None) -> Decision:
-        """Who is calling and whether they may: 401 without a valid key, 403 for a wrong scope."""
-        needed = scope_for(path)
+    def check(self, path: str, authorization: str | None, peer: str | None,
+              needed: str | None = "") -> Decision:
+        """Who is calling and whether they may: 401 without a valid key, 403 for a wrong scope.
+
+        ``needed`` is the path's scope when the caller already has it (:func:`scope_for`)."""
+        needed = scope_for(path) if needed == "" else needed
         if not self.keys:
             if needed is not None and not self.insecure and not is_loopback(peer or ""):
                 return Decision(None, 403, "no API keys are configured: only loopback clients are served")

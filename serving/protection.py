@@ -154,12 +154,13 @@ class ProtectionMiddleware:
         scope["path"] = path
         headers = dict(scope.get("headers") or [])
         peer = str((scope.get("client") or ("",))[0])
-        decision = self.auth.check(path, headers.get(b"authorization", b"").decode("latin-1"), peer)
+        needed = scope_for(path)
+        decision = self.auth.check(path, headers.get(b"authorization", b"").decode("latin-1"), peer, needed)
         if decision.client is None:
             await send_json(send, decision.status, error_body(decision.error, "authorization"),
                             [(b"www-authenticate", b"Bearer")] if decision.status == 401 else [])
             return
-        if scope_for(path) is None:  # probes, metrics, docs: open and never limited
+        if needed is None:  # probes, metrics, docs: open and never limited
             await self.app(scope, receive, send)
             return
         if self.buckets is not None:
