@@ -75,37 +75,56 @@ def features(events_path: Path, users_path: Path | None, as_of: datetime, horizo
 
 
 @click.command(help="Record a privacy deletion: removed from a shared (Redis) online store, left out of "
-                    "later feature builds.")
-@click.argument("user_id")
+                    "later feature builds and refused by every online path. `--undo ID --reason TEXT` "
+                    "records an explicit re-consent instead.")
+@click.argument("user_id", required=False)
+@click.option("--undo", "undo_id", default=None, metavar="ID", help="Re-consent: register this user again.")
+@click.option("--reason", default=None, help="Why the user is registered again (required with --undo).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Feature config YAML naming the ledger [configs/features.yaml].")
 @click.option("--serving-config", "serving_config_path", type=click.Path(path_type=Path), default=None,
               help="Serving config YAML naming the online store [configs/serving.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def forget(user_id: str, config_path: Path | None, serving_config_path: Path | None, as_json: bool) -> None:
-    from features.build_config import ledger_path, load_features_config
-    from features.privacy import forget_everywhere
+def forget(user_id: str | None, undo_id: str | None, reason: str | None, config_path: Path | None,
+           serving_config_path: Path | None, as_json: bool) -> None:
+    from features.build_config import load_features_config
+    from features.errors import PropensityError
+    from features.privacy import forget_everywhere, reconsent_everywhere, resolve_ledger
     from features.profile_store import make_profile_store
     from serving.config import load_serving_config
 
+    if (user_id is None) == (undo_id is None):
+        raise PropensityError("forget: give a USER_ID to forget, or --undo ID --reason TEXT")
+    if undo_id is not None and not (reason or "").strip():
+        raise PropensityError("--reason: required with --undo (who asked to be registered again, and why)")
     store_cfg = load_serving_config(serving_config_path).store
-    # An in-process store lives inside the running service: DELETE /users/{id} reaches it.
+    ledger = resolve_ledger(load_features_config(config_path), store_cfg)
+    # An in-process store lives inside the running service: /users/{id} reaches it.
     store = make_profile_store(store_cfg) if store_cfg.backend != "inprocess" else None
     try:
-        outcome = forget_everywhere(user_id, ledger_path(load_features_config(config_path)), store)
+        if undo_id is not None:
+            record = reconsent_everywhere(undo_id, str(reason), ledger, store)
+            removed = None
+        else:
+            outcome = forget_everywhere(str(user_id), ledger, store)
+            record, removed = outcome.record, outcome.removed_from_store
     finally:
         if store is not None:
             store.close()
-    record = outcome.record
     if as_json:
-        emit_json({"user_id": record.user_id, "forgotten_at": record.forgotten_at.isoformat(),
+        emit_json({"user_id": record.user_id, "action": record.action,
+                   "forgotten_at": record.forgotten_at.isoformat(), "reason": record.reason,
                    "ledger": str(record.ledger_path), "online_store": store_cfg.backend,
-                   "removed_from_store": outcome.removed_from_store})
+                   "removed_from_store": removed})
+        return
+    if undo_id is not None:
+        click.echo(f"re-consent of {record.user_id} recorded in {record.ledger_path}; "
+                   "the user can be registered and personalised again")
         return
     click.echo(f"forgot {record.user_id}: recorded in {record.ledger_path}; "
                "later feature builds leave the user out")
     if store is None:
         click.echo("online store is in-process: a running service forgets the user on DELETE /users/{id}")
     else:
-        state = "removed" if outcome.removed_from_store else "not present"
+        state = "removed" if removed else "not present"
         click.echo(f"online store ({store_cfg.backend}): profile {state}")

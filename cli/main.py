@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "consume": ("cli.serve", "consume", "Apply events from a Redis Stream to the live profile store."),
     "build": ("cli.serve", "build", "Build a bento that carries the model (serves it anywhere)."),
     "ab": ("cli.ab", "ab", "A/B test planning and analysis."),
+    "keys": ("cli.serve", "keys", "API keys of the HTTP service."),
 }
 
 

@@ -28,15 +28,21 @@ def _store_overrides(backend: str | None, redis_url: str | None, key_prefix: str
               help="Profile store backend (overrides the config).")
 @click.option("--redis-url", default=None, help="Redis URL of the profile store.")
 @click.option("--key-prefix", default=None, help="Key prefix of the Redis profile store.")
+@click.option("--insecure", is_flag=True,
+              help="Serve without API keys on a non-loopback --host (also PROPENSITY_INSECURE=1).")
 def serve(model_uri: str | None, tracking_uri: str | None, port: int, host: str, users_path: str | None,
           workers: int, config_path: str | None, backend: str | None, redis_url: str | None,
-          key_prefix: str | None) -> None:
-    """Start the HTTP prediction service (BentoML)."""
+          key_prefix: str | None, insecure: bool) -> None:
+    """Start the HTTP prediction service (BentoML).
+
+    With API keys (auth.keys in the config or PROPENSITY_API_KEYS) every route but the probes and
+    /metrics needs `Authorization: Bearer KEY`; without keys it only listens on loopback.
+    """
     from serving.runner import run_server
 
     run_server(model_uri=model_uri, host=host, port=port, users_path=users_path, workers=workers,
                config_path=config_path, store_overrides=_store_overrides(backend, redis_url, key_prefix),
-               announce=info, tracking_uri=tracking_uri)
+               announce=info, tracking_uri=tracking_uri, insecure=insecure)
 
 
 @click.command()
@@ -67,7 +73,8 @@ def consume(stream_url: str, config_path: str | None, redis_url: str | None, key
                                 exit_when_idle_s=exit_when_idle)
     info(f"read {stats.read} entries: {stats.applied} applied, {stats.duplicates} duplicates, "
          f"{stats.dropped_deleted} of deleted users, {stats.dead_letters} dead letters "
-         f"({stats.claimed} reclaimed) in {stats.seconds:.1f} s")
+         f"({stats.future_dated} future-dated; {stats.claimed} reclaimed; {stats.reconnects} reconnections) "
+         f"in {stats.seconds:.1f} s")
     if as_json:
         emit_json(dict(stats.__dict__))
 
@@ -91,3 +98,25 @@ def build(model_uri: str | None, tracking_uri: str | None, config_path: str | No
     info(f"container image: bentoml containerize {result.bento_tag}")
     if as_json:
         emit_json(result.to_json())
+
+
+@click.group()
+def keys() -> None:
+    """API keys of the HTTP service (scopes: predict, ingest, admin)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Client name (rate limits and logs use it).")
+@click.option("--scopes", required=True, help="Comma-separated: predict, ingest, admin.")
+@click.option("--json", "as_json", is_flag=True, help="Print the key and its entry as JSON.")
+def keys_create(name: str, scopes: str, as_json: bool) -> None:
+    """Print a new key once, and the hashed entry to add to auth.keys or PROPENSITY_API_KEYS."""
+    from serving.auth import new_key
+
+    secret, key = new_key(name, scopes)
+    if as_json:
+        emit_json({"name": key.name, "scopes": sorted(key.scopes), "key": secret, "entry": key.entry()})
+        return
+    click.echo(f"key (shown once, give it to the client): {secret}")
+    click.echo(f"entry (add to auth.keys in configs/serving.yaml, or to PROPENSITY_API_KEYS): {key.entry()}")
+    info("the service stores only the SHA-256 of the key; clients send 'Authorization: Bearer <key>'")

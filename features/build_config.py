@@ -65,7 +65,9 @@ class IngestConfig(StrictModel):
 
 
 class PrivacyConfig(StrictModel):
-    ledger_path: str | None = None  # None: <work_dir>/privacy/forget_ledger.jsonl
+    # None: in the online store's Redis when it is Redis, else <work_dir>/privacy/forget_ledger.jsonl;
+    # a path, or a redis:// URL (optionally #key-prefix). See features.privacy.resolve_ledger.
+    ledger_path: str | None = None
 
 
 class SparkConfig(StrictModel):
@@ -118,9 +120,11 @@ def load_features_config(path: str | Path | None = None) -> FeaturesConfig:
 
 
 def ledger_path(config: FeaturesConfig | None = None) -> Path:
-    """The forget ledger: ``privacy.ledger_path`` or ``<work_dir>/privacy/forget_ledger.jsonl``."""
+    """The forget ledger file: ``privacy.ledger_path`` or ``<work_dir>/privacy/forget_ledger.jsonl``,
+    absolute (every process resolves the same file whatever its working folder). Where the ledger
+    really lives (it may be Redis) is :func:`features.privacy.resolve_ledger`."""
     if config is None:
         config = load_features_config()
     if config.privacy.ledger_path:
-        return Path(config.privacy.ledger_path)
-    return work_dir() / "privacy" / "forget_ledger.jsonl"
+        return Path(config.privacy.ledger_path).expanduser().absolute()
+    return (work_dir() / "privacy" / "forget_ledger.jsonl").absolute()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from features.build_config import FeaturesConfig, format_duration, ledger_path, load_features_config
+from features.build_config import FeaturesConfig, format_duration, load_features_config
 from features.dataset import file_digest, metadata_path, write_snapshot
 from features.engine import make_engine
 from features.ingest import (
@@ -23,7 +23,7 @@ from features.ingest import (
     validate_users,
     write_quarantine,
 )
-from features.privacy import forgotten_users
+from features.privacy import forgotten_users, resolve_ledger, scrub_forgotten
 from features.snapshot import SNAPSHOT_EVENT_COLUMNS, snapshot_times
 
 Progress = Callable[[str], None]
@@ -99,13 +99,15 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
                                consent_default=cfg.ingest.consent_default,
                                age_range=(cfg.ingest.age_min, cfg.ingest.age_max))
         parts.append(users)
+    forgotten = forgotten_users(resolve_ledger(cfg))
     q_path = quarantine_path_for(out)
-    quarantined = write_quarantine(parts, q_path)
+    # The quarantine file keeps raw rows: forgotten users' rows are left out of it too.
+    quarantined = write_quarantine([replace(p, quarantine=scrub_forgotten(p.quarantine, forgotten))
+                                    for p in parts], q_path)
     for part in parts:
         check_bad_share(part, cfg.ingest.max_bad_share, q_path if quarantined else None)
     say(f"{events.clean.height} clean events, {events.duplicates} duplicates, {quarantined} rows quarantined")
 
-    forgotten = forgotten_users(ledger_path(cfg))
     say(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
     feature_set = cfg.feature_set
     with make_engine(cfg) as engine:

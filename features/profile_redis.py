@@ -24,7 +24,8 @@ import redis
 
 from features.errors import ConfigError
 from features.online import CompactedHistory, EventRecord, UserProfile, normalize_attributes
-from features.profile_store import ProfileStore, WriteResult
+from features.profile_store import ForgottenUser, ProfileStore, WriteResult
+from features.redact import redact
 
 # KEYS: dedup, events zset, meta hash, tombstone, users set, clock
 # ARGV: ts (µs), record JSON, dedup ttl (s), retention (µs), user_id
@@ -67,10 +68,12 @@ redis.call('HSET', KEYS[3], 'c:n', int(n), 'c:purchases', int(purchases),
 return 1
 """
 
-# KEYS: meta hash, tombstone, users set, clock; ARGV: user_id, then attribute/JSON pairs
+# KEYS: meta hash, tombstone, users set, clock; ARGV: user_id, reconsent (1/0), attribute/JSON pairs.
+# Returns 0 (nothing written) for a deleted user without re-consent.
 _UPSERT_USER = """
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], 'a:' .. ARGV[i], ARGV[i + 1]) end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], 'a:' .. ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'v', redis.call('INCR', KEYS[4]))
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
@@ -106,9 +109,11 @@ class RedisProfileStore(ProfileStore):
                  retention_days: float = 90.0, dedup_ttl_days: float = 90.0) -> None:
         super().__init__(retention_days, dedup_ttl_days)
         try:
-            self._r = redis.Redis.from_url(url, decode_responses=True)
+            # Short timeouts: an outage must become a prompt 503, not a request hanging for minutes.
+            self._r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0,
+                                           socket_timeout=5.0, health_check_interval=10)
         except ValueError as exc:
-            raise ConfigError(f"store.redis_url: {exc}") from None
+            raise ConfigError(f"store.redis_url: {redact(str(exc))}") from None
         self.prefix = key_prefix
         self._add = self._r.register_script(_ADD_EVENT)
         self._upsert = self._r.register_script(_UPSERT_USER)
@@ -155,13 +160,15 @@ class RedisProfileStore(ProfileStore):
         deleted, v = pipe.execute()
         return int(deleted if deleted is not None else (v or 0))
 
-    def upsert_user(self, user_id: str, attributes: Mapping[str, Any]) -> UserProfile:
+    def upsert_user(self, user_id: str, attributes: Mapping[str, Any], *,
+                    reconsent: bool = False) -> UserProfile:
         clean = normalize_attributes(attributes)
         _, meta, tomb = self._keys(user_id)
-        pairs: list[str] = [user_id]
+        pairs: list[str] = [user_id, "1" if reconsent else "0"]
         for k, v in clean.items():
             pairs += [k, json.dumps(v)]
-        self._upsert(keys=[meta, tomb, f"{self.prefix}users", f"{self.prefix}clock"], args=pairs)
+        if not self._upsert(keys=[meta, tomb, f"{self.prefix}users", f"{self.prefix}clock"], args=pairs):
+            raise ForgottenUser(user_id)
         return self.get_profile(user_id)
 
     def delete_user(self, user_id: str) -> bool:

@@ -15,7 +15,8 @@ backend keeps these guarantees (the shared suite tests/test_profile_store.py che
 - **Thread safety**: one store object may be shared by the threads of a process; writes to a user
   are atomic (a reader never sees half an update). The Redis backend is also safe across processes.
 - **Privacy**: ``delete_user`` removes attributes and events and leaves a tombstone; later events
-  of that user are dropped until the user is registered again with ``upsert_user``.
+  of that user are dropped and ``upsert_user`` refuses the user (:class:`ForgottenUser`) until an
+  explicit re-consent (``upsert_user(..., reconsent=True)``, recorded in the forget ledger first).
 
 Backends: :class:`InProcessProfileStore` (default, one process, not persistent) and
 :class:`features.profile_redis.RedisProfileStore` (shared by many serving replicas).
@@ -33,7 +34,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from features.config import StrictModel
-from features.errors import ConfigError
+from features.errors import ConfigError, DataError
 from features.online import (
     US_PER_DAY,
     CompactedHistory,
@@ -51,6 +52,15 @@ class ProfileStoreConfig(StrictModel):
     key_prefix: str = Field(default="propensity:", description="prefix of every Redis key")
     retention_days: float = Field(default=90.0, gt=31.0, description="events kept one by one, days")
     dedup_ttl_days: float = Field(default=90.0, gt=0, description="how long an event_id is remembered")
+
+
+class ForgottenUser(DataError):
+    """An upsert of a user whose privacy deletion stands (re-consent is explicit)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user '{user_id}' was deleted (privacy); only an explicit re-consent "
+                         "({\"consent\": true, \"reconsent_reason\": ...}) registers the user again")
+        self.user_id = user_id
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,12 @@ class ProfileStore(abc.ABC):
         """A number that grows on every write to the user (0 for an unknown user)."""
 
     @abc.abstractmethod
-    def upsert_user(self, user_id: str, attributes: Mapping[str, Any]) -> UserProfile:
-        """Merge CRM attributes (keys of the users contract) into the profile; clears a deletion."""
+    def upsert_user(self, user_id: str, attributes: Mapping[str, Any], *,
+                    reconsent: bool = False) -> UserProfile:
+        """Merge CRM attributes (keys of the users contract) into the profile.
+
+        A deleted user raises :class:`ForgottenUser` unless ``reconsent`` (which clears the tombstone).
+        """
 
     @abc.abstractmethod
     def delete_user(self, user_id: str) -> bool:
@@ -101,11 +115,20 @@ class ProfileStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release in memory
         """Release connections."""
 
-    def upsert_users(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Upsert many CRM rows (each with ``user_id``); returns how many."""
+    def upsert_users(self, rows: Iterable[Mapping[str, Any]], skip: frozenset[str] = frozenset()) -> int:
+        """Upsert many CRM rows (each with ``user_id``); returns how many were stored.
+
+        Users in ``skip`` (the forget ledger) and users with a deletion tombstone are left out.
+        """
         n = 0
         for row in rows:
-            self.upsert_user(str(row["user_id"]), {k: v for k, v in row.items() if k != "user_id"})
+            user_id = str(row["user_id"])
+            if user_id in skip:
+                continue
+            try:
+                self.upsert_user(user_id, {k: v for k, v in row.items() if k != "user_id"})
+            except ForgottenUser:
+                continue
             n += 1
         return n
 
@@ -199,9 +222,12 @@ class InProcessProfileStore(ProfileStore):
             return state.version
         return self._deleted.get(user_id, 0)
 
-    def upsert_user(self, user_id: str, attributes: Mapping[str, Any]) -> UserProfile:
+    def upsert_user(self, user_id: str, attributes: Mapping[str, Any], *,
+                    reconsent: bool = False) -> UserProfile:
         clean = normalize_attributes(attributes)
         with self._lock:
+            if user_id in self._deleted and not reconsent:
+                raise ForgottenUser(user_id)
             self._deleted.pop(user_id, None)
             state = self._users.get(user_id)
             if state is None:

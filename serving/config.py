@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from features.config import StrictModel, load_config
 from features.profile_store import ProfileStoreConfig
@@ -20,12 +21,32 @@ class CacheConfig(StrictModel):
 
 
 class RateLimitConfig(StrictModel):
-    """Per-client token bucket (client = the ``client_header`` value, else the peer address)."""
+    """Per-client token bucket; the client is the API key's name (the peer address without keys),
+    never a header the client chooses. Shared by all workers through Redis when the store is Redis."""
 
     enabled: bool = False
     rate_per_s: float = Field(default=200.0, gt=0)
     burst: float = Field(default=400.0, ge=1)
-    client_header: str = "x-client-id"
+
+
+class AuthConfig(StrictModel):
+    """API keys (``name:scope+scope:sha256hex``, serving/auth.py); ``PROPENSITY_API_KEYS`` replaces them."""
+
+    keys: list[str] = Field(default_factory=list, description="hashed key entries; [] = loopback only")
+
+
+class OnlineIngestConfig(StrictModel):
+    """Checks on events arriving online (``/events`` and the stream consumer)."""
+
+    max_future_skew: timedelta = Field(default=timedelta(days=1),
+                                       description="events later than now + this are refused (e.g. 1d, 2h)")
+
+    @field_validator("max_future_skew", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        from features.build_config import parse_duration
+
+        return parse_duration(value if isinstance(value, timedelta) else str(value))
 
 
 class ExperimentConfig(StrictModel):
@@ -64,6 +85,8 @@ class ServingConfig(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ingest: OnlineIngestConfig = Field(default_factory=OnlineIngestConfig)
     default_decision: str = "default"
     access_log: bool = Field(default=True, description="BentoML access log line per request")
     gc_every_s: float = Field(default=1.0, ge=0, le=3600,

@@ -20,9 +20,11 @@ from features.errors import DataError
 from features.feature_set import feature_set_of_models
 from features.journey import machine_for
 from features.online import empty_features, normalize_event, to_epoch_us
+from features.privacy import ForgetLedger
 from features.profile_store import ProfileStore
 from features.segment_config import SegmentsConfig
 from serving.config import ServingConfig
+from serving.guards import check_not_future
 from serving.scoring import (
     ExposureLog,
     ModelBatcher,
@@ -255,9 +257,10 @@ class PredictionEngine:
         if len(events) > self.cfg.max_batch:
             raise DataError(f"events: at most {self.cfg.max_batch} events per request, got {len(events)}")
         parsed = []
+        latest_us = _now_us() + int(self.cfg.ingest.max_future_skew.total_seconds() * 1_000_000)
         for i, event in enumerate(events):
             try:
-                parsed.append(normalize_event(event))
+                parsed.append(check_not_future(normalize_event(event), latest_us))
             except DataError as exc:
                 if self.metrics is not None:
                     self.metrics.events(refused=len(events))
@@ -268,9 +271,22 @@ class PredictionEngine:
         return {"received": len(events), "applied": result.applied, "duplicates": result.duplicates,
                 "dropped_deleted": result.dropped_deleted}
 
-    def put_user(self, user_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
-        """Upsert CRM attributes; returns the stored attributes."""
-        profile = self.store.upsert_user(user_id, attributes)
+    def put_user(self, user_id: str, attributes: Mapping[str, Any],
+                 ledger: ForgetLedger | None = None) -> dict[str, Any]:
+        """Upsert CRM attributes; returns the stored attributes.
+
+        A deleted user is refused (:class:`ForgottenUser`) unless the body is an explicit re-consent
+        (``consent`` true and a ``reconsent_reason``), which is recorded in ``ledger`` first.
+        """
+        attrs = dict(attributes)
+        reason = attrs.pop("reconsent_reason", None)
+        if reason is not None:
+            if attrs.get("consent") is not True:
+                raise DataError("consent: a re-consent needs \"consent\": true")
+            if ledger is None:
+                raise DataError("reconsent_reason: this service has no forget ledger")
+            ledger.reconsent(user_id, str(reason))
+        profile = self.store.upsert_user(user_id, attrs, reconsent=reason is not None)
         return {"user_id": user_id, "attributes": profile.attributes}
 
     def get_user(self, user_id: str, as_of: str | None = None) -> dict[str, Any]:
@@ -290,12 +306,16 @@ class PredictionEngine:
             "features": json_ready(state.features(as_of_us, self.feature_set)) if profile.known else None,
         }
 
-    def delete_user(self, user_id: str, ledger: Callable[[str], Any] | None = None) -> dict[str, Any]:
-        """Privacy deletion: the store forgets the user; ``ledger`` records it for later feature builds."""
+    def delete_user(self, user_id: str, ledger: ForgetLedger | Callable[[str], Any] | None = None
+                    ) -> dict[str, Any]:
+        """Privacy deletion: ``ledger`` records it first (durable, for every later path), then the
+        store forgets the user."""
+        if isinstance(ledger, ForgetLedger):
+            ledger.forget(user_id)
+        elif ledger is not None:
+            ledger(user_id)
         existed = self.store.delete_user(user_id)
         self._states.pop(user_id, None)
-        if ledger is not None:
-            ledger(user_id)
         return {"user_id": user_id, "deleted": True, "existed": existed}
 
 

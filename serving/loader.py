@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError, PropensityError
+from features.errors import ConfigError
 from features.paths import work_dir
 from features.profile_store import ProfileStore, make_profile_store
 from features.segment_config import load_segments_config
@@ -88,13 +88,17 @@ def _rules(cfg: ServingConfig) -> Any:
     return load_rules(path).decide
 
 
-def preload_users(store: ProfileStore, users_path: str, consent_default: bool = True) -> int:
-    """Upsert every valid row of a users file (bad rows are skipped and counted by ingestion)."""
+def preload_users(store: ProfileStore, users_path: str, consent_default: bool = True,
+                  forgotten: set[str] | frozenset[str] = frozenset()) -> int:
+    """Upsert every valid row of a users file (bad rows are skipped and counted by ingestion).
+
+    Users in ``forgotten`` (the forget ledger) and users deleted in the store are left out.
+    """
     from features.ingest import ingest_users
 
     validated = ingest_users(users_path, consent_default=consent_default)
     rows = validated.clean.to_dicts()
-    return store.upsert_users(rows)
+    return store.upsert_users(rows, skip=frozenset(forgotten))
 
 
 def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | None = None,
@@ -111,10 +115,12 @@ def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | 
         challenger = load_model(cfg.experiment.challenger_model, cfg)
         exposures = ExposureLog(cfg.experiment.exposure_log or work_dir() / "exposures.jsonl")
     store = make_profile_store(cfg.store)
-    if not store.ping():
-        raise PropensityError(f"store: the {cfg.store.backend} profile store does not answer")
+    # A store down at start-up is not fatal: /readyz says 503 and requests get 503 until it answers.
     if settings.get("users_path") and not settings.get("users_preloaded"):
-        preload_users(store, settings["users_path"], cfg.consent_default)
+        from features.privacy import forgotten_users
+
+        forgotten = forgotten_users(settings.get("ledger"))
+        preload_users(store, settings["users_path"], cfg.consent_default, forgotten)
     segmenter = None
     if cfg.segmenter is not None:
         from features.segmenter import Segmenter

@@ -46,8 +46,9 @@ class _ForbidExtra(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _model(name: str, doc: str, fields: dict[str, ContractField], base: type[BaseModel]) -> type[BaseModel]:
-    definitions: dict[str, Any] = {n: _pydantic_field(f) for n, f in fields.items()}
+def _model(name: str, doc: str, fields: dict[str, ContractField], base: type[BaseModel],
+           **extra: tuple[Any, Any]) -> type[BaseModel]:
+    definitions: dict[str, Any] = {n: _pydantic_field(f) for n, f in fields.items()} | extra
     model: type[BaseModel] = create_model(name, __base__=base, __module__=__name__, __doc__=doc,
                                           **definitions)
     return model
@@ -60,4 +61,9 @@ else:
     EventIn = _model("EventIn", "One event of the data contract (unknown extra fields are ignored).",
                      EVENT_FIELDS, _IgnoreExtra)
     UserIn = _model("UserIn", "CRM attributes of the users contract; absent keys keep their stored value.",
-                    {n: f for n, f in user_fields().items() if n != "user_id"}, _ForbidExtra)
+                    {n: f for n, f in user_fields().items() if n != "user_id"}, _ForbidExtra,
+                    # not a CRM attribute: the reason a deleted user is registered again (the ledger keeps it)
+                    reconsent_reason=(str | None, Field(
+                        default=None, min_length=1, max_length=500,
+                        description="with consent true: registers a deleted user again (admin scope; "
+                                    "recorded in the forget ledger)")))

@@ -4,7 +4,9 @@ Start it with ``propensity serve`` (which passes its settings to the workers, se
 :mod:`serving.runner`), or ``bentoml serve serving.service:PropensityService`` with the defaults
 of configs/serving.yaml. Each worker loads the model, segments config and rules once, in
 ``__init__``; ``/readyz`` answers 200 only once that is done and the profile store answers.
-Invalid requests get 4xx JSON naming the field; anything else would be a bug (500).
+Invalid requests get 4xx JSON naming the field; while the profile store is down, 503 with
+``Retry-After``; anything else would be a bug (500). Keys, scopes, body bounds and the one error
+shape are enforced by :class:`serving.protection.ProtectionMiddleware`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from typing import Any, cast
 
 import bentoml
 from fastapi import FastAPI, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import DataError
+from features.privacy import LedgerSync, apply_ledger, open_ledger, resolve_ledger
 from serving import gc_policy
+from serving.auth import Authenticator, insecure_from_env, load_keys
 from serving.bento import carried_model
+from serving.errors import error_response, install_log_filter, is_store_outage, logger
 from serving.loader import build_engine, resolve_config, settings_from_env
 from serving.metrics import ServiceMetrics
-from serving.protection import ProtectionMiddleware
+from serving.protection import ProtectionMiddleware, install_metrics_templates
 from serving.requests import EventIn, UserIn
 from serving.responses import (
     DeleteResponse,
@@ -46,16 +49,18 @@ class PredictRequest(BaseModel):
     debug: bool = Field(default=False, description="include the feature vector in the answer")
 
 
-def _bad_request(exc: DataError) -> Any:  # a 4xx Response (routes declare their 200 model)
-    message = str(exc)
-    field, _, problem = message.partition(": ")
-    return JSONResponse({"error": message, "field": field if problem else None}, status_code=422)
+
+
+def _failure(exc: Exception) -> Any:  # a 4xx/503 Response; routes declare their 200 model
+    return error_response(exc)
 
 
 users_app = FastAPI(title="propensity users", description=PACKAGE_DESCRIPTION)
 SETTINGS = settings_from_env()
 _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"),
                       SETTINGS.get("tracking_uri"))
+install_metrics_templates()
+install_log_filter()
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
@@ -69,15 +74,15 @@ class PropensityService:
         self.engine = build_engine(SETTINGS, carried=carried_model(PropensityService),
                                    metrics=ServiceMetrics())
         set_service_version()
-        if SETTINGS.get("forget_ledger", True):
-            try:
-                from features.privacy import forget_user
-
-                self.ledger: Any = forget_user
-            except ImportError:
-                self.ledger = None
-        else:
-            self.ledger = None
+        # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
+        self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
+        self.ledger_sync = LedgerSync(self.ledger)
+        try:  # the store starts with every deletion of the ledger (a fresh or a flushed store)
+            apply_ledger(self.engine.store, self.ledger)
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            logger.warning("profile store down at start-up: answering 503 until it is back")
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
         # every later collection from scanning millions of objects (p99 latency spikes).
         gc_policy.freeze_startup_heap()
@@ -94,55 +99,69 @@ class PropensityService:
     async def predict(self, user_id: str | None = None, context: dict[str, Any] | None = None,
                       features: dict[str, Any] | None = None, as_of: datetime | None = None,
                       debug: bool = False) -> PredictResponse:
-        """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision."""
+        """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision.
+
+        Scope: ``predict``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
             return fast_json(await self.engine.predict_async({
                 "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
                 "debug": debug}))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return _failure(exc)
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, requests: list[PredictRequest], /) -> list[PredictResponse]:
-        """``/predict`` for a list of requests; the answers come back in the same order."""
+        """``/predict`` for a list of requests (at most ``max_batch``), same order. Scope: ``predict``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return fast_json(await self.engine.predict_batch_async([r.model_dump() for r in requests]))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return _failure(exc)
 
     @bentoml.api(route="/events")
     async def events(self, events: list[EventIn], /) -> EventsResponse:
-        """Apply events to the live profiles at once, idempotently by event_id."""
+        """Apply events to the live profiles at once, idempotently by event_id. Scope: ``ingest``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return fast_json(self.engine.ingest([e.model_dump(exclude_none=True) for e in events]))
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return _failure(exc)
 
     @users_app.put("/{user_id}", response_model=UserAttributesResponse)
     async def put_user(self, user_id: str, body: UserIn) -> Any:
-        """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent)."""
+        """Upsert CRM attributes (age, gender, country, loyalty_tier, signup_date, consent).
+
+        A deleted user needs ``{"consent": true, "reconsent_reason": ...}`` (else 409). Scope: ``admin``."""
         try:
-            return self.engine.put_user(user_id, body.model_dump(exclude_unset=True))
-        except DataError as exc:
-            return _bad_request(exc)
+            self.ledger_sync.sync(self.engine.store)
+            return self.engine.put_user(user_id, body.model_dump(exclude_unset=True), self.ledger)
+        except Exception as exc:
+            return _failure(exc)
 
     @users_app.get("/{user_id}", response_model=UserProfileResponse)
     async def get_user(self, user_id: str, as_of: str | None = Query(default=None)) -> Any:
-        """The live profile and its feature vector at ``as_of`` (default now)."""
+        """The live profile and its feature vector at ``as_of`` (default now). Scope: ``admin``."""
         try:
+            self.ledger_sync.sync(self.engine.store)
             return self.engine.get_user(user_id, as_of)
-        except DataError as exc:
-            return _bad_request(exc)
+        except Exception as exc:
+            return _failure(exc)
 
     @users_app.delete("/{user_id}", response_model=DeleteResponse)
     async def delete_user(self, user_id: str) -> Any:
-        """Privacy deletion: forget the profile, record it in the forget ledger."""
-        return self.engine.delete_user(user_id, self.ledger)
+        """Privacy deletion: record it in the forget ledger, forget the profile (admin scope)."""
+        try:
+            return self.engine.delete_user(user_id, self.ledger)
+        except Exception as exc:
+            return _failure(exc)
 
 
 versioned(PropensityService)
 cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a bentoml Service
     ProtectionMiddleware, max_request_bytes=_CFG.max_request_bytes, rate_limit=_CFG.rate_limit.enabled,
-    rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst,
-    client_header=_CFG.rate_limit.client_header)
+    rate_per_s=_CFG.rate_limit.rate_per_s, burst=_CFG.rate_limit.burst, max_batch=_CFG.max_batch,
+    authenticator=Authenticator(load_keys(_CFG.auth.keys),
+                                insecure=bool(SETTINGS.get("insecure")) or insecure_from_env()),
+    shared_buckets=(_CFG.store.redis_url, _CFG.store.key_prefix) if _CFG.store.backend == "redis" else None)

@@ -17,7 +17,7 @@ import pytest
 
 from features.errors import DataError
 from features.online import normalize_event, online_features, to_epoch_us
-from features.profile_store import InProcessProfileStore, ProfileStore
+from features.profile_store import ForgottenUser, InProcessProfileStore, ProfileStore
 from features.registry import FEATURE_NAMES
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -216,7 +216,11 @@ def test_deletion_forgets_and_blocks_later_events(make_store) -> None:
     result = store.add_events([normalize_event({"event_id": "new", "user_id": "d", "event": "page_view",
                                                 "timestamp": "2026-03-02T00:00:00Z"})])
     assert result.dropped_deleted == 1
-    store.upsert_user("d", {"consent": True})
+    with pytest.raises(ForgottenUser):  # a plain upsert does not bring a deleted user back
+        store.upsert_user("d", {"loyalty_tier": "gold"})
+    assert store.get_profile("d").deleted and not store.get_profile("d").attributes
+    assert store.upsert_users([{"user_id": "d", "age": 41}]) == 0  # a preload skips the user too
+    store.upsert_user("d", {"consent": True}, reconsent=True)
     assert not store.get_profile("d").deleted
 
 

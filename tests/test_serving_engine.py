@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
+from serving.auth import Authenticator, new_key
 from serving.config import ServingConfig
 from serving.loader import build_engine, load_model
 from serving.protection import ProtectionMiddleware, TokenBuckets
@@ -115,14 +116,19 @@ def _echo_app(**options: object) -> TestClient:
     return TestClient(app)
 
 
-def test_rate_limit_answers_429_with_retry_after_per_client() -> None:
-    client = _echo_app(rate_limit=True, rate_per_s=0.5, burst=3)
-    engine = {"x-client-id": "engine"}
+def test_rate_limit_answers_429_with_retry_after_per_authenticated_client() -> None:
+    keys = {name: new_key(name, "predict") for name in ("engine", "other")}
+    auth = Authenticator([key for _, key in keys.values()])
+    client = _echo_app(rate_limit=True, rate_per_s=0.5, burst=3, authenticator=auth)
+    engine = {"authorization": f"Bearer {keys['engine'][0]}"}
     codes = [client.post("/predict", json={}, headers=engine).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
-    refused = client.post("/predict", json={}, headers={"x-client-id": "engine"})
+    refused = client.post("/predict", json={}, headers={**engine, "x-client-id": "rotated"})
+    assert refused.status_code == 429  # a header the client chooses does not lift the limit
     assert refused.headers["retry-after"] == "2"  # 1 token at 0.5 tokens/s
-    assert client.post("/predict", json={}, headers={"x-client-id": "other"}).status_code == 200
+    assert refused.json()["field"] is None and refused.json()["retry_after_s"] > 0
+    other = {"authorization": f"Bearer {keys['other'][0]}"}
+    assert client.post("/predict", json={}, headers=other).status_code == 200
     assert client.get("/livez").status_code == 200  # probes are never limited
 
 
@@ -137,9 +143,10 @@ def test_bodies_over_the_limit_get_413_even_without_content_length() -> None:
 
     def chunks():
         for _ in range(10):
-            yield b"x" * 500
+            yield b'{"user_id": "' + b"x" * 500 + b'"}'
 
-    assert client.post("/predict", content=b"x" * 1000).status_code == 200
+    body = b'{"user_id": "u", "context": {"pad": "' + b"x" * 900 + b'"}}'
+    assert client.post("/predict", content=body).status_code == 200
     assert client.post("/predict", content=b"x" * 2000).status_code == 413
     r = client.post("/predict", content=chunks())
     assert r.status_code == 413 and r.json()["field"] == "body"

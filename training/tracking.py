@@ -59,8 +59,10 @@ def setup_tracking(uri: str | None, experiment: str,
 
 
 def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store."""
-    return f"mlflow ui --backend-store-uri {uri}"
+    """The shell command that opens the MLflow UI on this store (a password in the URI is masked)."""
+    from features.redact import redact
+
+    return f"mlflow ui --backend-store-uri {redact(uri)}"
 
 
 def git_commit() -> str | None:

@@ -19,6 +19,7 @@ from mlflow.types import ColSpec, Schema
 
 from features import registry
 from features.errors import DataError
+from features.redact import redact, redact_obj
 from training import plots
 from training.calibration import choose_calibration
 from training.config import TrainConfig
@@ -80,7 +81,7 @@ class TrainResult:
     def to_json(self) -> dict[str, Any]:
         """The ``propensity train --json`` document."""
         return {
-            "tracking_uri": self.tracking_uri,
+            "tracking_uri": redact(self.tracking_uri),
             "run_id": self.run_id,
             "model_uri": self.model_uri,
             "registered_model": {"name": self.registered_name, "version": self.registered_version},
@@ -242,7 +243,7 @@ def _best_candidate(study: optuna.Study, objective: Objective | None, data: Prep
 
 def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name: str,
                 n_features: int) -> None:
-    mlflow.log_dict(cfg.model_dump(mode="json"), "config/train.json")
+    mlflow.log_dict(redact_obj(cfg.model_dump(mode="json")), "config/train.json")  # no URL passwords
     mlflow.log_params({"seed": cfg.seed, "n_trials": cfg.search.n_trials, "workers": cfg.search.workers,
                        "families": ",".join(cfg.search.families), "pruner": cfg.search.pruner,
                        "study_name": study_name, "split": split.kind, "n_features": n_features,
