@@ -3,12 +3,18 @@
 Batch code reads ``datetime[us, UTC]`` columns as ``dt.epoch("us")``; incremental code converts
 each event's timestamp with :func:`epoch_us`. Both sides then do the same integer arithmetic,
 which is what makes batch and incremental results identical.
+
+:func:`parse_event_time` is the one rule for times arriving from outside (HTTP, the stream);
+:func:`features.ingest` applies the same rule to whole columns through :data:`ISO_PATTERN` and
+:data:`NUMBER_PATTERN`, and a shared test holds the two to the same answers.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import math
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
 
 from features.errors import DataError
 
@@ -38,3 +44,79 @@ def epoch_us(value: Any) -> int:
 def from_epoch_us(value: int) -> datetime:
     """The UTC datetime of an epoch-microsecond count."""
     return _EPOCH + timedelta(microseconds=value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one rule for event times arriving from outside (batch files, HTTP /events, the stream).
+#
+# Accepted: ISO-8601 extended strings ``YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]][Z|±HH[:]MM]]`` (a
+# naive time means UTC; a date means its midnight UTC) and datetimes; numbers (or strings that are
+# numbers) only as epoch counts in an explicit unit. Basic-format (``20261001T100000Z``), week and
+# ordinal dates, and unit-less epoch numbers are refused: an epoch number in the wrong unit would be
+# read silently as a wrong time, which is why the unit must be named.
+
+TimestampUnit = Literal["s", "ms", "us"]
+US_PER_UNIT: dict[str, int] = {"s": 1_000_000, "ms": 1_000, "us": 1}
+EPOCH_HINT = "epoch numbers need --timestamp-unit s|ms|us (timestamp_unit in config)"
+ISO_HINT = "not an ISO-8601 date-time (YYYY-MM-DDTHH:MM:SS with Z or an offset like +02:00)"
+# Shapes of the rule as regular expressions (ASCII digits only), shared by the Polars code.
+_HH, _MM = "([01][0-9]|2[0-3])", "([0-5][0-9])"
+ISO_PATTERN = (rf"^([0-9]{{4}})-([0-9]{{2}})-([0-9]{{2}})(?:[Tt ]{_HH}:{_MM}(?::{_MM}(?:\.([0-9]{{1,9}}))?)?"
+               r"([Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?)?$")
+NUMBER_PATTERN = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+INTEGER_PATTERN = r"^[+-]?[0-9]+$"
+# Datetimes Python can represent: years 1..9999, as epoch microseconds.
+MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_US
+MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // _ONE_US
+_ISO = re.compile(ISO_PATTERN)
+_NUMBER = re.compile(NUMBER_PATTERN)
+_INTEGER = re.compile(INTEGER_PATTERN)
+
+
+def parse_event_time(value: Any, unit: TimestampUnit | None = None, field: str = "timestamp") -> int:
+    """Epoch microseconds (UTC) of an event time under the one rule above.
+
+    ``value`` is a datetime (naive means UTC), an ISO-8601 string, or an epoch number (int, float or
+    numeric string) counted in ``unit`` (s, ms or µs); fractions below a microsecond are floored.
+    Raises :class:`DataError` starting with ``field`` and saying what is accepted.
+    """
+    if isinstance(value, datetime):
+        return epoch_us(value)
+    if isinstance(value, bool):
+        raise DataError(f"{field}: expected an ISO-8601 time, got a boolean")
+    if isinstance(value, int | float):
+        return _epoch_number(value, unit, field)
+    if not isinstance(value, str):
+        raise DataError(f"{field}: expected an ISO-8601 time, got {type(value).__name__}")
+    text = value.strip()
+    if _NUMBER.match(text):
+        return _epoch_number(int(text) if _INTEGER.match(text) else float(text), unit, field)
+    match = _ISO.match(text)
+    if match is None:
+        raise DataError(f"{field}: {ISO_HINT}: {value[:64]!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        tz = UTC
+        if offset and offset not in ("Z", "z"):
+            digits = offset[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            tz = timezone(-delta if offset[0] == "-" else delta)
+        moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                          int((fraction or "0").ljust(6, "0")[:6]), tzinfo=tz)
+    except ValueError:
+        raise DataError(f"{field}: not a valid date-time: {value[:64]!r}") from None
+    return epoch_us(moment)
+
+
+def _epoch_number(value: int | float, unit: TimestampUnit | None, field: str) -> int:
+    if unit is None:
+        raise DataError(f"{field}: {EPOCH_HINT}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"{field}: not a finite number")
+        micros = math.floor(value * US_PER_UNIT[unit])
+    else:
+        micros = value * US_PER_UNIT[unit]
+    if not MIN_US <= micros <= MAX_US:
+        raise DataError(f"{field}: epoch {value} {unit} is outside the years 1-9999")
+    return micros

@@ -17,6 +17,16 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import DataError
+from features.eventtime import (
+    EPOCH_HINT,
+    INTEGER_PATTERN,
+    ISO_PATTERN,
+    MAX_US,
+    MIN_US,
+    NUMBER_PATTERN,
+    US_PER_UNIT,
+    TimestampUnit,
+)
 from features.schema import (
     ENUM_EVENT_COLUMNS,
     ENUM_USER_COLUMNS,
@@ -137,22 +147,60 @@ def _normalise_enum(raw: pl.DataFrame, name: str) -> pl.Expr:
     return text.replace(distinct.filter(changed), normal.filter(changed)).alias(name)
 
 
-def _parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A timestamp column as ``datetime[us, UTC]``: ISO-8601 strings with offset, naive means UTC."""
+def _parse_timestamp(name: str, dtype: pl.DataType, unit: TimestampUnit | None = None) -> pl.Expr:
+    """A timestamp column as ``datetime[us, UTC]`` under :func:`features.eventtime.parse_event_time`'s rule.
+
+    ISO-8601 strings (offset or naive = UTC) and datetime/date columns always; epoch numbers (numeric
+    columns or numeric strings) only with ``unit``; anything else becomes null.
+    """
     col = pl.col(name)
     if isinstance(dtype, pl.Datetime):
         col = col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
         return col.cast(UTC_US).alias(name)
     if dtype == pl.Date:
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
-    text = (_text(name, dtype).str.strip_chars()
-            .str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T")
-            .str.replace(r"[zZ]$", "+00:00"))
+    if dtype.is_numeric():
+        epoch = _epoch_expr(col, integer=dtype.is_integer(), unit=unit)
+        return (epoch if epoch is not None else pl.lit(None, UTC_US)).alias(name)
+    raw = _text(name, dtype).str.strip_chars()
+    text = raw.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T").str.replace(r"[zZ]$", "+00:00")
     with_offset = [text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us")
                    for f in ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")]
     naive = [text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
              for f in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")]
-    return pl.coalesce(*with_offset, *naive).alias(name)
+    # The pattern gates what the formats alone would let through (basic format, leap seconds, ...).
+    iso = pl.when(raw.str.contains(ISO_PATTERN)).then(pl.coalesce(*with_offset, *naive))
+    if unit is None:
+        return iso.alias(name)
+    whole = raw.str.contains(INTEGER_PATTERN)
+    epoch = pl.when(whole).then(_epoch_expr(raw.cast(pl.Int64, strict=False), True, unit)).otherwise(
+        _epoch_expr(raw.cast(pl.Float64, strict=False), False, unit))
+    return pl.when(raw.str.contains(NUMBER_PATTERN)).then(epoch).otherwise(iso).alias(name)
+
+
+def _epoch_expr(number: pl.Expr, integer: bool, unit: TimestampUnit | None) -> pl.Expr | None:
+    """Epoch counts in ``unit`` as ``datetime[us, UTC]``: exact for integers, floored for floats;
+    null outside the years 1-9999 (as :func:`features.eventtime.parse_event_time`)."""
+    if unit is None:
+        return None
+    factor = US_PER_UNIT[unit]
+    if integer:
+        value = number.cast(pl.Int64, strict=False)
+        ok = (value >= -(-MIN_US // factor)) & (value <= MAX_US // factor)
+        micros = value * factor
+    else:
+        micros = (number.cast(pl.Float64) * factor).floor()
+        ok = micros.is_finite() & (micros >= MIN_US) & (micros <= MAX_US)
+    return pl.when(ok).then(micros.cast(pl.Int64)).cast(UTC_US)
+
+
+def _is_epoch_number(name: str, dtype: pl.DataType) -> pl.Expr:
+    """True where the raw value is an epoch number (a numeric column, or a string that is a number)."""
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        return pl.lit(False)
+    if dtype.is_numeric():
+        return pl.lit(True)
+    return _text(name, dtype).str.strip_chars().str.contains(NUMBER_PATTERN).fill_null(False)
 
 
 class _Checks:
@@ -191,11 +239,18 @@ class _Checks:
         if required:
             self.checks.append((pl.col(name).is_null() | _blank(pl.col(name)), f"missing {name}"))
 
-    def timestamp(self, name: str, label: str = "timestamp") -> None:
+    def timestamp(self, name: str, label: str = "timestamp", unit: TimestampUnit | None = None) -> None:
+        """A timestamp column; unparseable values and epoch numbers without ``unit`` are quarantined."""
         dtype = self.raw.schema[name]
-        self.exprs[name] = _parse_timestamp(name, dtype)
+        self.exprs[name] = _parse_timestamp(name, dtype, unit)
         if not isinstance(dtype, (pl.Datetime, pl.Date)):
-            self.checks.append((pl.col(name).is_null() & self.present(name), f"unparseable {label}"))
+            helper = f"__epoch_{name}"
+            self.exprs[helper] = _is_epoch_number(name, dtype).alias(helper)
+            failed = pl.col(name).is_null() & self.present(name)
+            number = pl.col(helper)
+            self.checks.append((failed & ~number, f"unparseable {label}"))
+            epoch_reason = f"{label}: {EPOCH_HINT}" if unit is None else f"{label} outside the years 1-9999"
+            self.checks.append((failed & number, epoch_reason))
 
     def number(self, name: str, label: str | None = None) -> None:
         dtype = self.raw.schema[name]
@@ -265,12 +320,14 @@ def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
     return Validated(source, clean, quarantine, duplicates=good_rows - clean.height, rows_read=raw.height)
 
 
-def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
+def validate_events(raw: pl.DataFrame, source: str = "events",
+                    timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Normalise and validate a raw events frame (any column types; extra columns are ignored).
 
     Checks: event_id, user_id, event and a parseable timestamp present; value >= 0 and
     duration_s >= 0 (seconds), scroll_depth in [0, 1], each numeric and finite when present.
     IDs are kept verbatim (blank means missing); enum columns are trimmed and lower-cased.
+    Epoch-number timestamps are read in ``timestamp_unit`` (s, ms, µs) and quarantined without one.
     Raises :class:`DataError` only for a missing required column.
     """
     _require_columns(raw, REQUIRED_EVENT_COLUMNS, source)
@@ -283,7 +340,7 @@ def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
     for name in ENUM_EVENT_COLUMNS[1:]:
         checks.strings(name, enum=True)
     checks.checks.append((~checks.present("timestamp"), "missing timestamp"))
-    checks.timestamp("timestamp")
+    checks.timestamp("timestamp", unit=timestamp_unit)
     for name in NUMERIC_EVENT_COLUMNS:
         if name not in raw.columns:
             continue

@@ -17,13 +17,13 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from features.errors import DataError
+from features.eventtime import TimestampUnit, parse_event_time
 from features.registry import FEATURE_NAMES, WINDOWS_DAYS
 from features.schema import DEVICES, EVENT_TYPES, SOURCES, age_band
 
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 NAN = math.nan
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventRecord(NamedTuple):
@@ -105,22 +105,10 @@ def _max(a: int | None, b: int) -> int:
 # Input normalisation (the same rules as ingestion: enums trimmed and lower-cased, naive = UTC)
 
 
-def to_epoch_us(value: Any, field_name: str = "timestamp") -> int:
-    """UTC epoch microseconds of a datetime or an ISO-8601 string; a naive time means UTC."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise DataError(f"{field_name}: not an ISO-8601 time: {value!r}") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raise DataError(f"{field_name}: expected an ISO-8601 time, got {type(value).__name__}")
+def to_epoch_us(value: Any, field_name: str = "timestamp", unit: TimestampUnit | None = None) -> int:
+    """UTC epoch microseconds of a datetime, an ISO-8601 string (naive means UTC) or, with ``unit``,
+    an epoch number: the one rule of :func:`features.eventtime.parse_event_time`, shared with batch."""
+    return parse_event_time(value, unit, field_name)
 
 
 def from_epoch_us(ts: int) -> datetime:
@@ -157,8 +145,12 @@ def _opt_float(event: Mapping[str, Any], name: str, low: float, high: float) -> 
     return number
 
 
-def normalize_event(event: Mapping[str, Any]) -> tuple[str, EventRecord]:
-    """(user_id, record) of one raw event of the data contract; :class:`DataError` names a bad field."""
+def normalize_event(event: Mapping[str, Any],
+                    timestamp_unit: TimestampUnit | None = None) -> tuple[str, EventRecord]:
+    """(user_id, record) of one raw event of the data contract; :class:`DataError` names a bad field.
+
+    Epoch-number timestamps are read in ``timestamp_unit`` (s, ms, µs) and refused without one.
+    """
     for name in ("event_id", "user_id", "timestamp", "event"):
         if event.get(name) in (None, ""):
             raise DataError(f"{name}: required field is missing")
@@ -166,7 +158,7 @@ def normalize_event(event: Mapping[str, Any]) -> tuple[str, EventRecord]:
     if kind is None:
         raise DataError("event: required field is empty")
     record = EventRecord(
-        ts=to_epoch_us(event["timestamp"]),
+        ts=to_epoch_us(event["timestamp"], unit=timestamp_unit),
         event_id=str(event["event_id"]),
         event=kind,
         session_id=_opt_str(event.get("session_id")),

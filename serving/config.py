@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from features.config import StrictModel, load_config
+from features.eventtime import TimestampUnit
 from features.profile_store import ProfileStoreConfig
 
 
@@ -39,6 +40,13 @@ class ExperimentConfig(StrictModel):
                                       description="JSONL path; null = <work_dir>/exposures.jsonl")
 
 
+class IngestSettings(StrictModel):
+    """How online events (``/events``, the stream consumer) are read."""
+
+    timestamp_unit: TimestampUnit | None = Field(
+        default=None, description="unit of epoch-number timestamps (s, ms, us); null = refused")
+
+
 class ServingConfig(StrictModel):
     """The ``propensity serve`` / ``propensity consume`` settings."""
 
@@ -65,6 +73,7 @@ class ServingConfig(StrictModel):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     default_decision: str = "default"
     access_log: bool = Field(default=True, description="BentoML access log line per request")
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
 
 def load_serving_config(path: str | Path | None = None) -> ServingConfig:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import redis
 
 from features.errors import ConfigError, DataError
+from features.eventtime import TimestampUnit
 from features.online import EventRecord, normalize_event
 from features.profile_store import ProfileStore
 
@@ -86,8 +87,10 @@ class StreamConsumer:
     """Applies a stream's events to a :class:`ProfileStore` (see the module docstring)."""
 
     def __init__(self, source: StreamSource, store: ProfileStore, batch_size: int = 200,
-                 block_ms: int = 500, claim_idle_ms: int = 30_000) -> None:
+                 block_ms: int = 500, claim_idle_ms: int = 30_000,
+                 timestamp_unit: TimestampUnit | None = None) -> None:
         self.source = source
+        self.timestamp_unit = timestamp_unit  # unit of epoch-number timestamps (None: refused)
         self.store = store
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -116,7 +119,7 @@ class StreamConsumer:
             if not fields:  # an entry deleted from the stream while pending
                 continue
             try:
-                good.append(normalize_event(_entry_event(fields)))
+                good.append(normalize_event(_entry_event(fields), self.timestamp_unit))
             except (DataError, ValueError) as exc:
                 dead.append((entry_id, fields, str(exc)))
         if good:
@@ -197,9 +200,11 @@ class StreamConsumer:
 
 
 def consume(source: StreamSource, store: ProfileStore, *, batch_size: int = 200, claim_idle_ms: int = 30_000,
-            max_events: int | None = None, exit_when_idle_s: float | None = None) -> ConsumeStats:
+            max_events: int | None = None, exit_when_idle_s: float | None = None,
+            timestamp_unit: TimestampUnit | None = None) -> ConsumeStats:
     """Run a :class:`StreamConsumer` until SIGINT/SIGTERM (or the limits); returns its counts."""
-    consumer = StreamConsumer(source, store, batch_size=batch_size, claim_idle_ms=claim_idle_ms)
+    consumer = StreamConsumer(source, store, batch_size=batch_size, claim_idle_ms=claim_idle_ms,
+                              timestamp_unit=timestamp_unit)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, lambda *_: consumer.stop())
@@ -221,7 +226,9 @@ def consume_from_config(source: StreamSource, config_path: str | None = None, *,
     from features.profile_store import make_profile_store
     from serving.config import load_serving_config
 
-    store_cfg = load_serving_config(config_path).store
+    cfg = load_serving_config(config_path)
+    kwargs.setdefault("timestamp_unit", cfg.ingest.timestamp_unit)
+    store_cfg = cfg.store
     url = redis_url or (store_cfg.redis_url if store_cfg.backend == "redis" else source.redis_url)
     store_cfg = store_cfg.model_copy(update={"backend": "redis", "redis_url": url,
                                              "key_prefix": key_prefix or store_cfg.key_prefix})

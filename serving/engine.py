@@ -250,7 +250,7 @@ class PredictionEngine:
         parsed = []
         for i, event in enumerate(events):
             try:
-                parsed.append(normalize_event(event))
+                parsed.append(normalize_event(event, self.cfg.ingest.timestamp_unit))
             except DataError as exc:
                 raise DataError(f"[{i}].{exc}") from None
         result = self.store.add_events(parsed)

@@ -16,7 +16,7 @@ from typing import Any, cast
 import bentoml
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from features.errors import DataError
 from serving.loader import build_engine, resolve_config, settings_from_env
@@ -40,7 +40,9 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     event_id: str = Field(min_length=1)
     user_id: str = Field(min_length=1)
-    timestamp: datetime | str
+    # Strict: pydantic would otherwise turn numbers into datetimes, guessing their unit.
+    timestamp: StrictStr | StrictInt | StrictFloat = Field(
+        description="ISO-8601 (naive = UTC); epoch numbers only with ingest.timestamp_unit")
     event: str = Field(min_length=1)
     session_id: str | None = None
     page_type: str | None = None
