@@ -11,7 +11,7 @@ enum strings trimmed and lower-cased); clean users have :data:`USER_SCHEMA`.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +27,7 @@ from features.eventtime import (
     US_PER_UNIT,
     TimestampUnit,
 )
+from features.rawread import RawRows, detect_delimiter, read_rows, require_columns
 from features.schema import (
     ENUM_EVENT_COLUMNS,
     ENUM_USER_COLUMNS,
@@ -65,6 +66,7 @@ NUMERIC_EVENT_COLUMNS: tuple[str, ...] = ("value", "duration_s", "scroll_depth")
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
            ".json": "ndjson"}
 _ROW = "__row"
+UPDATED_AT = "updated_at"  # optional users column: the latest row of a user wins
 _BAD = "__bad"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
@@ -95,15 +97,36 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.D
     """Read a Parquet, CSV or JSON Lines file, chosen by extension; CSV columns are read as strings.
 
     ``columns`` limits a Parquet read to those of the named columns the file has (others are never
-    decoded); CSV and JSON Lines are read whole. Raises :class:`DataError` (one line naming the
-    file) for a missing, unreadable or unsupported file.
+    decoded); CSV and JSON Lines are read whole (the CSV delimiter, ``,`` ``;`` or tab, is detected).
+    Raises :class:`DataError` (one line naming the file) for a missing, unreadable or unsupported
+    file; :func:`read_raw` instead sets broken rows aside.
     """
+    return _read_whole(*_kind(path), columns)
+
+
+def read_raw(path: str | Path, columns: Collection[str] | None = None) -> RawRows:
+    """:func:`read_table`, except that undecodable bytes, broken JSON lines and CSV rows with too
+    many fields are set aside (``rejected``, with a reason) instead of failing the whole file."""
+    path, kind = _kind(path)
+    delimiter = detect_delimiter(path) if kind == "csv" else None
+    raw = read_rows(path, kind, lambda: _read_whole(path, kind, columns, delimiter), delimiter)
+    if raw.frame.width == 0 and raw.rejected.height:  # every row broken: nothing to name columns by
+        return replace(raw, frame=pl.DataFrame(schema={c: pl.String for c in REQUIRED_EVENT_COLUMNS}))
+    return raw
+
+
+def _kind(path: str | Path) -> tuple[Path, str]:
     path = Path(path)
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .parquet, .csv or .jsonl)")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    return path, kind
+
+
+def _read_whole(path: Path, kind: str, columns: Collection[str] | None,
+                delimiter: str | None = None) -> pl.DataFrame:
     try:
         if kind == "parquet":
             if columns is None:
@@ -111,11 +134,24 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.D
             present = pl.read_parquet_schema(path)
             return pl.read_parquet(path, columns=[c for c in present if c in set(columns)])
         if kind == "csv":
-            return pl.read_csv(path, infer_schema=False)
+            return pl.read_csv(path, infer_schema=False, separator=delimiter or detect_delimiter(path))
         return pl.read_ndjson(path, infer_schema_length=None)
     except Exception as exc:  # polars/arrow raise many types for corrupt files; all mean "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read as {kind} ({first[:200]})") from None
+
+
+def with_rejected(validated: Validated, raw: RawRows) -> Validated:
+    """``validated`` (of ``raw.frame``) with the rows set aside while reading added to its quarantine;
+    row numbers are those of the file, so rows in = clean + duplicates + quarantined still holds."""
+    quarantine = validated.quarantine
+    if raw.rows is not None and quarantine.height:
+        quarantine = quarantine.with_columns(raw.rows.gather(quarantine["row"]).alias("row"))
+    if raw.rejected.height == 0:
+        return replace(validated, quarantine=quarantine)
+    rejected = raw.rejected.with_columns(pl.lit(validated.source).alias("file"))
+    quarantine = pl.concat([quarantine, rejected], how="diagonal_relaxed").sort("row")
+    return replace(validated, quarantine=quarantine, rows_read=validated.rows_read + rejected.height)
 
 
 def _text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -293,9 +329,19 @@ def _first_occurrence(keys: pl.Series) -> pl.Series:
     return pl.Series(keys.name, result)
 
 
+def _latest_occurrence(keys: pl.Series, order: pl.Series) -> pl.Series:
+    """True at the row with the greatest ``order`` of each non-null key (nulls oldest; ties: last row)."""
+    frame = pl.DataFrame({"k": keys, "o": order}).with_row_index("i")
+    winners = (frame.filter(pl.col("k").is_not_null())
+               .sort(["o", "i"], descending=True, nulls_last=True)
+               .unique(subset="k", keep="first")["i"])
+    return frame.select(pl.col("i").is_in(winners.implode()))["i"].alias(keys.name)
+
+
 def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
-           schema: dict[str, pl.DataType]) -> Validated:
-    """Quarantine rows failing a check (with every reason), then keep the first valid row per ``key``."""
+           schema: dict[str, pl.DataType], latest: str | None = None) -> Validated:
+    """Quarantine rows failing a check (with every reason), then keep the first valid row per ``key``
+    (or, with ``latest``, the valid row with the greatest ``latest`` value; the later row on a tie)."""
     raw = checks.raw
     parsed, bad = checks.parsed()
     reasons = [pl.when(c.fill_null(False)).then(pl.lit(msg)) for c, msg in checks.checks]
@@ -312,7 +358,7 @@ def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
     keys = parsed[key]
     if any_bad:
         keys = parsed.select(pl.when(bad).then(None).otherwise(pl.col(key))).to_series()
-    keep = _first_occurrence(keys) & ~bad
+    keep = (_first_occurrence(keys) if latest is None else _latest_occurrence(keys, parsed[latest])) & ~bad
     good_rows = raw.height - quarantine.height
     clean = parsed.filter(keep) if not keep.all() else parsed
     clean = clean.select([(pl.col(c).cast(t) if c in clean.columns else pl.lit(None, t).alias(c))
@@ -354,11 +400,14 @@ def validate_events(raw: pl.DataFrame, source: str = "events",
 
 
 def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bool = True,
-                   age_range: tuple[int, int] = (0, 120)) -> Validated:
-    """Normalise and validate a raw users (CRM) frame; one row per user_id (first valid one kept).
+                   age_range: tuple[int, int] = (0, 120),
+                   timestamp_unit: TimestampUnit | None = None) -> Validated:
+    """Normalise and validate a raw users (CRM) frame into one row per user_id.
 
     ``age`` must be a whole number of years within ``age_range`` (inclusive); ``consent`` a boolean
     (true/false, yes/no, 1/0); a null consent or an absent consent column takes ``consent_default``.
+    Several valid rows of one user: with an ``updated_at`` column (a timestamp, the one rule) the
+    latest wins and the others count as duplicates; without it, :class:`DataError` names the users.
     """
     _require_columns(raw, ("user_id",), source)
     checks = _Checks(raw)
@@ -386,31 +435,66 @@ def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bo
             checks.checks.append((pl.col("__consent").is_null() & checks.present("consent"),
                                   "consent not a boolean"))
     checks.exprs["consent"] = consent.fill_null(consent_default).alias("consent")
-    return _split(source, checks, "user_id", USER_COLUMNS, USER_SCHEMA)
+    if UPDATED_AT not in raw.columns:
+        validated = _split(source, checks, "user_id", USER_COLUMNS, USER_SCHEMA)
+        if validated.duplicates:
+            _raise_duplicate_users(raw, validated)
+        return validated
+    checks.timestamp(UPDATED_AT, label=UPDATED_AT, unit=timestamp_unit)
+    return _split(source, checks, "user_id", (*USER_COLUMNS, UPDATED_AT), USER_SCHEMA, latest=UPDATED_AT)
+
+
+def _raise_duplicate_users(raw: pl.DataFrame, validated: Validated) -> None:
+    """:class:`DataError` naming (up to 5 of) the user_ids with more than one valid row."""
+    valid = raw.with_row_index(_ROW).filter(~pl.col(_ROW).is_in(validated.quarantine["row"].implode()))
+    ids = _text("user_id", raw.schema["user_id"])
+    names = valid.select(ids.filter(ids.is_duplicated()).unique(maintain_order=True)).to_series()
+    shown = ", ".join(repr(n) for n in names.head(5).to_list()) + (", ..." if names.len() > 5 else "")
+    raise DataError(f"{validated.source}: {names.len()} user_id(s) have several rows ({shown}); keep one row "
+                    f"per user or add an {UPDATED_AT} column so the latest row wins")
 
 
 def check_bad_share(validated: Validated, max_bad_share: float, where: str | Path | None = None) -> None:
-    """Raise :class:`DataError` when the quarantined share (0..1) of rows exceeds ``max_bad_share``."""
+    """Raise :class:`DataError` when the quarantined share (0..1) of rows exceeds ``max_bad_share``;
+    the message names the most common reason."""
     if validated.bad_share > max_bad_share:
         hint = f"; see {where}" if where else ""
+        reason, count = next(iter(top_reasons([validated], 1).items()))
         raise DataError(
             f"{validated.source}: {validated.quarantine.height} of {validated.rows_read} rows are bad "
-            f"(share {validated.bad_share:.3f} > limit {max_bad_share:.3f}){hint}"
+            f"(share {validated.bad_share:.3f} > limit {max_bad_share:.3f}); most common: {reason} "
+            f"({count} rows){hint}"
         )
 
 
-def ingest_events(path: str | Path, max_bad_share: float = 0.05) -> Validated:
+def top_reasons(parts: list[Validated], k: int = 5) -> dict[str, int]:
+    """The ``k`` most common quarantine reasons of ``parts`` and their row counts (a row can have several)."""
+    frames = [p.quarantine.select("reason") for p in parts if p.quarantine.height]
+    if not frames:
+        return {}
+    counts = (pl.concat(frames).select(pl.col("reason").str.split("; ").explode())
+              .group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(k))
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def ingest_events(path: str | Path, max_bad_share: float = 0.05,
+                  timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Read, validate and de-duplicate an events file; :class:`DataError` when too many rows are bad."""
-    validated = validate_events(read_table(path), source=str(path))
+    raw = read_raw(path)
+    require_columns(raw, REQUIRED_EVENT_COLUMNS, str(path))
+    validated = with_rejected(validate_events(raw.frame, str(path), timestamp_unit), raw)
     check_bad_share(validated, max_bad_share)
     return validated
 
 
 def ingest_users(path: str | Path, max_bad_share: float = 0.05, consent_default: bool = True,
-                 age_range: tuple[int, int] = (0, 120)) -> Validated:
+                 age_range: tuple[int, int] = (0, 120),
+                 timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Read, validate and de-duplicate a users file; :class:`DataError` when too many rows are bad."""
-    validated = validate_users(read_table(path), source=str(path), consent_default=consent_default,
-                               age_range=age_range)
+    raw = read_raw(path)
+    require_columns(raw, ("user_id",), str(path))
+    validated = with_rejected(validate_users(raw.frame, source=str(path), consent_default=consent_default,
+                                             age_range=age_range, timestamp_unit=timestamp_unit), raw)
     check_bad_share(validated, max_bad_share)
     return validated
 
