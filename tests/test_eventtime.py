@@ -64,8 +64,8 @@ def _batch(values: list[Any], unit: str | None) -> list[int | None]:
     numeric = all(isinstance(v, int | float) for v in values)
     column = pl.Series(values, dtype=pl.Float64 if any(isinstance(v, float) for v in values) else None,
                        strict=False) if numeric else pl.Series([str(v) for v in values], dtype=pl.String)
-    raw = pl.DataFrame({"event_id": [str(i) for i in range(len(values))], "user_id": "u", "event": "page_view",
-                        "timestamp": column})
+    raw = pl.DataFrame({"event_id": [str(i) for i in range(len(values))], "user_id": "u",
+                        "event": "page_view", "timestamp": column})
     result = validate_events(raw, timestamp_unit=cast(Any, unit))
     got = dict(zip(result.clean["event_id"], result.clean["timestamp"].dt.epoch("us"), strict=True))
     return [got.get(str(i)) for i in range(len(values))]
