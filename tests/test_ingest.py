@@ -233,7 +233,8 @@ def test_with_updated_at_the_latest_row_wins_and_a_later_consent_false_wins() ->
                         "updated_at": ["2024-01-01", "2024-03-01T00:00:00Z", "2024-01-01", "2024-02-01",
                                        "2023-12-31T23:00:00-02:00"]})  # b: 2024-01-01T01:00Z wins
     result = validate_users(raw)
-    assert dict(zip(result.clean["user_id"], result.clean["consent"], strict=True)) == {"a": False, "b": False}
+    consents = dict(zip(result.clean["user_id"], result.clean["consent"], strict=True))
+    assert consents == {"a": False, "b": False}
     assert result.duplicates == 3
     assert result.clean.height + result.duplicates + result.quarantine.height == raw.height
     assert dict(result.clean.schema) == USER_SCHEMA

@@ -286,8 +286,8 @@ def test_an_explicit_oracle_with_other_columns_is_a_one_line_error(home: Path) -
     snapshot = home / "snap.parquet"
     write_snapshot(synthetic_snapshots(n_users=300, n_snapshots=3, seed=2), snapshot,
                    {"as_of": [], "horizon": "7d"})
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--features", str(snapshot),
-                           "--trials", "1", "--tracking-uri", f"sqlite:///{home}/mlflow.db", "--oracle", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--features", str(snapshot), "--trials",
+                           "1", "--tracking-uri", f"sqlite:///{home}/mlflow.db", "--oracle", str(bad)],
                           capture_output=True, text=True, env=_env(home))
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
