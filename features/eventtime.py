@@ -5,8 +5,8 @@ each event's timestamp with :func:`epoch_us`. Both sides then do the same intege
 which is what makes batch and incremental results identical.
 
 :func:`parse_event_time` is the one rule for times arriving from outside (HTTP, the stream);
-:func:`features.ingest` applies the same rule to whole columns through :data:`ISO_PATTERN` and
-:data:`NUMBER_PATTERN`, and a shared test holds the two to the same answers.
+:func:`event_time_expr` applies the same rule to whole Polars columns (batch ingestion) through
+the same patterns, and a shared test (tests/test_eventtime.py) holds the two to the same answers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
+
+import polars as pl
 
 from features.errors import DataError
 
@@ -120,3 +122,71 @@ def _epoch_number(value: int | float, unit: TimestampUnit | None, field: str) ->
     if not MIN_US <= micros <= MAX_US:
         raise DataError(f"{field}: epoch {value} {unit} is outside the years 1-9999")
     return micros
+
+
+# ---------------------------------------------------------------------------------------------
+# The same rule over whole Polars columns (batch ingestion), vectorised.
+
+_UTC_US = pl.Datetime("us", "UTC")
+
+
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.Null:
+        return pl.lit(None, pl.String)
+    return pl.col(name) if dtype == pl.String else pl.col(name).cast(pl.String, strict=False)
+
+
+def event_time_expr(name: str, dtype: pl.DataType, unit: TimestampUnit | None = None) -> pl.Expr:
+    """Column ``name`` (of ``dtype``) as ``datetime[us, UTC]`` under :func:`parse_event_time`'s rule.
+
+    ISO-8601 strings (offset or naive = UTC) and datetime/date columns always; epoch numbers (numeric
+    columns or numeric strings) only with ``unit``; anything else becomes null.
+    """
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        col = col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
+        return col.cast(_UTC_US).alias(name)
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
+    if dtype.is_numeric():
+        epoch = _epoch_expr(col, integer=dtype.is_integer(), unit=unit)
+        return (epoch if epoch is not None else pl.lit(None, _UTC_US)).alias(name)
+    raw = _as_text(name, dtype).str.strip_chars()
+    text = raw.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T").str.replace(r"[zZ]$", "+00:00")
+    with_offset = [text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us")
+                   for f in ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")]
+    naive = [text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+             for f in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")]
+    # The pattern gates what the formats alone would let through (basic format, leap seconds, ...).
+    iso = pl.when(raw.str.contains(ISO_PATTERN)).then(pl.coalesce(*with_offset, *naive))
+    if unit is None:
+        return iso.alias(name)
+    whole = raw.str.contains(INTEGER_PATTERN)
+    epoch = pl.when(whole).then(_epoch_expr(raw.cast(pl.Int64, strict=False), True, unit)).otherwise(
+        _epoch_expr(raw.cast(pl.Float64, strict=False), False, unit))
+    return pl.when(raw.str.contains(NUMBER_PATTERN)).then(epoch).otherwise(iso).alias(name)
+
+
+def _epoch_expr(number: pl.Expr, integer: bool, unit: TimestampUnit | None) -> pl.Expr | None:
+    """Epoch counts in ``unit`` as ``datetime[us, UTC]``: exact for integers, floored for floats;
+    null outside the years 1-9999 (as :func:`parse_event_time`)."""
+    if unit is None:
+        return None
+    factor = US_PER_UNIT[unit]
+    if integer:
+        value = number.cast(pl.Int64, strict=False)
+        ok = (value >= -(-MIN_US // factor)) & (value <= MAX_US // factor)
+        micros = value * factor
+    else:
+        micros = (number.cast(pl.Float64) * factor).floor()
+        ok = micros.is_finite() & (micros >= MIN_US) & (micros <= MAX_US)
+    return pl.when(ok).then(micros.cast(pl.Int64)).cast(_UTC_US)
+
+
+def is_epoch_number_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+    """True where the raw value is an epoch number (a numeric column, or a string that is a number)."""
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        return pl.lit(False)
+    if dtype.is_numeric():
+        return pl.lit(True)
+    return _as_text(name, dtype).str.strip_chars().str.contains(NUMBER_PATTERN).fill_null(False)

@@ -17,16 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import DataError
-from features.eventtime import (
-    EPOCH_HINT,
-    INTEGER_PATTERN,
-    ISO_PATTERN,
-    MAX_US,
-    MIN_US,
-    NUMBER_PATTERN,
-    US_PER_UNIT,
-    TimestampUnit,
-)
+from features.eventtime import EPOCH_HINT, TimestampUnit, event_time_expr, is_epoch_number_expr
 from features.rawread import RawRows, detect_delimiter, read_rows, require_columns
 from features.schema import (
     ENUM_EVENT_COLUMNS,
@@ -104,14 +95,17 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.D
     return _read_whole(*_kind(path), columns)
 
 
-def read_raw(path: str | Path, columns: Collection[str] | None = None) -> RawRows:
+def read_raw(path: str | Path, columns: Collection[str] | None = None,
+             required: Collection[str] = REQUIRED_EVENT_COLUMNS) -> RawRows:
     """:func:`read_table`, except that undecodable bytes, broken JSON lines and CSV rows with too
-    many fields are set aside (``rejected``, with a reason) instead of failing the whole file."""
+    many fields are set aside (``rejected``, with a reason) instead of failing the whole file.
+
+    When every row is broken, the frame is empty with the ``required`` columns (strings)."""
     path, kind = _kind(path)
     delimiter = detect_delimiter(path) if kind == "csv" else None
     raw = read_rows(path, kind, lambda: _read_whole(path, kind, columns, delimiter), delimiter)
-    if raw.frame.width == 0 and raw.rejected.height:  # every row broken: nothing to name columns by
-        return replace(raw, frame=pl.DataFrame(schema={c: pl.String for c in REQUIRED_EVENT_COLUMNS}))
+    if raw.frame.width == 0 and raw.rejected.height:  # nothing left to name the columns by
+        return replace(raw, frame=pl.DataFrame(schema={c: pl.String for c in required}))
     return raw
 
 
@@ -183,62 +177,6 @@ def _normalise_enum(raw: pl.DataFrame, name: str) -> pl.Expr:
     return text.replace(distinct.filter(changed), normal.filter(changed)).alias(name)
 
 
-def _parse_timestamp(name: str, dtype: pl.DataType, unit: TimestampUnit | None = None) -> pl.Expr:
-    """A timestamp column as ``datetime[us, UTC]`` under :func:`features.eventtime.parse_event_time`'s rule.
-
-    ISO-8601 strings (offset or naive = UTC) and datetime/date columns always; epoch numbers (numeric
-    columns or numeric strings) only with ``unit``; anything else becomes null.
-    """
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        col = col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
-        return col.cast(UTC_US).alias(name)
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
-    if dtype.is_numeric():
-        epoch = _epoch_expr(col, integer=dtype.is_integer(), unit=unit)
-        return (epoch if epoch is not None else pl.lit(None, UTC_US)).alias(name)
-    raw = _text(name, dtype).str.strip_chars()
-    text = raw.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T").str.replace(r"[zZ]$", "+00:00")
-    with_offset = [text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us")
-                   for f in ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")]
-    naive = [text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-             for f in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")]
-    # The pattern gates what the formats alone would let through (basic format, leap seconds, ...).
-    iso = pl.when(raw.str.contains(ISO_PATTERN)).then(pl.coalesce(*with_offset, *naive))
-    if unit is None:
-        return iso.alias(name)
-    whole = raw.str.contains(INTEGER_PATTERN)
-    epoch = pl.when(whole).then(_epoch_expr(raw.cast(pl.Int64, strict=False), True, unit)).otherwise(
-        _epoch_expr(raw.cast(pl.Float64, strict=False), False, unit))
-    return pl.when(raw.str.contains(NUMBER_PATTERN)).then(epoch).otherwise(iso).alias(name)
-
-
-def _epoch_expr(number: pl.Expr, integer: bool, unit: TimestampUnit | None) -> pl.Expr | None:
-    """Epoch counts in ``unit`` as ``datetime[us, UTC]``: exact for integers, floored for floats;
-    null outside the years 1-9999 (as :func:`features.eventtime.parse_event_time`)."""
-    if unit is None:
-        return None
-    factor = US_PER_UNIT[unit]
-    if integer:
-        value = number.cast(pl.Int64, strict=False)
-        ok = (value >= -(-MIN_US // factor)) & (value <= MAX_US // factor)
-        micros = value * factor
-    else:
-        micros = (number.cast(pl.Float64) * factor).floor()
-        ok = micros.is_finite() & (micros >= MIN_US) & (micros <= MAX_US)
-    return pl.when(ok).then(micros.cast(pl.Int64)).cast(UTC_US)
-
-
-def _is_epoch_number(name: str, dtype: pl.DataType) -> pl.Expr:
-    """True where the raw value is an epoch number (a numeric column, or a string that is a number)."""
-    if isinstance(dtype, (pl.Datetime, pl.Date)):
-        return pl.lit(False)
-    if dtype.is_numeric():
-        return pl.lit(True)
-    return _text(name, dtype).str.strip_chars().str.contains(NUMBER_PATTERN).fill_null(False)
-
-
 class _Checks:
     """Normalised columns of a raw frame and the row checks on them, evaluated in one streaming pass.
 
@@ -278,10 +216,10 @@ class _Checks:
     def timestamp(self, name: str, label: str = "timestamp", unit: TimestampUnit | None = None) -> None:
         """A timestamp column; unparseable values and epoch numbers without ``unit`` are quarantined."""
         dtype = self.raw.schema[name]
-        self.exprs[name] = _parse_timestamp(name, dtype, unit)
+        self.exprs[name] = event_time_expr(name, dtype, unit)
         if not isinstance(dtype, (pl.Datetime, pl.Date)):
             helper = f"__epoch_{name}"
-            self.exprs[helper] = _is_epoch_number(name, dtype).alias(helper)
+            self.exprs[helper] = is_epoch_number_expr(name, dtype).alias(helper)
             failed = pl.col(name).is_null() & self.present(name)
             number = pl.col(helper)
             self.checks.append((failed & ~number, f"unparseable {label}"))
@@ -491,7 +429,7 @@ def ingest_users(path: str | Path, max_bad_share: float = 0.05, consent_default:
                  age_range: tuple[int, int] = (0, 120),
                  timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Read, validate and de-duplicate a users file; :class:`DataError` when too many rows are bad."""
-    raw = read_raw(path)
+    raw = read_raw(path, required=("user_id",))
     require_columns(raw, ("user_id",), str(path))
     validated = with_rejected(validate_users(raw.frame, source=str(path), consent_default=consent_default,
                                              age_range=age_range, timestamp_unit=timestamp_unit), raw)

@@ -167,7 +167,7 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
 
 def _read_users(path: str | Path, cfg: FeaturesConfig, unit: TimestampUnit | None) -> Validated:
     """The users file, validated; :class:`DataError` when it is an events file given as users."""
-    raw = read_raw(path)
+    raw = read_raw(path, required=("user_id",))
     if {"event_id", "event", "timestamp"} <= set(raw.frame.columns):
         raise DataError(f"--users {path}: this is an events file (it has event_id, event and timestamp "
                         "columns); pass it as --events and the CRM/profile file as --users")
