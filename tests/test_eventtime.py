@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import polars as pl
@@ -153,6 +154,27 @@ def test_the_consumer_applies_and_dead_letters_the_same_timestamps(redis_url: st
         assert len(dead) == sum(1 for g in got if g is None)
         if unit is None:
             assert any(EPOCH_HINT in entry["reason"] for _, entry in dead)
+    finally:
+        store.clear()
+        store.close()
+        r.close()
+
+
+def test_consume_timestamp_unit_flag_reads_epoch_seconds(redis_url: str, redis_prefix: str,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main
+
+    monkeypatch.setenv("PROPENSITY_HOME", str(tmp_path))
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisProfileStore(redis_url, redis_prefix)
+    stream = f"{redis_prefix}events"
+    try:
+        r.xadd(stream, {"event_id": "e1", "user_id": "u1", "event": "page_view", "timestamp": "1790841600"})
+        main(["consume", "--stream", f"{redis_url}?stream={stream}&group=g", "--redis-url", redis_url,
+              "--key-prefix", redis_prefix, "--timestamp-unit", "s", "--exit-when-idle", "0.2", "--json"])
+        assert json.loads(capsys.readouterr().out)["applied"] == 1
+        assert [e.ts for e in store.get_profile("u1").events] == [T_US]
     finally:
         store.clear()
         store.close()
