@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from cli.common import emit_json, info
+
+if TYPE_CHECKING:
+    from features.eventtime import TimestampUnit
 
 
 class Duration(click.ParamType):
@@ -50,17 +53,23 @@ class Moment(click.ParamType):
 @click.option("--snapshots", type=click.IntRange(min=1), default=None,
               help="Number of stacked snapshots [config: 1].")
 @click.option("--every", type=Duration(), default=None, help="Spacing of stacked snapshots [config: 7d].")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output Parquet file.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output Parquet file (.parquet).")
+@click.option("--timestamp-unit", type=click.Choice(["s", "ms", "us"]), default=None,
+              help="Unit of epoch-number timestamps [config: ingest.timestamp_unit; none: such rows are "
+                   "quarantined]. ISO-8601 strings need no unit.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Feature config YAML [configs/features.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def features(events_path: Path, users_path: Path | None, as_of: datetime, horizon: timedelta | None,
-             snapshots: int | None, every: timedelta | None, out: Path, config_path: Path | None,
-             as_json: bool) -> None:
+             snapshots: int | None, every: timedelta | None, out: Path, timestamp_unit: str | None,
+             config_path: Path | None, as_json: bool) -> None:
     from features.pipeline import build_features
 
     result = build_features(events_path, users_path, as_of, horizon, snapshots, every, out,
-                            config=config_path, progress=info)
+                            config=config_path, progress=info,
+                            timestamp_unit=cast("TimestampUnit | None", timestamp_unit))
+    for warning in result.warnings:
+        info(f"warning: {warning}")
     if as_json:
         emit_json(result.summary())
         return
@@ -69,6 +78,8 @@ def features(events_path: Path, users_path: Path | None, as_of: datetime, horizo
     click.echo(f"metadata: {result.metadata_path} (digest {result.digest[:19]}...)")
     if result.quarantined:
         click.echo(f"quarantined {result.quarantined} bad rows: {result.quarantine_path}")
+        for reason, count in result.quarantine_reasons.items():
+            click.echo(f"  {count:>8}  {reason}")
     else:
         click.echo("quarantined 0 bad rows")
     click.echo(f"{result.duplicates} duplicate rows counted once; took {result.seconds:.1f} s")

@@ -59,18 +59,21 @@ def serve(model_uri: str | None, tracking_uri: str | None, port: int, host: str,
 @click.option("--max-events", default=None, type=int, help="Stop after this many stream entries.")
 @click.option("--exit-when-idle", default=None, type=float,
               help="Stop after this many seconds without entries and nothing pending.")
+@click.option("--timestamp-unit", type=click.Choice(["s", "ms", "us"]), default=None,
+              help="Unit of epoch-number timestamps [config: ingest.timestamp_unit; none: refused].")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def consume(stream_url: str, config_path: str | None, redis_url: str | None, key_prefix: str | None,
             consumer: str | None, batch_size: int, claim_idle_ms: int, max_events: int | None,
-            exit_when_idle: float | None, as_json: bool) -> None:
+            exit_when_idle: float | None, timestamp_unit: str | None, as_json: bool) -> None:
     """Apply events from a Redis Stream (consumer group) to the live profile store."""
     from serving.consumer import StreamSource, consume_from_config
 
     source = StreamSource.from_url(stream_url, consumer=consumer)
     info(f"consuming {source.stream} as {source.group}/{source.consumer}")
+    unit = {"timestamp_unit": timestamp_unit} if timestamp_unit else {}
     stats = consume_from_config(source, config_path, redis_url=redis_url, key_prefix=key_prefix,
                                 batch_size=batch_size, claim_idle_ms=claim_idle_ms, max_events=max_events,
-                                exit_when_idle_s=exit_when_idle)
+                                exit_when_idle_s=exit_when_idle, **unit)
     info(f"read {stats.read} entries: {stats.applied} applied, {stats.duplicates} duplicates, "
          f"{stats.dropped_deleted} of deleted users, {stats.dead_letters} dead letters "
          f"({stats.future_dated} future-dated; {stats.claimed} reclaimed; {stats.reconnects} reconnections) "

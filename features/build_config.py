@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from features.config import StrictModel, default_config_path, load_config
+from features.eventtime import TimestampUnit
 from features.paths import work_dir
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -62,6 +63,7 @@ class IngestConfig(StrictModel):
     consent_default: bool = True
     age_min: int = Field(default=0, ge=0)  # years
     age_max: int = Field(default=120, ge=1)  # years
+    timestamp_unit: TimestampUnit | None = None  # unit of epoch-number timestamps (s, ms, us); None: refused
 
 
 class PrivacyConfig(StrictModel):

@@ -11,13 +11,15 @@ enum strings trimmed and lower-cased); clean users have :data:`USER_SCHEMA`.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 
 from features.contract import EVENT_FIELDS, USER_FIELDS, Field, user_fields
 from features.errors import DataError
+from features.eventtime import EPOCH_HINT, TimestampUnit, event_time_expr, is_epoch_number_expr
+from features.rawread import RawRows, detect_delimiter, read_rows, require_columns
 
 UTC_US = pl.Datetime("us", "UTC")
 # Polars dtype of each kind of contract field (features/contract.py).
@@ -34,6 +36,7 @@ NUMERIC_EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS.valu
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "ndjson", ".ndjson": "ndjson",
            ".json": "ndjson"}
 _ROW = "__row"
+UPDATED_AT = "updated_at"  # optional users column: the latest row of a user wins
 _BAD = "__bad"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
@@ -64,15 +67,39 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.D
     """Read a Parquet, CSV or JSON Lines file, chosen by extension; CSV columns are read as strings.
 
     ``columns`` limits a Parquet read to those of the named columns the file has (others are never
-    decoded); CSV and JSON Lines are read whole. Raises :class:`DataError` (one line naming the
-    file) for a missing, unreadable or unsupported file.
+    decoded); CSV and JSON Lines are read whole (the CSV delimiter, ``,`` ``;`` or tab, is detected).
+    Raises :class:`DataError` (one line naming the file) for a missing, unreadable or unsupported
+    file; :func:`read_raw` instead sets broken rows aside.
     """
+    return _read_whole(*_kind(path), columns)
+
+
+def read_raw(path: str | Path, columns: Collection[str] | None = None,
+             required: Collection[str] = REQUIRED_EVENT_COLUMNS) -> RawRows:
+    """:func:`read_table`, except that undecodable bytes, broken JSON lines and CSV rows with too
+    many fields are set aside (``rejected``, with a reason) instead of failing the whole file.
+
+    When every row is broken, the frame is empty with the ``required`` columns (strings)."""
+    path, kind = _kind(path)
+    delimiter = detect_delimiter(path) if kind == "csv" else None
+    raw = read_rows(path, kind, lambda: _read_whole(path, kind, columns, delimiter), delimiter)
+    if raw.frame.width == 0 and raw.rejected.height:  # nothing left to name the columns by
+        return replace(raw, frame=pl.DataFrame(schema={c: pl.String for c in required}))
+    return raw
+
+
+def _kind(path: str | Path) -> tuple[Path, str]:
     path = Path(path)
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .parquet, .csv or .jsonl)")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    return path, kind
+
+
+def _read_whole(path: Path, kind: str, columns: Collection[str] | None,
+                delimiter: str | None = None) -> pl.DataFrame:
     try:
         if kind == "parquet":
             if columns is None:
@@ -80,11 +107,24 @@ def read_table(path: str | Path, columns: Collection[str] | None = None) -> pl.D
             present = pl.read_parquet_schema(path)
             return pl.read_parquet(path, columns=[c for c in present if c in set(columns)])
         if kind == "csv":
-            return pl.read_csv(path, infer_schema=False)
+            return pl.read_csv(path, infer_schema=False, separator=delimiter or detect_delimiter(path))
         return pl.read_ndjson(path, infer_schema_length=None)
     except Exception as exc:  # polars/arrow raise many types for corrupt files; all mean "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read as {kind} ({first[:200]})") from None
+
+
+def with_rejected(validated: Validated, raw: RawRows) -> Validated:
+    """``validated`` (of ``raw.frame``) with the rows set aside while reading added to its quarantine;
+    row numbers are those of the file, so rows in = clean + duplicates + quarantined still holds."""
+    quarantine = validated.quarantine
+    if raw.rows is not None and quarantine.height:
+        quarantine = quarantine.with_columns(raw.rows.gather(quarantine["row"]).alias("row"))
+    if raw.rejected.height == 0:
+        return replace(validated, quarantine=quarantine)
+    rejected = raw.rejected.with_columns(pl.lit(validated.source).alias("file"))
+    quarantine = pl.concat([quarantine, rejected], how="diagonal_relaxed").sort("row")
+    return replace(validated, quarantine=quarantine, rows_read=validated.rows_read + rejected.height)
 
 
 def _text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -114,24 +154,6 @@ def _normalise_enum(raw: pl.DataFrame, name: str) -> pl.Expr:
         return text.alias(name)
     normal = pl.select(pl.when(normal == "").then(None).otherwise(normal)).to_series()
     return text.replace(distinct.filter(changed), normal.filter(changed)).alias(name)
-
-
-def _parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A timestamp column as ``datetime[us, UTC]``: ISO-8601 strings with offset, naive means UTC."""
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        col = col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
-        return col.cast(UTC_US).alias(name)
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
-    text = (_text(name, dtype).str.strip_chars()
-            .str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T")
-            .str.replace(r"[zZ]$", "+00:00"))
-    with_offset = [text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us")
-                   for f in ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")]
-    naive = [text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-             for f in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")]
-    return pl.coalesce(*with_offset, *naive).alias(name)
 
 
 class _Checks:
@@ -170,11 +192,18 @@ class _Checks:
         if required:
             self.checks.append((pl.col(name).is_null() | _blank(pl.col(name)), f"missing {name}"))
 
-    def timestamp(self, name: str, label: str = "timestamp") -> None:
+    def timestamp(self, name: str, label: str = "timestamp", unit: TimestampUnit | None = None) -> None:
+        """A timestamp column; unparseable values and epoch numbers without ``unit`` are quarantined."""
         dtype = self.raw.schema[name]
-        self.exprs[name] = _parse_timestamp(name, dtype)
+        self.exprs[name] = event_time_expr(name, dtype, unit)
         if not isinstance(dtype, (pl.Datetime, pl.Date)):
-            self.checks.append((pl.col(name).is_null() & self.present(name), f"unparseable {label}"))
+            helper = f"__epoch_{name}"
+            self.exprs[helper] = is_epoch_number_expr(name, dtype).alias(helper)
+            failed = pl.col(name).is_null() & self.present(name)
+            number = pl.col(helper)
+            self.checks.append((failed & ~number, f"unparseable {label}"))
+            epoch_reason = f"{label}: {EPOCH_HINT}" if unit is None else f"{label} outside the years 1-9999"
+            self.checks.append((failed & number, epoch_reason))
 
     def number(self, name: str, label: str | None = None) -> None:
         dtype = self.raw.schema[name]
@@ -217,9 +246,19 @@ def _first_occurrence(keys: pl.Series) -> pl.Series:
     return pl.Series(keys.name, result)
 
 
+def _latest_occurrence(keys: pl.Series, order: pl.Series) -> pl.Series:
+    """True at the row with the greatest ``order`` of each non-null key (nulls oldest; ties: last row)."""
+    frame = pl.DataFrame({"k": keys, "o": order}).with_row_index("i")
+    winners = (frame.filter(pl.col("k").is_not_null())
+               .sort(["o", "i"], descending=True, nulls_last=True)
+               .unique(subset="k", keep="first")["i"])
+    return frame.select(pl.col("i").is_in(winners.implode()))["i"].alias(keys.name)
+
+
 def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
-           schema: dict[str, pl.DataType]) -> Validated:
-    """Quarantine rows failing a check (with every reason), then keep the first valid row per ``key``."""
+           schema: dict[str, pl.DataType], latest: str | None = None) -> Validated:
+    """Quarantine rows failing a check (with every reason), then keep the first valid row per ``key``
+    (or, with ``latest``, the valid row with the greatest ``latest`` value; the later row on a tie)."""
     raw = checks.raw
     parsed, bad = checks.parsed()
     reasons = [pl.when(c.fill_null(False)).then(pl.lit(msg)) for c, msg in checks.checks]
@@ -236,7 +275,7 @@ def _split(source: str, checks: _Checks, key: str, columns: tuple[str, ...],
     keys = parsed[key]
     if any_bad:
         keys = parsed.select(pl.when(bad).then(None).otherwise(pl.col(key))).to_series()
-    keep = _first_occurrence(keys) & ~bad
+    keep = (_first_occurrence(keys) if latest is None else _latest_occurrence(keys, parsed[latest])) & ~bad
     good_rows = raw.height - quarantine.height
     clean = parsed.filter(keep) if not keep.all() else parsed
     clean = clean.select([(pl.col(c).cast(t) if c in clean.columns else pl.lit(None, t).alias(c))
@@ -265,12 +304,14 @@ def _number_checks(checks: _Checks, spec: Field) -> None:
         checks.checks.append((val.is_finite() & (val > spec.high), spec.check_number(spec.high + 1) or ""))
 
 
-def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
+def validate_events(raw: pl.DataFrame, source: str = "events",
+                    timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Normalise and validate a raw events frame (any column types; extra columns are ignored).
 
     Checks: event_id, user_id, event and a parseable timestamp present; value >= 0 and
     duration_s >= 0 (seconds), scroll_depth in [0, 1], each numeric and finite when present.
     IDs are kept verbatim (blank means missing); enum columns are trimmed and lower-cased.
+    Epoch-number timestamps are read in ``timestamp_unit`` (s, ms, µs) and quarantined without one.
     Raises :class:`DataError` only for a missing required column.
     """
     _require_columns(raw, REQUIRED_EVENT_COLUMNS, source)
@@ -279,7 +320,7 @@ def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
         if spec.is_string:
             _string_checks(checks, spec)
     checks.checks.append((~checks.present("timestamp"), "missing timestamp"))
-    checks.timestamp("timestamp")
+    checks.timestamp("timestamp", unit=timestamp_unit)
     for name in NUMERIC_EVENT_COLUMNS:
         if name in raw.columns:
             _number_checks(checks, EVENT_FIELDS[name])
@@ -287,12 +328,15 @@ def validate_events(raw: pl.DataFrame, source: str = "events") -> Validated:
 
 
 def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bool = True,
-                   age_range: tuple[int, int] | None = None) -> Validated:
-    """Normalise and validate a raw users (CRM) frame; one row per user_id (first valid one kept).
+                   age_range: tuple[int, int] | None = None,
+                   timestamp_unit: TimestampUnit | None = None) -> Validated:
+    """Normalise and validate a raw users (CRM) frame into one row per user_id.
 
     ``age`` must be a whole number of years within ``age_range`` (inclusive; default: the configured
     range, :func:`features.contract.age_range`); ``consent`` a boolean (true/false, yes/no, 1/0); a
     null consent or an absent consent column takes ``consent_default``.
+    Several valid rows of one user: with an ``updated_at`` column (a timestamp, the one rule) the
+    latest wins and the others count as duplicates; without it, :class:`DataError` names the users.
     """
     _require_columns(raw, ("user_id",), source)
     fields = user_fields(age_range)
@@ -322,31 +366,66 @@ def validate_users(raw: pl.DataFrame, source: str = "users", consent_default: bo
             checks.checks.append((pl.col("__consent").is_null() & checks.present("consent"),
                                   "consent not a boolean"))
     checks.exprs["consent"] = consent.fill_null(consent_default).alias("consent")
-    return _split(source, checks, "user_id", USER_COLUMNS, USER_SCHEMA)
+    if UPDATED_AT not in raw.columns:
+        validated = _split(source, checks, "user_id", USER_COLUMNS, USER_SCHEMA)
+        if validated.duplicates:
+            _raise_duplicate_users(raw, validated)
+        return validated
+    checks.timestamp(UPDATED_AT, label=UPDATED_AT, unit=timestamp_unit)
+    return _split(source, checks, "user_id", (*USER_COLUMNS, UPDATED_AT), USER_SCHEMA, latest=UPDATED_AT)
+
+
+def _raise_duplicate_users(raw: pl.DataFrame, validated: Validated) -> None:
+    """:class:`DataError` naming (up to 5 of) the user_ids with more than one valid row."""
+    valid = raw.with_row_index(_ROW).filter(~pl.col(_ROW).is_in(validated.quarantine["row"].implode()))
+    ids = _text("user_id", raw.schema["user_id"])
+    names = valid.select(ids.filter(ids.is_duplicated()).unique(maintain_order=True)).to_series()
+    shown = ", ".join(repr(n) for n in names.head(5).to_list()) + (", ..." if names.len() > 5 else "")
+    raise DataError(f"{validated.source}: {names.len()} user_id(s) have several rows ({shown}); keep one row "
+                    f"per user or add an {UPDATED_AT} column so the latest row wins")
 
 
 def check_bad_share(validated: Validated, max_bad_share: float, where: str | Path | None = None) -> None:
-    """Raise :class:`DataError` when the quarantined share (0..1) of rows exceeds ``max_bad_share``."""
+    """Raise :class:`DataError` when the quarantined share (0..1) of rows exceeds ``max_bad_share``;
+    the message names the most common reason."""
     if validated.bad_share > max_bad_share:
         hint = f"; see {where}" if where else ""
+        reason, count = next(iter(top_reasons([validated], 1).items()))
         raise DataError(
             f"{validated.source}: {validated.quarantine.height} of {validated.rows_read} rows are bad "
-            f"(share {validated.bad_share:.3f} > limit {max_bad_share:.3f}){hint}"
+            f"(share {validated.bad_share:.3f} > limit {max_bad_share:.3f}); most common: {reason} "
+            f"({count} rows){hint}"
         )
 
 
-def ingest_events(path: str | Path, max_bad_share: float = 0.05) -> Validated:
+def top_reasons(parts: list[Validated], k: int = 5) -> dict[str, int]:
+    """The ``k`` most common quarantine reasons of ``parts`` and their row counts (a row can have several)."""
+    frames = [p.quarantine.select("reason") for p in parts if p.quarantine.height]
+    if not frames:
+        return {}
+    counts = (pl.concat(frames).select(pl.col("reason").str.split("; ").explode())
+              .group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(k))
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def ingest_events(path: str | Path, max_bad_share: float = 0.05,
+                  timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Read, validate and de-duplicate an events file; :class:`DataError` when too many rows are bad."""
-    validated = validate_events(read_table(path), source=str(path))
+    raw = read_raw(path)
+    require_columns(raw, REQUIRED_EVENT_COLUMNS, str(path))
+    validated = with_rejected(validate_events(raw.frame, str(path), timestamp_unit), raw)
     check_bad_share(validated, max_bad_share)
     return validated
 
 
 def ingest_users(path: str | Path, max_bad_share: float = 0.05, consent_default: bool = True,
-                 age_range: tuple[int, int] | None = None) -> Validated:
+                 age_range: tuple[int, int] | None = None,
+                 timestamp_unit: TimestampUnit | None = None) -> Validated:
     """Read, validate and de-duplicate a users file; :class:`DataError` when too many rows are bad."""
-    validated = validate_users(read_table(path), source=str(path), consent_default=consent_default,
-                               age_range=age_range)
+    raw = read_raw(path, required=("user_id",))
+    require_columns(raw, ("user_id",), str(path))
+    validated = with_rejected(validate_users(raw.frame, source=str(path), consent_default=consent_default,
+                                             age_range=age_range, timestamp_unit=timestamp_unit), raw)
     check_bad_share(validated, max_bad_share)
     return validated
 

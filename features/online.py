@@ -21,12 +21,12 @@ from typing import Any, NamedTuple
 from features.contract import EVENT_FIELDS, Field, describe_value, user_fields
 from features.definitions import FeatureSet
 from features.errors import DataError
+from features.eventtime import TimestampUnit, parse_event_time
 from features.special import profile_attributes as profile_attributes
 
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 NAN = math.nan
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventRecord(NamedTuple):
@@ -111,22 +111,10 @@ def _max(a: int | None, b: int) -> int:
 # Input normalisation (the same rules as ingestion: enums trimmed and lower-cased, naive = UTC)
 
 
-def to_epoch_us(value: Any, field_name: str = "timestamp") -> int:
-    """UTC epoch microseconds of a datetime or an ISO-8601 string; a naive time means UTC."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise DataError(f"{field_name}: not an ISO-8601 time: {value!r}") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raise DataError(f"{field_name}: expected an ISO-8601 time, got {type(value).__name__}")
+def to_epoch_us(value: Any, field_name: str = "timestamp", unit: TimestampUnit | None = None) -> int:
+    """UTC epoch microseconds of a datetime, an ISO-8601 string (naive means UTC) or, with ``unit``,
+    an epoch number: the one rule of :func:`features.eventtime.parse_event_time`, shared with batch."""
+    return parse_event_time(value, unit, field_name)
 
 
 def from_epoch_us(ts: int) -> datetime:
@@ -168,8 +156,12 @@ _NUMBER_FIELDS = tuple(f for f in EVENT_FIELDS.values() if f.kind == "float")
 _REQUIRED = tuple(f.name for f in EVENT_FIELDS.values() if f.required)
 
 
-def normalize_event(event: Mapping[str, Any]) -> tuple[str, EventRecord]:
-    """(user_id, record) of one raw event of the data contract; :class:`DataError` names a bad field."""
+def normalize_event(event: Mapping[str, Any],
+                    timestamp_unit: TimestampUnit | None = None) -> tuple[str, EventRecord]:
+    """(user_id, record) of one raw event of the data contract; :class:`DataError` names a bad field.
+
+    Epoch-number timestamps are read in ``timestamp_unit`` (s, ms, µs) and refused without one.
+    """
     for name in _REQUIRED:
         value = event.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -179,7 +171,7 @@ def normalize_event(event: Mapping[str, Any]) -> tuple[str, EventRecord]:
     user_id = _string(EVENT_FIELDS["user_id"], event["user_id"])
     if values["event"] is None or user_id is None:
         raise DataError("event: required field is empty")
-    return user_id, EventRecord(ts=to_epoch_us(event["timestamp"]), **values)
+    return user_id, EventRecord(ts=to_epoch_us(event["timestamp"], unit=timestamp_unit), **values)
 
 
 USER_ATTRIBUTES: tuple[str, ...] = tuple(name for name in user_fields((0, 120)) if name != "user_id")

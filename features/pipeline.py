@@ -15,15 +15,21 @@ from typing import Any
 from features.build_config import FeaturesConfig, format_duration, load_features_config
 from features.dataset import file_digest, metadata_path, write_snapshot
 from features.engine import make_engine
+from features.errors import DataError
+from features.eventtime import TimestampUnit
 from features.ingest import (
+    REQUIRED_EVENT_COLUMNS,
     Validated,
     check_bad_share,
-    read_table,
+    read_raw,
+    top_reasons,
     validate_events,
     validate_users,
+    with_rejected,
     write_quarantine,
 )
 from features.privacy import forgotten_users, resolve_ledger, scrub_forgotten
+from features.rawread import require_columns
 from features.snapshot import SNAPSHOT_EVENT_COLUMNS, snapshot_times
 
 Progress = Callable[[str], None]
@@ -44,6 +50,8 @@ class FeatureBuildResult:
     duplicates: int
     seconds: float
     metadata: dict[str, Any] = field(repr=False)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)  # top reasons -> rows
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` document of ``propensity features``."""
@@ -54,7 +62,11 @@ class FeatureBuildResult:
             "label_rate": self.label_rate,
             "quarantined": self.quarantined,
             "quarantine_path": str(self.quarantine_path) if self.quarantine_path else None,
+            "quarantine_reasons": dict(self.quarantine_reasons),
+            "duplicates": self.duplicates,
             "digest": self.digest,
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
         }
 
 
@@ -71,14 +83,18 @@ def _ingest_counts(v: Validated) -> dict[str, int]:
 def build_features(events_path: str | Path, users_path: str | Path | None, as_of: datetime,
                    horizon: timedelta | None, snapshots: int | None, every: timedelta | None,
                    out: str | Path, config: FeaturesConfig | str | Path | None = None,
-                   progress: Progress | None = None) -> FeatureBuildResult:
+                   progress: Progress | None = None,
+                   timestamp_unit: TimestampUnit | None = None) -> FeatureBuildResult:
     """Ingest the raw files, build ``snapshots`` stacked snapshots ending at ``as_of``, write them.
 
     ``horizon`` (label window), ``snapshots`` (count) and ``every`` (spacing) default to the config
     (``configs/features.yaml``). Writes ``out`` (Parquet), its ``.meta.json`` sidecar and, when rows
     were bad, ``<out stem>.quarantine.parquet``. Users without consent and users in the forget ledger
-    are left out. Raises :class:`DataError` for unreadable input or too many bad rows (after the
-    quarantine file is written).
+    are left out. Epoch-number timestamps are read in ``timestamp_unit`` (default: the config's
+    ``ingest.timestamp_unit``; none: quarantined). Raises :class:`DataError` for unreadable input,
+    a users file that is an events file, an ``out`` that is not ``.parquet``, or too many bad rows
+    (after the quarantine file is written). Suspicious but usable input (a users file matching no
+    event's user, label windows past the end of the data) gives ``warnings``.
     """
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -88,16 +104,20 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
     snapshots = snapshots or cfg.snapshots
     as_ofs = snapshot_times(as_of, snapshots, every)
     out = Path(out)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"--out {out}: features are written as Parquet; use a .parquet file name")
+    unit = timestamp_unit or cfg.ingest.timestamp_unit
 
     say(f"reading {events_path}")
-    events = validate_events(read_table(events_path, SNAPSHOT_EVENT_COLUMNS), source=str(events_path))
+    raw_events = read_raw(events_path, SNAPSHOT_EVENT_COLUMNS)
+    require_columns(raw_events, REQUIRED_EVENT_COLUMNS, str(events_path))
+    events = with_rejected(validate_events(raw_events.frame, source=str(events_path), timestamp_unit=unit),
+                           raw_events)
     parts = [events]
     users = None
     if users_path is not None:
         say(f"reading {users_path}")
-        users = validate_users(read_table(users_path), source=str(users_path),
-                               consent_default=cfg.ingest.consent_default,
-                               age_range=(cfg.ingest.age_min, cfg.ingest.age_max))
+        users = _read_users(users_path, cfg, unit)
         parts.append(users)
     forgotten = forgotten_users(resolve_ledger(cfg))
     q_path = quarantine_path_for(out)
@@ -107,6 +127,7 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
     for part in parts:
         check_bad_share(part, cfg.ingest.max_bad_share, q_path if quarantined else None)
     say(f"{events.clean.height} clean events, {events.duplicates} duplicates, {quarantined} rows quarantined")
+    warnings = _input_warnings(events, users, as_ofs, horizon)
 
     say(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
     feature_set = cfg.feature_set
@@ -144,4 +165,38 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
         quarantine_path=q_path if quarantined else None,
         digest=meta["digest"], duplicates=sum(p.duplicates for p in parts),
         seconds=time.perf_counter() - started, metadata=meta,
+        quarantine_reasons=top_reasons(parts), warnings=warnings,
     )
+
+
+def _read_users(path: str | Path, cfg: FeaturesConfig, unit: TimestampUnit | None) -> Validated:
+    """The users file, validated; :class:`DataError` when it is an events file given as users."""
+    raw = read_raw(path, required=("user_id",))
+    if {"event_id", "event", "timestamp"} <= set(raw.frame.columns):
+        raise DataError(f"--users {path}: this is an events file (it has event_id, event and timestamp "
+                        "columns); pass it as --events and the CRM/profile file as --users")
+    require_columns(raw, ("user_id",), str(path))
+    users = validate_users(raw.frame, source=str(path), consent_default=cfg.ingest.consent_default,
+                           age_range=(cfg.ingest.age_min, cfg.ingest.age_max), timestamp_unit=unit)
+    return with_rejected(users, raw)
+
+
+def _input_warnings(events: Validated, users: Validated | None, as_ofs: list[datetime],
+                    horizon: timedelta) -> list[str]:
+    """Input that builds but misleads: users matching no event's user, label windows past the data."""
+    warnings = []
+    if users is not None and users.clean.height and events.clean.height:
+        matched = users.clean["user_id"].is_in(events.clean["user_id"].unique().implode()).sum()
+        if matched == 0:
+            warnings.append(f"users file {users.source} matches no user of the events ({users.clean.height} "
+                            "users, 0 with events): check that both files come from the same system")
+    data_end = events.clean["timestamp"].max() if events.clean.height else None
+    if isinstance(data_end, datetime):
+        short = [t for t in as_ofs if t + horizon > data_end]
+        if short:
+            latest_ok = (data_end - horizon).date().isoformat()
+            warnings.append(
+                f"{len(short)} of {len(as_ofs)} snapshot(s) (latest cut-off {max(short).isoformat()}) have a "
+                f"{format_duration(horizon)} label window past the end of the data ({data_end.isoformat()}): "
+                f"their labels are censored, not real non-conversions; use --as-of {latest_ok} or earlier")
+    return warnings

@@ -104,9 +104,10 @@ def _read_snapshot(path: Path, notes: list[str]) -> tuple[pl.DataFrame, str | No
 
 
 def _read_events(path: Path) -> pl.DataFrame:
+    from features.build_config import load_features_config
     from features.ingest import ingest_events
 
-    return ingest_events(path).clean
+    return ingest_events(path, timestamp_unit=load_features_config().ingest.timestamp_unit).clean
 
 
 def segment_snapshot(features_path: str | Path, out_dir: str | Path, cfg: SegmentsConfig | None = None,

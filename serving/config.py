@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from features.config import StrictModel, load_config
+from features.eventtime import TimestampUnit
 from features.profile_store import ProfileStoreConfig
 from training.registry import choose_model_uri, env_over_config
 
@@ -40,6 +41,8 @@ class OnlineIngestConfig(StrictModel):
 
     max_future_skew: timedelta = Field(default=timedelta(days=1),
                                        description="events later than now + this are refused (e.g. 1d, 2h)")
+    timestamp_unit: TimestampUnit | None = Field(
+        default=None, description="unit of epoch-number timestamps (s, ms, us); null = refused")
 
     @field_validator("max_future_skew", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import redis
 
 from features.errors import ConfigError, DataError
+from features.eventtime import TimestampUnit
 from features.online import EventRecord, normalize_event
 from features.profile_store import ProfileStore
 from features.redact import redact
@@ -118,8 +119,10 @@ class StreamConsumer:
 
     def __init__(self, source: StreamSource, store: ProfileStore, batch_size: int = 200,
                  block_ms: int = 500, claim_idle_ms: int = 30_000,
-                 max_future_skew_s: float = 86_400.0) -> None:
+                 max_future_skew_s: float = 86_400.0,
+                 timestamp_unit: TimestampUnit | None = None) -> None:
         self.source = source
+        self.timestamp_unit = timestamp_unit  # unit of epoch-number timestamps (None: refused)
         self.store = store
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -168,7 +171,8 @@ class StreamConsumer:
             if not fields:  # an entry deleted from the stream while pending
                 continue
             try:
-                good.append(check_not_future(normalize_event(_entry_event(fields)), latest_us))
+                event = normalize_event(_entry_event(fields), self.timestamp_unit)
+                good.append(check_not_future(event, latest_us))
             except DataError as exc:
                 self.stats.future_dated += isinstance(exc, FutureEvent)
                 dead.append((entry_id, fields, str(exc)[:500]))
@@ -272,10 +276,11 @@ class StreamConsumer:
 
 def consume(source: StreamSource, store: ProfileStore, *, batch_size: int = 200, claim_idle_ms: int = 30_000,
             max_events: int | None = None, exit_when_idle_s: float | None = None,
-            max_future_skew_s: float = 86_400.0) -> ConsumeStats:
+            max_future_skew_s: float = 86_400.0,
+            timestamp_unit: TimestampUnit | None = None) -> ConsumeStats:
     """Run a :class:`StreamConsumer` until SIGINT/SIGTERM (or the limits); returns its counts."""
     consumer = StreamConsumer(source, store, batch_size=batch_size, claim_idle_ms=claim_idle_ms,
-                              max_future_skew_s=max_future_skew_s)
+                              max_future_skew_s=max_future_skew_s, timestamp_unit=timestamp_unit)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, lambda *_: consumer.stop())
@@ -300,6 +305,7 @@ def consume_from_config(source: StreamSource, config_path: str | None = None, *,
     serving_cfg = load_serving_config(config_path)
     store_cfg = serving_cfg.store
     kwargs.setdefault("max_future_skew_s", serving_cfg.ingest.max_future_skew.total_seconds())
+    kwargs.setdefault("timestamp_unit", serving_cfg.ingest.timestamp_unit)
     url = redis_url or (store_cfg.redis_url if store_cfg.backend == "redis" else source.redis_url)
     store_cfg = store_cfg.model_copy(update={"backend": "redis", "redis_url": url,
                                              "key_prefix": key_prefix or store_cfg.key_prefix})

@@ -260,7 +260,8 @@ class PredictionEngine:
         latest_us = _now_us() + int(self.cfg.ingest.max_future_skew.total_seconds() * 1_000_000)
         for i, event in enumerate(events):
             try:
-                parsed.append(check_not_future(normalize_event(event), latest_us))
+                record = normalize_event(event, self.cfg.ingest.timestamp_unit)
+                parsed.append(check_not_future(record, latest_us))
             except DataError as exc:
                 if self.metrics is not None:
                     self.metrics.events(refused=len(events))

@@ -8,16 +8,17 @@ string lengths, number ranges (the users' age range is the configured one,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
 from features.contract import EVENT_FIELDS, user_fields
 from features.contract import Field as ContractField
 
 _TYPES: dict[str, Any] = {"id": str, "string": str, "enum": str, "float": float, "int": int, "bool": bool,
-                          "date": str, "timestamp": datetime | str}
+                          # Strict: pydantic would otherwise turn numbers into datetimes, guessing their
+                          # unit (epoch numbers need ingest.timestamp_unit: features.eventtime)
+                          "date": str, "timestamp": StrictStr | StrictInt | StrictFloat}
 
 
 def _pydantic_field(spec: ContractField) -> tuple[Any, Any]:

@@ -221,10 +221,31 @@ def test_absent_or_null_consent_takes_the_configured_default(default: bool) -> N
     assert null["consent"].to_list() == [default]
 
 
-def test_duplicate_user_ids_keep_the_first_row() -> None:
-    result = validate_users(pl.DataFrame({"user_id": ["a", "a"], "age": [30, 40]}))
-    assert result.clean["age"].to_list() == [30]
-    assert result.duplicates == 1
+def test_duplicate_user_ids_without_updated_at_are_an_error_naming_them() -> None:
+    raw = pl.DataFrame({"user_id": ["a", "a", "b", "c", "c"], "age": ["30", "40", "20", "x", "50"]})
+    with pytest.raises(DataError, match=r"u\.csv: 1 user_id\(s\) have several rows \('a'\).*updated_at"):
+        validate_users(raw, source="u.csv")  # c's first row is bad (quarantined): c has one valid row
+
+
+def test_with_updated_at_the_latest_row_wins_and_a_later_consent_false_wins() -> None:
+    raw = pl.DataFrame({"user_id": ["a", "a", "b", "a", "b"],
+                        "consent": ["true", "false", "yes", "yes", "no"],
+                        "updated_at": ["2024-01-01", "2024-03-01T00:00:00Z", "2024-01-01", "2024-02-01",
+                                       "2023-12-31T23:00:00-02:00"]})  # b: 2024-01-01T01:00Z wins
+    result = validate_users(raw)
+    consents = dict(zip(result.clean["user_id"], result.clean["consent"], strict=True))
+    assert consents == {"a": False, "b": False}
+    assert result.duplicates == 3
+    assert result.clean.height + result.duplicates + result.quarantine.height == raw.height
+    assert dict(result.clean.schema) == USER_SCHEMA
+
+
+def test_an_unparseable_updated_at_is_quarantined_and_never_wins() -> None:
+    raw = pl.DataFrame({"user_id": ["a", "a"], "consent": ["true", "false"],
+                        "updated_at": ["2024-01-01", "tomorrow"]})
+    result = validate_users(raw)
+    assert result.clean["consent"].to_list() == [True]
+    assert result.quarantine["reason"].to_list() == ["unparseable updated_at"]
 
 
 # --- property-based: random malformed rows ---------------------------------------------------------
@@ -302,7 +323,12 @@ def test_every_malformed_user_row_is_clean_duplicate_or_quarantined(
         rows: list[dict[str, str | None]]) -> None:
     raw = pl.DataFrame(rows, schema={k: pl.String for k in ("user_id", "age", "consent", "signup_date",
                                                             "country")})
-    result = validate_users(raw, consent_default=False)
+    try:
+        result = validate_users(raw, consent_default=False)
+    except DataError as exc:  # several valid rows of one user and no updated_at column
+        assert "have several rows" in str(exc)
+        return
+    assert result.duplicates == 0
     assert result.clean.height + result.duplicates + result.quarantine.height == raw.height
     assert result.clean["user_id"].is_unique().all()
     assert result.clean["consent"].null_count() == 0

@@ -90,6 +90,25 @@ class TrainResult:
         }
 
 
+ORACLE_COLUMNS: tuple[str, ...] = ("user_id", "as_of", "p_true")
+
+
+def check_oracle_file(oracle_path: str | Path) -> Path:
+    """The path of an existing oracle file with :data:`ORACLE_COLUMNS`; else a one-line :class:`DataError`."""
+    path = Path(oracle_path)
+    if not path.is_file():
+        raise DataError(f"{path}: oracle file not found")
+    try:
+        present = pl.read_parquet_schema(path)
+    except Exception as exc:  # arrow raises many types for a file that is not Parquet
+        raise DataError(f"{path}: cannot read as an oracle file ({type(exc).__name__})") from None
+    missing = [c for c in ORACLE_COLUMNS if c not in present]
+    if missing:
+        raise DataError(f"{path}: not an oracle file (missing column(s) {', '.join(missing)}; "
+                        f"expected {', '.join(ORACLE_COLUMNS)})")
+    return path
+
+
 def oracle_auc(valid: pl.DataFrame, oracle_path: str | Path) -> float:
     """ROC AUC of the validation labels against the generator's true probability (``p_true``).
 
@@ -97,12 +116,17 @@ def oracle_auc(valid: pl.DataFrame, oracle_path: str | Path) -> float:
     """
     from sklearn.metrics import roc_auc_score
 
-    path = Path(oracle_path)
-    if not path.exists():
-        raise DataError(f"{path}: oracle file not found")
-    oracle = pl.read_parquet(path, columns=["user_id", "as_of", "p_true"])
+    path = check_oracle_file(oracle_path)
     keys = valid.select("user_id", "as_of", registry.LABEL_COLUMN)
-    oracle = oracle.with_columns(pl.col("as_of").cast(keys.schema["as_of"]))
+    try:  # a file that happens to be called oracle.parquet must not end a training run with a traceback
+        oracle = pl.read_parquet(path, columns=list(ORACLE_COLUMNS)).with_columns(
+            pl.col("user_id").cast(pl.String), pl.col("as_of").cast(keys.schema["as_of"]),
+            pl.col("p_true").cast(pl.Float64))
+    except DataError:
+        raise
+    except Exception as exc:  # unreadable Parquet or columns of the wrong type
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read as an oracle file ({first})") from None
     joined = keys.join(oracle, on=["user_id", "as_of"], how="inner")
     if joined.height < 0.9 * keys.height:
         raise DataError(f"{path}: oracle covers only {joined.height} of {keys.height} validation rows")
@@ -165,6 +189,8 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
     """
     started = time.perf_counter()
     say = progress or (lambda _m: None)
+    if oracle is not None:  # asked for explicitly: a bad file is an error before any work
+        check_oracle_file(oracle)
     source = load_training_data(features)
     frame = source.frame if pre_transform is None else pre_transform.transform(source.frame)
     numeric, categorical = select_features(frame, cfg.data)
