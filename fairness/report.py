@@ -160,7 +160,8 @@ def _groups_table(feature: str, rows: list[dict[str, Any]], min_size: int | None
             warnings.append(f"{feature} = {g['group']}: only {count(g['count'])} rows; its true positive "
                             f"rate {share_interval(g.get('tpr'), low, high)} is too uncertain to judge on "
                             "its own. "
-                            "Audit on more rows (snapshots: all in configs/fairness.yaml) or raise min_group_size.")
+                            "Audit on more rows (snapshots: all in configs/fairness.yaml) or raise "
+                            "min_group_size.")
     note = ("Rates with 95% Wilson intervals. Groups marked 'insufficient data'"
             + (f" (fewer than {min_size} rows)" if min_size else "") + " are shown but not judged.")
     header = ["group", "status", "rows", "selected", "true positive rate", "false positive rate", "precision",

@@ -195,14 +195,14 @@ def html_report(result: Any, path: str | Path) -> Path:
         return Table(title, [c.replace("_", " ") for c in columns], rows)
 
     profile = result.profile
-    columns = [c for c in ("cluster", "size", "share", "conversion_rate", "lift", "description", "top_features")
-               if c in profile.columns]
+    wanted = ("cluster", "size", "share", "conversion_rate", "lift", "description", "top_features")
+    columns = [c for c in wanted if c in profile.columns]
     lines = [f"cluster {r['cluster']} ({pct(r['share'], 2)} of users): {r['description']}"
              for r in profile.iter_rows(named=True)]
     header = Header(f"Segments: {Path(result.source).name if result.source else 'snapshot'}",
                     f"{count(result.n_rows)} snapshot rows, {result.method}, {result.n_clusters} clusters",
                     result.period, result.digest)
-    decision = Decision(f"{result.n_clusters} behavioural clusters; the largest and most distinct first.", lines)
+    decision = Decision(f"{result.n_clusters} behavioural clusters, largest first.", lines)
     tables = [table("Behavioural clusters", profile, columns)]
     for title, frame, column in (("Engagement segments", result.segment_summary, "segment"),
                                  ("Journey stages", result.stage_summary, "journey_stage")):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser_support import assert_renders_cleanly
+from test_clusters import CFG, shop_snapshot, write_snapshot
+
 from fairness.audit import audit_arrays
 from fairness.config import GateConfig
 from fairness.gate import evaluate_gate
 from fairness.plots import dependence
 from fairness.report import audit_json, figure_png, full_json, write_report
-from test_clusters import CFG, shop_snapshot, write_snapshot
 
 pytestmark = pytest.mark.slow
 
