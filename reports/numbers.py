@@ -74,6 +74,10 @@ def estimate(value: float | None, low: float | None, high: float | None, unit: s
         return num(v, 3, unit, sign)
     lo, hi = float(low) * scale, float(high) * scale  # type: ignore[arg-type]
     d = interval_decimals(lo, hi)
+    # A bound near 0 keeps one significant digit: [0.03, 2.29] must not read [0.0, 2.3].
+    near = min((abs(b) for b in (lo, hi) if b != 0), default=0.0)
+    if near:
+        d = max(d, min(decimals_for(near, 1), 4))
     return f"{v:{'+' if sign else ''},.{d}f}{unit} [{lo:,.{d}f}, {hi:,.{d}f}]"
 
 

@@ -131,7 +131,9 @@ def test_features_command_json_has_exactly_the_documented_keys(tmp_path: Path, c
           "--config", str(config), "--json"])
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    assert set(out) == {"output", "rows", "users", "label_rate", "quarantined", "quarantine_path", "digest"}
+    assert set(out) == {"output", "rows", "users", "label_rate", "quarantined", "quarantine_path", "digest",
+                        "paths", "seconds"}
+    assert out["paths"]["snapshot"] == out["output"] and out["paths"]["quarantine"] == out["quarantine_path"]
     assert out["quarantined"] == 1
     assert out["quarantine_path"] == str(tmp_path / "F.quarantine.parquet")
     assert "reading" in captured.err  # progress goes to stderr

@@ -86,9 +86,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def register(model_uri: str, name: str, alias: str, tags: dict[str, Any]) -> str:
-    """Register ``model_uri`` under ``name`` with ``tags`` and point ``alias`` at it; returns the version."""
+def register(model_uri: str, name: str, alias: str, tags: dict[str, Any],
+             description: str | None = None) -> str:
+    """Register ``model_uri`` under ``name`` with ``tags`` and point ``alias`` at it; returns the version.
+    ``description`` becomes the model version's description in the registry."""
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." lines
         version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if description:
+        MlflowClient().update_model_version(name, version.version, description=description)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return str(version.version)
