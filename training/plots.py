@@ -93,7 +93,9 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure]:
         warnings.simplefilter("ignore")
         from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
-        history = _root(plot_optimization_history(study))
+        axes = plot_optimization_history(study)
+        axes.set(ylabel="validation ROC AUC", title="Optuna search: validation AUC per trial")
+        history = _root(axes)
         history.set_size_inches(9, 5)
         out["optuna_history"] = history
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
