@@ -24,7 +24,8 @@ class GateVerdict:
 
     verdict: str
     failing: list[dict[str, Any]] = field(default_factory=list)
-    # every enabled check: metric, feature, value, limit, kind ("min"/"max"), passed (None: not computable)
+    # every enabled check: metric, feature, value, 95% interval, limit, kind ("min"/"max"),
+    # passed (None: not computable)
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -65,7 +66,7 @@ def evaluate_gate(audit: Audit, cfg: GateConfig) -> GateVerdict:
                 continue
             bad = value < limit if kind == "min" else value > limit
             checks.append({"metric": metric, "feature": feature, "value": value, "limit": limit, "kind": kind,
-                           "passed": not bad})
+                           "passed": not bad, "interval": fa.intervals.get(metric)})
             if bad:
                 failing.append({"metric": metric, "feature": feature, "value": value, "limit": limit,
                                 "groups": extreme_groups(fa, rates)})

@@ -17,7 +17,7 @@ import numpy as np
 from fairness.audit import METRICS, Audit
 from fairness.gate import GateVerdict
 from reports import Decision, Header, Section, Table, figure_base64, render_page
-from reports.numbers import count, num, pct, share_interval, wilson
+from reports.numbers import count, estimate, num, pct, share_interval, wilson
 from reports.page import Figure
 
 GROUP_KEYS = ("group", "count", "selection_rate", "tpr", "fpr", "auc")
@@ -103,10 +103,20 @@ def _limit(check: dict[str, Any]) -> str:
     return f"{'≥' if check['kind'] == 'min' else '≤'} {check['limit']:g}"
 
 
+def _with_interval(check: dict[str, Any]) -> str:
+    low, high = check.get("interval") or (None, None)
+    return estimate(check["value"], low, high, sign=False)
+
+
 def _check_line(check: dict[str, Any]) -> str:
     state = {True: "within the limit", False: "OUTSIDE the limit", None: "not computable (< 2 judged groups)"}
-    return (f"{human(check['metric'])} on {check['feature']}: {num(check['value'], 3)} "
+    line = (f"{human(check['metric'])} on {check['feature']}: {_with_interval(check)} "
             f"(limit {_limit(check)}): {state[check['passed']]}")
+    low, high = check.get("interval") or (None, None)
+    if check["passed"] is not None and low is not None and high is not None and low <= check["limit"] <= high:
+        line += ("; the 95% interval contains the limit, so the verdict is fragile: audit more rows "
+                 "before relying on it")
+    return line
 
 
 def _decision(doc: dict[str, Any]) -> Decision:
@@ -137,11 +147,12 @@ def _metrics_table(doc: dict[str, Any]) -> Table:
             check = limits.get((metric, feature))
             judged = check is not None and check["passed"] is not None
             mark = "" if not judged else (" ✓" if check["passed"] else " ✗ fails")  # type: ignore[index]
-            cells.append(num(value, 3) + mark)
+            shown = _with_interval(check) if check is not None else num(value, 3)
+            cells.append(shown + mark)
         rows.append(cells)
     return Table("Disparity metrics", ["metric", "limit", *features], rows,
-                 "✓ within the limit, ✗ outside it. Metrics compare only the groups large enough "
-                 "to be judged.")
+                 "✓ within the limit, ✗ outside it; [95% bootstrap interval]. Metrics compare only the "
+                 "groups large enough to be judged.")
 
 
 def _groups_table(feature: str, rows: list[dict[str, Any]], min_size: int | None) -> tuple[Table, list[str]]:

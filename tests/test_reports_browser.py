@@ -97,3 +97,23 @@ def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
     html = result.report_html.read_text()
     assert "Behavioural clusters" in html and "<script" not in html
     assert_renders_cleanly(result.report_html, shots, "segments", min_images=1)
+
+
+def test_disparity_intervals_cover_the_point_estimate_and_shrink_with_rows() -> None:
+    from fairness.audit import disparity_intervals, disparity_metrics
+
+    def spread(n: int) -> tuple[float, float, float]:
+        rng = np.random.default_rng(3)
+        groups = rng.choice(["a", "b"], size=n)
+        y = (rng.random(n) < 0.3).astype(int)
+        pred = (rng.random(n) < np.where(groups == "a", 0.3, 0.2)).astype(int)
+        rates = [{"selection_rate": pred[groups == g].mean(), "tpr": pred[(groups == g) & (y == 1)].mean(),
+                  "fpr": pred[(groups == g) & (y == 0)].mean()} for g in ("a", "b")]
+        value = disparity_metrics(rates)["demographic_parity_ratio"]
+        low, high = disparity_intervals(y, pred, groups, ["a", "b"])["demographic_parity_ratio"]
+        return low, value, high
+
+    low, value, high = spread(2000)
+    assert low <= value <= high
+    small, large = spread(400), spread(8000)
+    assert large[2] - large[0] < small[2] - small[0]  # more rows, narrower interval
