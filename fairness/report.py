@@ -81,12 +81,15 @@ def group_intervals(group: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def full_json(audit: Audit, verdict: GateVerdict, extra: dict[str, Any]) -> dict[str, Any]:
-    """The report's JSON: the ``--json`` document plus full group rows (status, precision, calibration,
-    95% intervals), overall numbers, the selection rule and ``extra`` (model, data, SHAP, mitigation)."""
+    """The report's JSON: the ``--json`` document plus full group rows (status, precision,
+    calibration, 95% intervals), 95% bootstrap intervals of the disparity metrics, overall numbers,
+    the selection rule and ``extra`` (model, data, SHAP, mitigation)."""
     doc = audit_json(audit, verdict)
     details = {f: [{**g, "intervals": group_intervals(g)} for g in fa.groups]
                for f, fa in audit.features.items()}
     doc["group_details"] = _clean(details)
+    doc["metric_intervals"] = _clean({m: {f: fa.intervals.get(m) for f, fa in audit.features.items()}
+                                      for m in METRICS})
     doc["overall"] = _clean(audit.overall)
     doc["selection"] = _clean({"threshold": audit.threshold, "top_share": audit.top_share,
                                "rows": audit.n_rows})
@@ -147,7 +150,8 @@ def _metrics_table(doc: dict[str, Any]) -> Table:
             check = limits.get((metric, feature))
             judged = check is not None and check["passed"] is not None
             mark = "" if not judged else (" ✓" if check["passed"] else " ✗ fails")  # type: ignore[index]
-            shown = _with_interval(check) if check is not None else num(value, 3)
+            interval = doc.get("metric_intervals", {}).get(metric, {}).get(feature)
+            shown = num(value) if value is None else _with_interval({"value": value, "interval": interval})
             cells.append(shown + mark)
         rows.append(cells)
     return Table("Disparity metrics", ["metric", "limit", *features], rows,
