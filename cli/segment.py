@@ -13,7 +13,7 @@ from cli.common import Steps, emit_json, info, took
 @click.option("--features", "features_path", required=True, type=click.Path(dir_okay=False),
               help="Snapshot Parquet file written by `propensity features`.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for assignments, profile table, plot and the fitted segmenter.")
+              help="Folder for assignments, profile table, plot, HTML report and the fitted segmenter.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Segments config [default: configs/segments.yaml].")
 @click.option("--events", "events_path", default=None, type=click.Path(dir_okay=False),
