@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info, took
 from features.errors import PropensityError
 
 
@@ -133,15 +133,19 @@ def analyze(data: str | None, exposures: str | None, events: str | None, attribu
     """Significance analysis of an experiment (SRM, tests, corrections, CUPED, sequential, report)."""
     from experiments.pipeline import analyze_file
 
-    result, verdicts, paths = analyze_file(
-        data, variant_col, control, list(metrics), exposures=exposures, events=events,
-        attributes=attributes, experiment=experiment, covariate=covariate, segment_col=segment_col,
-        timestamp_col=timestamp_col, factors=list(factors), expected_split=_parse_split(expected_split),
-        config_path=config_path, report=report,
-        overrides={"correction": correction, "alpha": alpha, "equal_var": equal_var, "looks": looks},
-        sequential=sequential)
+    with Steps("analysing the experiment", as_json=as_json) as steps:
+        result, verdicts, paths = analyze_file(
+            data, variant_col, control, list(metrics), exposures=exposures, events=events,
+            attributes=attributes, experiment=experiment, covariate=covariate, segment_col=segment_col,
+            timestamp_col=timestamp_col, factors=list(factors), expected_split=_parse_split(expected_split),
+            config_path=config_path, report=report,
+            overrides={"correction": correction, "alpha": alpha, "equal_var": equal_var, "looks": looks},
+            sequential=sequential)
+    named = {"report_html": paths.get("html"), "report_md": paths.get("markdown"),
+             "plots": paths.get("plots")}
     if as_json:
-        emit_json({**result.to_dict(), "verdicts": verdicts, "report": paths})
+        emit_json({**result.to_dict(), "verdicts": verdicts, "report": paths,
+                   "paths": {k: v for k, v in named.items() if v}, "seconds": steps.seconds})
         return
     for w in result.warnings:
         info(f"warning: {w}")
@@ -149,6 +153,7 @@ def analyze(data: str | None, exposures: str | None, events: str | None, attribu
         info(line)
     for kind, path in paths.items():
         info(f"{kind} report: {path}")
+    info(took(steps.seconds))
 
 
 @ab.command("mde")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info, took
 
 
 def _fmt(value: object) -> str:
@@ -46,14 +46,19 @@ def audit(model_uri: str, features_path: Path, users_path: Path | None, config_p
     cfg = load_fairness_config(config_path)
     if tracking_uri:
         cfg.tracking.uri = tracking_uri
-    result = audit_model(model_uri, features_path, users_path, cfg, out_dir, mitigation=mitigation)
+    with Steps(f"auditing {model_uri}", as_json=as_json) as steps:
+        steps(f"auditing {model_uri} (fairness, SHAP{', mitigation' if mitigation != 'never' else ''}) ...")
+        result = audit_model(model_uri, features_path, users_path, cfg, out_dir, mitigation=mitigation)
     mitigated_version = None
     if register_mitigated and result.mitigated_model is not None:
         mitigated_version = register(result)
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "paths": {"report_html": str(result.html_path),
+                                                 "report_json": str(result.json_path)},
+                   "seconds": steps.seconds})
     else:
         print_audit(result)
+        info(took(steps.seconds))
     if mitigated_version is not None:
         info(f"mitigated model registered as version {mitigated_version} (alias mitigated)")
     if fail_on_gate and not result.verdict.passed:

@@ -1,4 +1,11 @@
-"""Small helpers shared by the CLI modules: JSON output and human summaries. No stage logic."""
+"""Small helpers shared by the CLI modules: JSON output, human summaries, progress and timing.
+No stage logic.
+
+``--json`` documents share key names for the same idea across commands (see the README's key
+table): ``paths`` maps every written artefact to its path, ``seconds`` is the command's wall time,
+scalar counts (``rows``, ``users``, ``events``) are numbers, never paths. JSON keeps full precision;
+only human output rounds.
+"""
 
 from __future__ import annotations
 
@@ -29,3 +36,72 @@ def emit_json(payload: dict[str, Any]) -> None:
 def info(message: str) -> None:
     """A progress or summary line for humans, on stderr so --json stdout stays machine-readable."""
     click.echo(message, err=True)
+
+
+class Steps:
+    """Progress of one command on stderr: a live bar (with ETA once a message says "k/N") when stderr
+    is a terminal and the output is for humans; plain lines otherwise (pipes, CI, ``--json``).
+
+    Call the instance with a stage's progress message. ``counter`` is a regex whose two groups are
+    the done and total counts (e.g. ``r"^trial (\\d+)/(\\d+)"``); other messages print above the bar.
+    ``seconds`` is the wall time since the command started.
+    """
+
+    def __init__(self, title: str, *, as_json: bool = False, counter: str | None = None) -> None:
+        import re
+        import sys
+        import time
+
+        self.started = time.perf_counter()
+        self._counter = re.compile(counter) if counter else None
+        self._live = not as_json and sys.stderr.isatty()
+        self._bar: Any = None
+        if self._live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(title, total=None)
+
+    def __enter__(self) -> Steps:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, message: str) -> None:
+        found = self._counter.search(message) if self._counter else None
+        if self._bar is None:
+            info(message)
+            return
+        if found:
+            done, total = int(found.group(1)), int(found.group(2))
+            self._bar.update(self._task, completed=done, total=total)
+        self._bar.console.print(message, highlight=False)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time (s) since the command started."""
+        import time
+
+        return time.perf_counter() - self.started
+
+
+def took(seconds: float) -> str:
+    """The total-time phrase of a human summary: "took 8.4 s", "took 2 min 05 s"."""
+    from reports.numbers import seconds as fmt
+
+    return f"took {fmt(seconds)}"

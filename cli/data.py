@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info
 
 if TYPE_CHECKING:
     from features.eventtime import TimestampUnit
@@ -65,13 +65,17 @@ def features(events_path: Path, users_path: Path | None, as_of: datetime, horizo
              config_path: Path | None, as_json: bool) -> None:
     from features.pipeline import build_features
 
-    result = build_features(events_path, users_path, as_of, horizon, snapshots, every, out,
-                            config=config_path, progress=info,
-                            timestamp_unit=cast("TimestampUnit | None", timestamp_unit))
+    with Steps("building features", as_json=as_json) as steps:
+        result = build_features(events_path, users_path, as_of, horizon, snapshots, every, out,
+                                config=config_path, progress=steps,
+                                timestamp_unit=cast("TimestampUnit | None", timestamp_unit))
     for warning in result.warnings:
         info(f"warning: {warning}")
     if as_json:
-        emit_json(result.summary())
+        paths = {"snapshot": result.output, "metadata": result.metadata_path,
+                 "quarantine": result.quarantine_path}
+        emit_json({**result.summary(), "paths": {k: str(v) for k, v in paths.items() if v is not None},
+                   "seconds": steps.seconds})
         return
     rate = "n/a" if result.label_rate is None else f"{result.label_rate:.2%}"
     click.echo(f"wrote {result.rows} rows ({result.users} users, label rate {rate}) to {result.output}")

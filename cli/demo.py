@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info, took
 
 
 @dataclass
@@ -27,24 +27,46 @@ class DemoResult:
     files: dict[str, str] = field(default_factory=dict)
     numbers: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "files": self.files, "numbers": self.numbers,
-                "commands": self.commands}
+        """The ``--json`` document: ``paths`` (every artefact, ``out_dir`` included), headline
+        ``numbers``, follow-up ``commands`` and the total ``seconds``."""
+        return {"paths": {"out_dir": str(self.out_dir), **self.files}, "numbers": self.numbers,
+                "commands": self.commands, "seconds": self.seconds}
+
+
+_say: Any = info  # where stage headers and timings go (the demo's progress display while it runs)
 
 
 def _stage(title: str) -> float:
-    info(f"\n== {title} ==")
+    _say(f"\n== {title} ==")
     return time.perf_counter()
 
 
 def _done(started: float) -> None:
-    info(f"({time.perf_counter() - started:.1f} s)")
+    _say(f"({time.perf_counter() - started:.1f} s)")
 
 
 def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: int | None = None,
              seed: int | None = None, disparity: str | None = None, trials: int | None = None,
              quiet: bool = False) -> DemoResult:
+    """Run every stage under a progress display (a bar over the 7 stages with ETA on a terminal);
+    see :func:`_run_stages`."""
+    global _say
+    with Steps("demo", as_json=quiet, counter=r"== (\d+)/(\d+)") as steps:
+        _say = steps
+        try:
+            result = _run_stages(out_dir, users, days, seed, disparity, trials, quiet)
+        finally:
+            _say = info
+    result.seconds = steps.seconds
+    info(f"total: {took(result.seconds)}")
+    return result
+
+
+def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None, seed: int | None,
+                disparity: str | None, trials: int | None, quiet: bool) -> DemoResult:
     """Run every stage on a synthetic shop; returns paths, headline numbers and follow-up commands.
 
     ``users``/``days``/``seed``/``disparity`` override ``configs/generate.yaml``; ``trials`` the
@@ -105,7 +127,8 @@ def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: 
     t = _stage("3/7 segments: engagement, journey stages, behavioural clusters")
     segments = segment_snapshot(features_path, out / "segments")
     (show or print_segments)(segments)
-    result.files.update(segment_profile=str(segments.profile_md), segment_plot=str(segments.plot_path))
+    result.files.update(segment_profile=str(segments.profile_md), segment_plot=str(segments.plot_path),
+                        segment_report=str(segments.report_html))
     result.numbers["clusters"] = segments.n_clusters
     _done(t)
 
@@ -170,7 +193,7 @@ def run_demo(out_dir: str | Path | None = None, users: int | None = None, days: 
     info("\n== where everything is ==")
     info(f"data:        {shop.events.parent}")
     info(f"features:    {built.output} (registry: docs/FEATURES.md)")
-    info(f"segments:    {segments.profile_md}, {segments.plot_path}")
+    info(f"segments:    {segments.report_html} ({segments.profile_md}, {segments.plot_path})")
     info(f"MLflow:      {trained.ui_command}")
     info(f"fairness:    {audited.html_path}")
     info(f"experiment:  {experiment['html']}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, took
 
 
 @click.command(help="Generate a synthetic shop: events.parquet, users.parquet, oracle.parquet "
@@ -39,9 +39,12 @@ def generate(users: int | None, days: int | None, out: Path | None, seed: int | 
     spec = parse_disparity(disparity).model_dump() if disparity is not None else None
     cfg = load_generate_config(config_path, users=users, days=days, seed=seed, start=start_day,
                                horizon_days=horizon_days, disparity=spec)
-    files = run(out or work_dir() / "shop", cfg, progress=info)
+    with Steps("generating a synthetic shop", as_json=as_json) as steps:
+        files = run(out or work_dir() / "shop", cfg, progress=steps)
     if as_json:
-        emit_json(files.summary())
+        paths = {"events": files.events, "users": files.users, "oracle": files.oracle,
+                 "manifest": files.manifest}
+        emit_json({**files.stats, "paths": {k: str(v) for k, v in paths.items()}, "seconds": steps.seconds})
         return
     s = files.stats
     click.echo(f"generated {s['users']} users over {s['days']} days (seed {s['seed']}): "
@@ -49,3 +52,4 @@ def generate(users: int | None, days: int | None, out: Path | None, seed: int | 
                f"{s['malformed']} malformed), {s['purchases']} purchases")
     click.echo(f"events: {files.events}\nusers: {files.users}\noracle: {files.oracle} "
                f"(mean p_true {s['oracle_mean_p']:.3f})")
+    click.echo(took(steps.seconds))

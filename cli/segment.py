@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info, took
 
 
 @click.command()
 @click.option("--features", "features_path", required=True, type=click.Path(dir_okay=False),
               help="Snapshot Parquet file written by `propensity features`.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for assignments, profile table, plot and the fitted segmenter.")
+              help="Folder for assignments, profile table, plot, HTML report and the fitted segmenter.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Segments config [default: configs/segments.yaml].")
 @click.option("--events", "events_path", default=None, type=click.Path(dir_okay=False),
@@ -34,12 +34,23 @@ def segment(features_path: str, out_dir: str, config_path: str | None, events_pa
         cfg.clustering.method = method  # type: ignore[assignment]
     if k is not None:
         cfg.clustering.k = k
-    info(f"segmenting {features_path} ...")
-    result = segment_snapshot(features_path, out_dir, cfg, events_path=events_path)
+    with Steps(f"segmenting {features_path}", as_json=as_json) as steps:
+        steps(f"segmenting {features_path} ...")
+        result = segment_snapshot(features_path, out_dir, cfg, events_path=events_path)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "paths": segment_paths(result), "seconds": steps.seconds})
         return
     print_segments(result)
+    info(took(steps.seconds))
+
+
+def segment_paths(result: Any) -> dict[str, str]:
+    """Every artefact of the segment stage, by the key names of the README's JSON key table."""
+    paths = {"out_dir": result.out_dir, "assignments": result.assignments_path,
+             "profile_csv": result.profile_csv, "profile_md": result.profile_md, "plot": result.plot_path,
+             "segmenter": result.segmenter_path,
+             "report_html": result.report_html}
+    return {k: str(v) for k, v in paths.items() if v is not None}
 
 
 def print_segments(result: Any) -> None:
@@ -56,6 +67,7 @@ def print_segments(result: Any) -> None:
         click.echo(markdown_table(result.segment_summary))
     if result.stage_summary is not None:
         click.echo(markdown_table(result.stage_summary))
+    info(f"report: {result.report_html}")
     info(f"profile: {result.profile_md} (CSV: {result.profile_csv})")
     info(f"assignments: {result.assignments_path}; plot: {result.plot_path}")
     info(f"segmenter: {result.segmenter_path}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import emit_json, info
+from cli.common import Steps, emit_json, info, took
 
 
 @click.command("train")
@@ -47,11 +47,13 @@ def train(config_path: Path | None, profile: str | None, features_path: Path, tr
         from features.segmenter import Segmenter
 
         segmenter = Segmenter.load(segmenter_path)
-    result = train_stage(features_path, cfg, oracle=oracle, pre_transform=segmenter, progress=info)
+    with Steps("training", as_json=as_json, counter=r"^trial (\d+)/(\d+)") as steps:
+        result = train_stage(features_path, cfg, oracle=oracle, pre_transform=segmenter, progress=steps)
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "seconds": steps.seconds})
         return
     print_training(result)
+    info(took(steps.seconds))
 
 
 def print_training(result: Any) -> None:

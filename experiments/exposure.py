@@ -75,7 +75,9 @@ def outcomes_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, windo
 
 def cohort_activity(users: pl.DataFrame, events: pl.DataFrame, weeks: int = 4) -> pl.DataFrame:
     """Per variant and week k after first exposure (0-based): users, share returning (any event),
-    share purchasing. ``users`` is the output of :func:`exposed_users` or :func:`outcomes_from_exposures`."""
+    share purchasing, and ``complete_share``: the share 0..1 of the variant's users whose week lies
+    wholly before the end of the events (below 1 = censored).
+    ``users`` is the output of :func:`exposed_users` or :func:`outcomes_from_exposures`."""
     ev = events.with_columns(_utc(events, "timestamp").alias("timestamp"), pl.col("user_id").cast(pl.String))
     since = (pl.col("timestamp") - pl.col("first_exposure")).dt.total_seconds()
     week = (since // (7 * 86_400)).cast(pl.Int64)
@@ -88,7 +90,13 @@ def cohort_activity(users: pl.DataFrame, events: pl.DataFrame, weeks: int = 4) -
     grid = sizes.join(pl.DataFrame({"week": list(range(weeks))}), how="cross")
     counts = active.group_by("variant", "week").agg(pl.len().alias("returning"),
                                                    pl.col("purchased").sum().alias("purchasing"))
+    # A week is censored for a user when the data ends before it does (complete_share < 1).
+    end = ev["timestamp"].max()
+    ends = (pl.col("first_exposure") + pl.duration(days=7 * (pl.col("week") + 1))) <= pl.lit(end)
+    complete = (users.select("variant", "first_exposure").join(grid.select("week").unique(), how="cross")
+                .group_by("variant", "week").agg(ends.mean().alias("complete_share")))
     return (grid.join(counts, on=["variant", "week"], how="left").fill_null(0)
+            .join(complete, on=["variant", "week"], how="left")
             .with_columns((pl.col("returning") / pl.col("users")).alias("returning_share"),
                           (pl.col("purchasing") / pl.col("users")).alias("purchasing_share"))
             .sort("variant", "week"))

@@ -41,13 +41,14 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
                  timestamp_col: str | None = None, factors: Sequence[str] = (),
                  expected_split: Sequence[float] | Mapping[str, float] | None = None,
                  config_path: str | Path | None = None, report: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None, sequential: bool | None = None
-                 ) -> tuple[ExperimentResult, list[str], dict[str, str]]:
+                 overrides: dict[str, Any] | None = None, sequential: bool | None = None,
+                 name: str | None = None) -> tuple[ExperimentResult, list[str], dict[str, str]]:
     """Read unit-level ``data`` (or an exposure log + events), analyse, optionally write ``report``.
 
     With ``exposures`` and ``events`` the units are built by :func:`units_from_exposures` (metrics
     default to converted and revenue, the timestamp to first_exposure) and the result carries the
-    funnel and the weekly cohorts. Returns the result, the verdict lines and the report paths.
+    funnel and the weekly cohorts. ``name`` titles the report (default: ``experiment`` or the input's
+    file name). Returns the result, the verdict lines and the report paths.
     """
     settings = load_experiments_config(config_path, overrides)
     if sequential is not None:
@@ -80,9 +81,33 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
     if report is not None:
         from experiments.report import write_report
 
-        name = Path(data or exposures or "experiment").name
-        paths = write_report(result, report, title=f"Experiment report: {name}")
+        title = name or experiment or Path(data or exposures or "experiment").stem
+        meta = report_meta(frame, title, timestamp_col,
+                           [p for p in (data, exposures, events, attributes) if p is not None])
+        paths = write_report(result, report, title=f"Experiment report: {meta.name}", meta=meta)
     return result, verdicts, paths
+
+
+def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
+                inputs: Sequence[str | Path]) -> Any:
+    """The report's title facts: experiment name, first-exposure period (UTC dates), unit count and a
+    digest of the input files (sha256 of their bytes, in order; first 16 hex digits)."""
+    import hashlib
+
+    from experiments.report import ReportMeta
+
+    period = None
+    if timestamp_col and timestamp_col in frame.columns and frame.height:
+        column = frame[timestamp_col]
+        if column.dtype.is_temporal():
+            first, last = column.min(), column.max()
+            period = f"{str(first)[:10]} to {str(last)[:10]} (first exposure, UTC)"
+    digest = hashlib.sha256()
+    for path in inputs:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return ReportMeta(name, period, f"sha256:{digest.hexdigest()[:16]}", frame.height)
 
 
 def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
@@ -111,7 +136,8 @@ def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
     result, verdicts, paths = analyze_file(
         None, "variant", next(iter(demo.variants)), [], exposures=files["exposures"], events=files["events"],
         attributes=attributes, covariate="pre_revenue", segment_col="device", config_path=config_path,
-        report=out / "experiment_report.html")
+        report=out / "experiment_report.html", name="demo experiment (planted lifts "
+        + ", ".join(f"{k} {v:+.0%}" for k, v in list(demo.variants.items())[1:]) + ")")
     return {"data": str(files.get("units", files["exposures"])), "exposures": str(files["exposures"]),
             "events": str(files["events"]), "html": paths["html"], "markdown": paths["markdown"],
             "verdicts": verdicts, "warnings": result.warnings}

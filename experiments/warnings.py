@@ -45,5 +45,7 @@ def collect_warnings(result: ExperimentResult, settings: ExperimentsConfig) -> l
             out.append(f"Sample too small for '{name}', {variant} vs {result.control}: power is "
                        f"{check.achieved_power:.0%} to detect a {lift} relative lift (target "
                        f"{settings.power:.0%}); {check.n_required_per_variant:,} units per variant are "
-                       f"needed, {check.n_more_per_variant:,} more than the control has.")
+                       f"needed, {check.n_more_per_variant:,} more than the control has. Keep the "
+                       "experiment running until then, or read a non-significant result as "
+                       "inconclusive, not as no effect.")
     return out

@@ -88,6 +88,8 @@ class FeatureAudit:
     feature: str
     groups: list[dict[str, Any]]
     metrics: dict[str, float]
+    # 95% bootstrap interval [low, high] of each disparity metric (rows resampled within each group)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
     def judged(self) -> list[dict[str, Any]]:
         """The groups large enough to be judged."""
@@ -133,7 +135,40 @@ def feature_audit(name: str, y_true: np.ndarray, y_score: np.ndarray, y_pred: np
                      "calibration_gap": rates["mean_predicted"] - rates["observed_rate"]})
     rows.sort(key=lambda r: -int(r["count"]))
     judged = [r for r in rows if r["status"] == OK]
-    return FeatureAudit(name, rows, disparity_metrics(judged))
+    intervals = disparity_intervals(y_true, y_pred, groups, [r["group"] for r in judged])
+    return FeatureAudit(name, rows, disparity_metrics(judged), intervals)
+
+
+def disparity_intervals(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, judged: list[str],
+                        n_boot: int = 200, seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of the disparity metrics over the ``judged`` groups.
+
+    Rows are resampled with replacement within each group (group sizes fixed, as in the audit);
+    the metrics of each resample come from :func:`disparity_metrics`. Empty with < 2 judged groups.
+    """
+    if len(judged) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(groups).astype(str)
+    members = [np.flatnonzero(labels == g) for g in judged]
+    draws: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(n_boot):
+        rates = []
+        for rows in members:
+            pick = rows[rng.integers(0, len(rows), len(rows))]
+            t, p = y_true[pick], y_pred[pick]
+            pos, neg = t == 1, t == 0
+            rates.append({"selection_rate": float(p.mean()),
+                          "tpr": float(p[pos].mean()) if pos.any() else math.nan,
+                          "fpr": float(p[neg].mean()) if neg.any() else math.nan})
+        for metric, value in disparity_metrics(rates).items():
+            draws[metric].append(value)
+    out = {}
+    for metric, values in draws.items():
+        finite = np.array([v for v in values if math.isfinite(v)])
+        if len(finite) >= n_boot // 2:
+            out[metric] = [float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))]
+    return out
 
 
 def _spread(values: list[float]) -> float:

@@ -24,6 +24,9 @@ class GateVerdict:
 
     verdict: str
     failing: list[dict[str, Any]] = field(default_factory=list)
+    # every enabled check: metric, feature, value, 95% interval, limit, kind ("min"/"max"),
+    # passed (None: not computable)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -50,14 +53,21 @@ def evaluate_gate(audit: Audit, cfg: GateConfig) -> GateVerdict:
     A metric that cannot be computed (NaN: fewer than two judged groups) does not fail the gate.
     """
     failing: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
     for feature, fa in audit.features.items():
         for metric, (key, kind, rates) in CHECKS.items():
             limit = getattr(cfg, key)
             value = fa.metrics[metric]
-            if limit is None or math.isnan(value):
+            if limit is None:
+                continue
+            if math.isnan(value):
+                checks.append({"metric": metric, "feature": feature, "value": value, "limit": limit,
+                               "kind": kind, "passed": None})
                 continue
             bad = value < limit if kind == "min" else value > limit
+            checks.append({"metric": metric, "feature": feature, "value": value, "limit": limit, "kind": kind,
+                           "passed": not bad, "interval": fa.intervals.get(metric)})
             if bad:
                 failing.append({"metric": metric, "feature": feature, "value": value, "limit": limit,
                                 "groups": extreme_groups(fa, rates)})
-    return GateVerdict("fail" if failing else "pass", failing)
+    return GateVerdict("fail" if failing else "pass", failing, checks)

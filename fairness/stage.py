@@ -190,6 +190,13 @@ def explain_section(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessCo
     return section, images
 
 
+def _data_facts(frame: pl.DataFrame, digest: str, origin: str) -> dict[str, Any]:
+    """What the audit read: the snapshot's digest and file, and the audited cut-offs (ISO dates)."""
+    as_of = (sorted({str(v)[:10] for v in frame.get_column("as_of").unique().to_list()})
+             if "as_of" in frame.columns else [])
+    return {"digest": digest, "source": origin, "as_of": as_of, "rows": frame.height}
+
+
 def _record(run_id: str | None, registered: tuple[str, str] | None, verdict: str,
             paths: tuple[Path, ...]) -> None:
     client = MlflowClient()
@@ -220,7 +227,8 @@ def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
     use_store(cfg.tracking.uri)
     registered = resolve_version(model_uri)
     model = load_model(model_uri)
-    frame = load_training_data(features_path).frame
+    source = load_training_data(features_path)
+    frame = source.frame
     if registry.LABEL_COLUMN not in frame.columns or frame.height == 0:
         raise DataError("the audit needs a snapshot with rows and a 'label' column")
     if cfg.snapshots == "latest" and "as_of" in frame.columns:
@@ -230,7 +238,9 @@ def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
     audit = _audit(model, frame, cfg)
     verdict = evaluate_gate(audit, cfg.gate)
     extra: dict[str, Any] = {"model": {"uri": model_uri, "family": model.family,
-                                       "registered": list(registered) if registered else None}}
+                                       "registered": list(registered) if registered else None},
+                             "data": {**_data_facts(frame, source.digest, source.source),
+                                      "min_group_size": cfg.min_group_size}}
     images: dict[str, str] = {}
     if explain:
         section, images = explain_section(model, frame, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -153,25 +154,63 @@ def pca_plot(frame: pl.DataFrame, segmenter: Segmenter, path: str | Path, sample
     rates: dict[str, float] = {}
     if "label" in frame.columns:
         rates = dict(frame.group_by("cluster").agg(pl.col("label").cast(pl.Float64).mean()).iter_rows())
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
-    cmap = plt.get_cmap("tab10")
-    for i, name in enumerate(segmenter.cluster_names_ + ["noise"]):
-        mask = names == name
-        if not mask.any():
-            continue
-        color = "lightgrey" if name == "noise" else cmap(i % 10)
-        text = f"cluster {name}" if name != "noise" else "noise"
-        if name in rates:
-            text += f", converts {100 * rates[name]:.1f}%"
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.6, color=color, label=text)
-    ratio = list(pca.explained_variance_ratio_) + [0.0]
-    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% of variance)")
-    ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% of variance)")
-    ax.set_title(f"Behavioural clusters ({segmenter.cluster_model_.method}, {len(rows)} users shown)")
-    ax.legend(markerscale=3, fontsize=8, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    from reports.style import PALETTE, color, plot_style
+
+    with plot_style():
+        fig, ax = plt.subplots(figsize=(8, 6))
+        for i, name in enumerate(segmenter.cluster_names_ + ["noise"]):
+            mask = names == name
+            if not mask.any():
+                continue
+            text = f"cluster {name}" if name != "noise" else "noise"
+            if name in rates:
+                text += f", converts {100 * rates[name]:.1f}%"
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.6, label=text,
+                       color=PALETTE["grey"] if name == "noise" else color(i))
+        ratio = list(pca.explained_variance_ratio_) + [0.0]
+        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% of variance)")
+        ax.set_title(f"Behavioural clusters ({segmenter.cluster_model_.method}, {len(rows)} users shown)")
+        ax.legend(markerscale=3, loc="best")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
     return path
+
+
+def html_report(result: Any, path: str | Path) -> Path:
+    """The segments report (one self-contained HTML file) of a :class:`SegmentResult`: what was
+    segmented, the clusters in words first, then the profile tables and the PCA plot."""
+    from reports import Decision, Figure, Header, Section, Table, render_page
+    from reports.numbers import count, num, pct
+
+    def table(title: str, frame: pl.DataFrame, columns: list[str]) -> Table:
+        rows = []
+        for row in frame.select(columns).iter_rows(named=True):
+            rows.append([pct(v) if c in ("share", "conversion_rate") and isinstance(v, float)
+                         else count(v) if c == "size" else num(v, 3) if isinstance(v, float)
+                         else "" if v is None else str(v) for c, v in row.items()])
+        return Table(title, [c.replace("_", " ") for c in columns], rows)
+
+    profile = result.profile
+    wanted = ("cluster", "size", "share", "conversion_rate", "lift", "description", "top_features")
+    columns = [c for c in wanted if c in profile.columns]
+    lines = [f"cluster {r['cluster']} ({pct(r['share'], 2)} of users): {r['description']}"
+             for r in profile.iter_rows(named=True)]
+    header = Header(f"Segments: {Path(result.source).name if result.source else 'snapshot'}",
+                    f"{count(result.n_rows)} snapshot rows, {result.method}, {result.n_clusters} clusters",
+                    result.period, result.digest)
+    decision = Decision(f"{result.n_clusters} behavioural clusters, largest first.", lines)
+    tables = [table("Behavioural clusters", profile, columns)]
+    for title, frame, column in (("Engagement segments", result.segment_summary, "segment"),
+                                 ("Journey stages", result.stage_summary, "journey_stage")):
+        if frame is not None:
+            tables.append(table(title, frame, [column, *frame.columns[1:]]))
+    figure = Figure("Clusters on the first two principal components", Path(result.plot_path).read_bytes(),
+                    "Each dot is one user (a sample); colours match the legend; grey is noise.")
+    sections = [Section("Profiles", warnings=list(result.notes), tables=tables, figures=[figure])]
+    out = Path(path)
+    out.write_text(render_page(header, decision, sections))
+    return out

@@ -17,7 +17,7 @@ from features.engagement import engagement_scores
 from features.errors import DataError
 from features.journey import journey_stages, machine_for
 from features.segment_config import SegmentsConfig, load_segments_config
-from features.segment_report import cluster_profile, group_profile, markdown_table, pca_plot
+from features.segment_report import cluster_profile, group_profile, html_report, markdown_table, pca_plot
 from features.segmenter import Segmenter
 
 SEGMENT_FEATURES = ("engagement_score", "journey_stage")  # event-derived columns a snapshot may carry
@@ -44,6 +44,9 @@ class SegmentResult:
     features: list[str]
     digest: str
     notes: list[str] = field(default_factory=list)
+    source: str | None = None  # the snapshot file segmented
+    period: str | None = None  # the snapshot's cut-offs, e.g. "as_of 2026-10-01 to 2026-10-22"
+    report_html: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (paths as strings, tables as lists of rows)."""
@@ -54,6 +57,7 @@ class SegmentResult:
             "rows": self.n_rows, "method": self.method, "clusters": self.n_clusters,
             "silhouette": {str(k): v for k, v in self.silhouette.items()}, "features": self.features,
             "fitted_on_digest": self.digest, "notes": self.notes,
+            "report_html": None if self.report_html is None else str(self.report_html),
             "profile": self.profile.select([c for c in _PROFILE_COLUMNS
                                             if c in self.profile.columns]).to_dicts(),
             "segments": None if self.segment_summary is None else self.segment_summary.to_dicts(),
@@ -157,7 +161,17 @@ def segment_snapshot(features_path: str | Path, out_dir: str | Path, cfg: Segmen
     plot_path = pca_plot(assigned, segmenter, out / "clusters_pca.png", sample=cfg.clustering.plot_sample,
                          seed=cfg.clustering.random_state)
     segmenter_path = segmenter.save(out / "segmenter.joblib")
-    return SegmentResult(out, assignments_path, profile_csv, profile_md, plot_path, segmenter_path, profile,
-                         segment_summary, stage_summary, assigned.height, segmenter.cluster_model_.method,
-                         segmenter.n_clusters_, segmenter.cluster_model_.silhouette, segmenter.features_,
-                         segmenter.fitted_on_digest_, notes)
+    result = SegmentResult(out, assignments_path, profile_csv, profile_md, plot_path, segmenter_path, profile,
+                           segment_summary, stage_summary, assigned.height, segmenter.cluster_model_.method,
+                           segmenter.n_clusters_, segmenter.cluster_model_.silhouette, segmenter.features_,
+                           segmenter.fitted_on_digest_, notes, str(features_path), _period(assigned))
+    result.report_html = html_report(result, out / "segments_report.html")
+    return result
+
+
+def _period(frame: pl.DataFrame) -> str | None:
+    """The snapshot's cut-off dates, for the report's title."""
+    if "as_of" not in frame.columns or frame.height == 0:
+        return None
+    first, last = str(frame["as_of"].min())[:10], str(frame["as_of"].max())[:10]
+    return f"as_of {first}" if first == last else f"as_of {first} to {last}"

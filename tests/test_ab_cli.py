@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -68,6 +69,8 @@ def test_analyze_json_follows_contract(capsys, units, tmp_path):
                "--metric", "revenue", "--covariate", "pre_revenue", "--timestamp-col", "first_exposure",
                "--segment-col", "device", "--report", str(report), "--json")
     assert set(out["srm"]) >= {"statistic", "df", "p_value", "mismatch"}
+    assert out["paths"]["report_html"] == str(report) and Path(out["paths"]["report_md"]).is_file()
+    assert out["seconds"] > 0
     conv = out["metrics"]["converted"]
     assert conv["type"] == "proportion" and out["metrics"]["revenue"]["type"] == "mean"
     assert [v["name"] for v in conv["variants"]] == ["A", "B", "C"]

@@ -132,7 +132,8 @@ def test_features_command_json_has_exactly_the_documented_keys(tmp_path: Path, c
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert set(out) == {"output", "rows", "users", "label_rate", "quarantined", "quarantine_path",
-                        "quarantine_reasons", "duplicates", "digest", "seconds", "warnings"}
+                        "quarantine_reasons", "duplicates", "digest", "paths", "seconds", "warnings"}
+    assert out["paths"]["snapshot"] == out["output"] and out["paths"]["quarantine"] == out["quarantine_path"]
     assert out["quarantined"] == 1
     assert out["quarantine_path"] == str(tmp_path / "F.quarantine.parquet")
     assert "reading" in captured.err  # progress goes to stderr

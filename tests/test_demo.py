@@ -30,10 +30,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]
 
 def test_every_stage_leaves_its_artefact(demo_run) -> None:
     home, result, log = demo_run
-    assert Path(result["out_dir"]) == home / "demo"
+    assert Path(result["paths"]["out_dir"]) == home / "demo"
+    assert result["seconds"] > 0 and "total: took" in log
     for key in ("events", "users", "oracle", "features", "segment_profile", "segment_plot",
                 "audit_report", "experiment_report"):
-        path = Path(result["files"][key])
+        path = Path(result["paths"][key])
         assert path.is_file() and path.stat().st_size > 0, key
     for n in range(1, 8):
         assert f"== {n}/7" in log
@@ -43,7 +44,7 @@ def test_every_stage_leaves_its_artefact(demo_run) -> None:
 def test_reported_numbers_match_the_stores(demo_run) -> None:
     home, result, _ = demo_run
     numbers = result["numbers"]
-    features = pl.read_parquet(result["files"]["features"])
+    features = pl.read_parquet(result["paths"]["features"])
     assert numbers["rows"] == features.height
     assert numbers["label_rate"] == pytest.approx(features["label"].mean())
     assert {"engagement_score", "journey_stage"} <= set(features.columns)

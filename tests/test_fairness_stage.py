@@ -65,13 +65,18 @@ def test_json_document_has_the_documented_shape(store, disparate, tmp_path) -> N
     uri = register_model(disparate[0])
     result = audit_model(uri, disparate[1], cfg=store, out_dir=tmp_path, explain=False, mitigation="never")
     doc = result.to_json()
-    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "failing"}
+    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "checks", "failing"}
     keys = ("group", "count", "selection_rate", "tpr", "fpr", "auc")
     assert {tuple(g) for g in doc["groups"]["gender"]} == {keys}
     assert set(doc["metrics"]) == {"demographic_parity_difference", "demographic_parity_ratio",
                                    "equalized_odds_difference", "equal_opportunity_difference"}
     assert set(doc["metrics"]["demographic_parity_ratio"]) == {"gender"}
     assert {"metric", "feature", "value", "limit"} <= set(doc["failing"][0])
+    # Every enabled check carries its limit, passed or not: the value sits next to its threshold.
+    ratio = next(c for c in doc["checks"] if c["metric"] == "demographic_parity_ratio")
+    assert ratio["limit"] == store.gate.demographic_parity_ratio_min and ratio["kind"] == "min"
+    assert ratio["value"] == doc["metrics"]["demographic_parity_ratio"]["gender"]
+    assert ratio["passed"] is (ratio["value"] >= ratio["limit"])
 
 
 def test_promotion_refuses_a_failed_audit_unless_forced_with_a_reason(store, disparate, tmp_path) -> None:

@@ -123,17 +123,22 @@ def test_unknown_profile_and_bad_override_are_config_errors() -> None:
 
 
 def test_permutation_importance_ranks_the_informative_column_first() -> None:
+    import pandas as pd
+
     from training.evaluate import permutation_importance
 
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(3000, 3)).astype(np.float32)
-    y = (X[:, 0] + 0.3 * rng.normal(size=3000) > 0).astype(int)
+    X = pd.DataFrame(rng.normal(size=(3000, 3)), columns=["signal", "noise", "country"])
+    X["country"] = rng.choice(["de", "fr"], size=3000)
+    y = (X["signal"] + 0.3 * rng.normal(size=3000) > 0).astype(int).to_numpy()
 
-    def score(M: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-M[:, 0]))
+    def score(frame: pd.DataFrame) -> np.ndarray:  # reads only "signal"
+        return (1 / (1 + np.exp(-frame["signal"]))).to_numpy()
 
-    drop = permutation_importance(score, X, y, {"signal": [0], "noise": [1, 2]}, seed=0)
-    assert drop["signal"] > 0.3 and drop["noise"] == 0.0
+    drop = permutation_importance(score, X, y, seed=0, n_repeats=4)
+    assert drop["signal"]["mean"] > 0.3 and drop["signal"]["std"] > 0  # repeats differ: a spread
+    assert drop["signal"]["min"] <= drop["signal"]["mean"] <= drop["signal"]["max"]
+    assert drop["noise"] == drop["country"] == {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
 
 
 def test_oracle_auc_joins_on_user_and_as_of(tmp_path: Path) -> None:

@@ -115,7 +115,9 @@ def test_cli_json_has_the_documented_keys(home: Path, frame: pl.DataFrame) -> No
                                       "--tracking-uri", f"sqlite:///{home}/cli.db"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"tracking_uri", "run_id", "model_uri", "registered_model", "metrics", "best"}
+    assert set(doc) == {"tracking_uri", "run_id", "model_uri", "registered_model", "metrics", "best",
+                        "seconds"}
+    assert doc["seconds"] > 0
     assert set(doc["registered_model"]) == {"name", "version"} and set(doc["best"]) == {"family", "params"}
     assert {"auc", "pr_auc", "log_loss", "brier"} <= set(doc["metrics"])
     assert "trial 2/2" in result.stderr

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-15
@@ -59,24 +61,36 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def permutation_importance(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray, y: np.ndarray,
-                           groups: dict[str, list[int]], seed: int, max_rows: int = 2000) -> dict[str, float]:
-    """Drop in ROC AUC when each input column's block of ``X`` is shuffled (rows permuted jointly).
+class _Scored:
+    """The estimator handed to scikit-learn's permutation_importance: the scorer does the predicting."""
 
-    ``groups`` maps an input column to its positions in ``X`` (a one-hot block moves as one);
-    one shuffle each, on at most ``max_rows`` rows. A larger drop means a more important column.
+    def fit(self, *_: Any) -> _Scored:
+        return self
+
+
+def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, y: np.ndarray,
+                           seed: int, n_repeats: int = 5,
+                           max_rows: int = 2000) -> dict[str, dict[str, float]]:
+    """Drop in ROC AUC when each input column of ``X`` is shuffled, ``n_repeats`` times
+    (:func:`sklearn.inspection.permutation_importance`), on at most ``max_rows`` rows.
+
+    ``predict`` maps raw input rows to P(convert), so a one-hot encoded column moves as one.
+    Returns ``{column: {"mean", "std", "min", "max"}}`` of the AUC drops (0..1 AUC points); a mean
+    within about two standard deviations of 0 is noise, not importance.
     """
+    from sklearn.inspection import permutation_importance as sklearn_permutation_importance
+
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
     if len(X) > max_rows:
         rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
-        X, y = X[rows], y[rows]
+        X, y = X.iloc[rows].reset_index(drop=True), y[rows]
     if len(np.unique(y)) < 2:
-        return {name: 0.0 for name in groups}
-    base = roc_auc_score(y, score(X))
-    out = {}
-    for name, cols in groups.items():
-        shuffled = X.copy()
-        shuffled[:, cols] = X[rng.permutation(len(X))][:, cols]
-        out[name] = float(base - roc_auc_score(y, score(shuffled)))
-    return out
+        return {name: {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0} for name in X.columns}
+    found = sklearn_permutation_importance(
+        _Scored(), X, y, scoring=lambda _est, X_, y_: float(roc_auc_score(y_, predict(X_))),
+        n_repeats=n_repeats, random_state=seed)
+    drops = found.importances
+    return {str(name): {"mean": float(drops[i].mean()), "std": float(drops[i].std()),
+                        "min": float(drops[i].min()), "max": float(drops[i].max())}
+            for i, name in enumerate(X.columns)}

@@ -147,12 +147,16 @@ def load_model(uri: str) -> ConversionModel:
                           f"({_first_line(exc)})") from None
 
 
-def register(model_uri: str, name: str, alias: str | None, tags: dict[str, Any]) -> str:
-    """Register ``model_uri`` under ``name`` with ``tags``, point ``alias`` at it; returns the version."""
+def register(model_uri: str, name: str, alias: str | None, tags: dict[str, Any],
+             description: str | None = None) -> str:
+    """Register ``model_uri`` under ``name`` with ``tags``, point ``alias`` at it; returns the version.
+    ``description`` becomes the model version's description in the registry."""
     import mlflow
 
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..." lines
         version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    if description:
+        _client().update_model_version(name, version.version, description=description)
     if alias:
         set_alias(name, alias, str(version.version))
     return str(version.version)

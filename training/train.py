@@ -52,6 +52,7 @@ from training.search import (
 from training.tracking import git_commit, setup_tracking, ui_command
 
 HEADLINE = ("auc", "pr_auc", "log_loss", "brier")
+PERMUTATION_REPEATS = 5  # shuffles per column: the importance plot shows their mean and spread
 
 
 @dataclass
@@ -236,7 +237,10 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         tags = {"dataset_digest": source.digest, "git_commit": git_commit() or "unknown", "family": family,
                 "run_id": run_id, "calibration": method,
                 **{k: f"{metrics[k]:.5f}" for k in HEADLINE}}
-        version = register(info.model_uri, cfg.tracking.registered_model, cfg.tracking.alias, tags)
+        description = describe_run(family, method, metrics, board, source.digest, split.valid_as_of)
+        mlflow.set_tag("mlflow.note.content", description)  # the run's description in the MLflow UI
+        version = register(info.model_uri, cfg.tracking.registered_model, cfg.tracking.alias, tags,
+                           description=description)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
     return TrainResult(uri, experiment_id, run_id, f"models:/{cfg.tracking.registered_model}/{version}",
                        cfg.tracking.registered_model, version, metrics, family, params, board, method,
@@ -252,6 +256,15 @@ def _feature_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
     from features.feature_set import active_feature_set
 
     return active_feature_set().to_dicts()
+
+
+def describe_run(family: str, calibration: str, metrics: dict[str, float], board: list[dict[str, Any]],
+                 digest: str, valid_as_of: list[str]) -> str:
+    """The run's and the model version's description: what was searched, what won, how well."""
+    searched = ", ".join(f"{r['family']} ({r['complete']} trials)" for r in board)
+    return (f"Optuna search over {searched}. Best: {family}, calibration {calibration}. Validation "
+            f"(as_of {', '.join(valid_as_of)}): AUC {metrics['auc']:.4f}, PR AUC {metrics['pr_auc']:.4f}, "
+            f"log loss {metrics['log_loss']:.4f}, Brier {metrics['brier']:.4f}. Snapshot {digest}.")
 
 
 def _best_candidate(study: optuna.Study, objective: Objective | None, data: Prepared,
@@ -283,17 +296,18 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
 
 def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
                metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
-    importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
-                                        model.encoder.column_groups(), seed)
-    names = list(importance)
+    inputs = list(dict.fromkeys(model.feature_names + list(getattr(model.pre_transform, "features_", []))))
+    raw = valid.select([c for c in inputs if c in valid.columns]).to_pandas()
+    importance = permutation_importance(model.predict_proba, raw, y, seed, n_repeats=PERMUTATION_REPEATS)
     figures = {
         "roc": plots.roc_figure(y, p, metrics["auc"]),
         "precision_recall": plots.pr_figure(y, p, metrics["pr_auc"]),
         "calibration": plots.calibration_figure(y, p),
-        "feature_importance": plots.importance_figure(names, np.array([importance[n] for n in names])),
+        "feature_importance": plots.importance_figure(importance, PERMUTATION_REPEATS),
         **plots.optuna_figures(study),
     }
-    mlflow.log_dict({"permutation_importance_auc_drop": importance}, "feature_importance.json")
+    mlflow.log_dict({"permutation_importance_auc_drop": importance, "n_repeats": PERMUTATION_REPEATS},
+                    "feature_importance.json")
     with tempfile.TemporaryDirectory() as tmp:
         plots.save_all(figures, Path(tmp))
         mlflow.log_artifacts(tmp, "plots")

@@ -1,0 +1,119 @@
+"""Every HTML report, rendered in headless Chromium: no console error, no broken image, no
+horizontal overflow at 1,280 px and 400 px. Screenshots are kept as test artefacts under pytest's
+temporary folder (``--basetemp`` to choose it), never in the checkout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser_support import assert_renders_cleanly
+from test_clusters import CFG, shop_snapshot, write_snapshot
+
+from fairness.audit import audit_arrays
+from fairness.config import GateConfig
+from fairness.gate import evaluate_gate
+from fairness.plots import dependence
+from fairness.report import audit_json, figure_png, full_json, write_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("report-screenshots")
+
+
+def test_experiment_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
+    from experiments.pipeline import demo_experiment
+
+    cfg = tmp_path / "experiments.yaml"
+    cfg.write_text("demo:\n  users: 3000\n  days: 21\n")
+    out = demo_experiment(tmp_path / "exp", cfg)
+    html = Path(out["html"]).read_text()
+    assert "Dataset digest" in html and "Data period" in html and "Generated" in html
+    assert html.index("Decision") < html.index("Tables")  # the decision comes before the evidence
+    assert_renders_cleanly(Path(out["html"]), shots, "experiment", min_images=6)
+
+
+def _audit_doc(rng: np.random.Generator) -> tuple[dict, dict[str, str]]:
+    """A real audit of scores that under-select group 'fr', with a 60-row group 'be' (judged, few
+    positives), a mitigation comparison and one SHAP-style figure."""
+    n = 3000
+    country = rng.choice(["de", "fr", "nl"], size=n, p=[0.5, 0.3, 0.2]).astype(object)
+    country[:60] = "be"
+    y = rng.random(n) < 0.15
+    score = np.clip(0.15 + 0.3 * y + rng.normal(0, 0.15, n) - 0.12 * (country == "fr"), 0, 1)
+    gate = GateConfig()
+    audit = audit_arrays(y, score, {"country": country}, min_group_size=50)
+    verdict = evaluate_gate(audit, gate)
+    after = audit_arrays(y, score, {"country": country}, y_pred=(score > np.quantile(score, 0.3)).astype(int))
+    rows = [{"model": label, **{k: a.overall[k] for k in ("auc", "accuracy", "selection_rate")},
+             **a.features["country"].metrics} for label, a in (("before", audit), ("after", after))]
+    mitigation = {"method": "threshold_optimizer", "constraint": "demographic_parity", "feature": "country",
+                  "rows_fit": n // 2, "rows_compared": n // 2, "comparison": rows, "verdict_before": "fail",
+                  "verdict_after": evaluate_gate(after, gate).verdict}
+    extra = {"model": {"uri": "models:/propensity-conversion/3", "family": "xgboost",
+                       "registered": ["propensity-conversion", "3"]},
+             "data": {"digest": "sha256:0123456789abcdef", "as_of": ["2026-10-22"], "rows": n,
+                      "min_group_size": 50},
+             "mitigation": mitigation, "units": "log-odds",
+             "shap_importance": [{"feature": "events_30d", "mean_abs_shap": 0.41}]}
+    images = {"SHAP dependence: events_30d": figure_png(dependence("events_30d", rng.poisson(5, 500),
+                                                                   rng.normal(0, 1, 500), "log-odds"))}
+    return full_json(audit, verdict, extra), images
+
+
+def test_fairness_report_renders_cleanly_and_shows_limits_and_intervals(tmp_path: Path, shots: Path) -> None:
+    doc, images = _audit_doc(np.random.default_rng(0))
+    html_path, json_path = write_report(doc, images, tmp_path)
+    html = html_path.read_text()
+    saved = json.loads(json_path.read_text())
+    ratio = next(c for c in saved["checks"] if c["metric"] == "demographic_parity_ratio")
+    assert ratio["limit"] == 0.8  # the gate's limit sits in the JSON next to the value
+    assert "Selection-rate ratio" in html and "≥ 0.8" in html  # human name, limit beside it
+    be = next(g for g in saved["group_details"]["country"] if g["group"] == "be")
+    low, high = be["intervals"]["tpr"]
+    assert low <= be["tpr"] <= high and high - low > 0.3  # a 60-row group's TPR is uncertain
+    assert "too uncertain to judge" in html and "instead of" in html  # small group and trade-off explained
+    assert_renders_cleanly(html_path, shots, "fairness", min_images=1)
+
+
+def test_audit_json_keeps_its_documented_keys() -> None:
+    rng = np.random.default_rng(1)
+    y, score = rng.random(500) < 0.2, rng.random(500)
+    audit = audit_arrays(y, score, {"g": rng.choice(["a", "b"], 500)})
+    doc = audit_json(audit, evaluate_gate(audit, GateConfig()))
+    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "checks", "failing"}
+
+
+def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
+    from features.segment_stage import segment_snapshot
+
+    result = segment_snapshot(write_snapshot(tmp_path, shop_snapshot()), tmp_path / "out", CFG)
+    assert result.report_html is not None and result.report_html.exists()
+    html = result.report_html.read_text()
+    assert "Behavioural clusters" in html and "<script" not in html
+    assert_renders_cleanly(result.report_html, shots, "segments", min_images=1)
+
+
+def test_disparity_intervals_cover_the_point_estimate_and_shrink_with_rows() -> None:
+    from fairness.audit import disparity_intervals, disparity_metrics
+
+    def spread(n: int) -> tuple[float, float, float]:
+        rng = np.random.default_rng(3)
+        groups = rng.choice(["a", "b"], size=n)
+        y = (rng.random(n) < 0.3).astype(int)
+        pred = (rng.random(n) < np.where(groups == "a", 0.3, 0.2)).astype(int)
+        rates = [{"selection_rate": pred[groups == g].mean(), "tpr": pred[(groups == g) & (y == 1)].mean(),
+                  "fpr": pred[(groups == g) & (y == 0)].mean()} for g in ("a", "b")]
+        value = disparity_metrics(rates)["demographic_parity_ratio"]
+        low, high = disparity_intervals(y, pred, groups, ["a", "b"])["demographic_parity_ratio"]
+        return low, value, high
+
+    low, value, high = spread(2000)
+    assert low <= value <= high
+    small, large = spread(400), spread(8000)
+    assert large[2] - large[0] < small[2] - small[0]  # more rows, narrower interval
