@@ -11,3 +11,7 @@ class ConfigError(PropensityError):
 
 class DataError(PropensityError):
     """An input file is unreadable, lacks a required column, or has too many bad rows."""
+
+
+class StoreUnavailable(PropensityError):
+    """A shared store (the Redis profile store or forget ledger) does not answer; retry later."""

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from features.errors import DataError
+from features.errors import DataError, StoreUnavailable
 from features.profile_store import ForgottenUser
 from features.redact import redact
 
@@ -171,7 +171,9 @@ class RedisLedger(ForgetLedger):
             pipe.execute()
         except redis.RedisError as exc:
             problem = redact(str(exc))[:200]
-            raise DataError(f"forget ledger: Redis at {self.location} failed ({problem})") from None
+            down = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+            message = f"forget ledger: Redis at {self.location} failed ({problem})"
+            raise (StoreUnavailable if down else DataError)(message) from None
 
     def forgotten(self) -> set[str]:
         return set(self._r.smembers(f"{self.prefix}forgotten"))

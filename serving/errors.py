@@ -12,15 +12,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from features.errors import DataError, PropensityError
+from features.errors import DataError, StoreUnavailable
 from features.redact import redact
 
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait, seconds
 logger = logging.getLogger("propensity.serving")
-
-
-class StoreUnavailable(PropensityError):
-    """The profile store does not answer (Redis down or unreachable)."""
 
 
 def error_body(message: str, field: str | None, **extra: Any) -> dict[str, Any]:
