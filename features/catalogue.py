@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 
 N_PRODUCTS = 2000
-POPULARITY_EXPONENT = 1.0
+POPULARITY_EXPONENT = 0.8
 N_THEMES = 200
 THEME_SIZE = N_PRODUCTS // N_THEMES
 THEME_POPULARITY_EXPONENT = 0.5
 THEMES_PER_USER = 3
 CATEGORY_CONCENTRATION = 0.3
-THEME_SHARE = 0.6
+THEME_SHARE = 0.7
 ORACLE_TOP = 50
 BASE_PRICE_EUR = (79.0, 45.0, 120.0, 60.0, 25.0, 250.0, 18.0, 30.0)  # per category, in CATEGORIES order
 ADJECTIVES = ("Classic", "Urban", "Trail", "Cosy", "Bright", "Smart", "Pocket", "Family", "Pro", "Mini")
