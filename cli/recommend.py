@@ -14,9 +14,12 @@ def recommend() -> None:
     pass
 
 
-@recommend.command(help="Fit every recommender of configs/recommend.yaml on a time split of a generated "
-                        "shop; log recall@k, NDCG@k and coverage next to the oracle's ideal ranking in MLflow and "
-                        "register each as a version of one model (alias = its name, champion = best recall).")
+TRAIN_HELP = ("Fit every recommender of configs/recommend.yaml on a time split of a generated shop; log "
+              "recall@k, NDCG@k and coverage next to the oracle's ideal ranking in MLflow and register "
+              "each as a version of one model (alias = its name, champion = best recall).")
+
+
+@recommend.command(help=TRAIN_HELP)
 @click.option("--shop", type=click.Path(path_type=Path), default=None,
               help="Folder of `propensity generate` (events, catalogue, product oracle) [<work>/shop].")
 @click.option("--k", type=click.IntRange(1, 50), default=None, help="List length [config: 10].")
