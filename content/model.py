@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from mlflow.pyfunc import PythonModel
 
 from content.recommenders import Recommender, top_k
+from training.model import silent_warnings
 
 
 @dataclass
@@ -68,24 +69,27 @@ class RecommenderModel:
         return model
 
 
-class RecommenderPyfunc(PythonModel):
-    """MLflow pyfunc: rows (history_id, product_id, weight) -> rows (history_id, rank, product_id, score)."""
+with silent_warnings():  # predict is untyped on purpose: MLflow's type-hint advice is noise here
 
-    ARTIFACT = "recommender"
-    K = 10
+    class RecommenderPyfunc(PythonModel):
+        """MLflow pyfunc: rows (history_id, product_id, weight) -> (history_id, rank, product_id, score)."""
 
-    def load_context(self, context: Any) -> None:
-        self.model = RecommenderModel.load(context.artifacts[self.ARTIFACT])
+        ARTIFACT = "recommender"
+        K = 10
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        frame = pd.DataFrame(model_input)
-        k = int((params or {}).get("k", self.K))
-        out = []
-        for history_id, rows in frame.groupby("history_id", sort=False):
-            history = dict(zip(rows["product_id"], rows["weight"].astype(float), strict=True))
-            for rank, (product, score) in enumerate(self.model.recommend(history, k), start=1):
-                out.append({"history_id": history_id, "rank": rank, "product_id": product, "score": score})
-        return pd.DataFrame(out, columns=["history_id", "rank", "product_id", "score"])
+        def load_context(self, context: Any) -> None:
+            self.model = RecommenderModel.load(context.artifacts[self.ARTIFACT])
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            frame = pd.DataFrame(model_input)
+            k = int((params or {}).get("k", self.K))
+            out = []
+            for history_id, rows in frame.groupby("history_id", sort=False):
+                history = dict(zip(rows["product_id"], rows["weight"].astype(float), strict=True))
+                for rank, (product, score) in enumerate(self.model.recommend(history, k), start=1):
+                    out.append({"history_id": history_id, "rank": rank, "product_id": product,
+                                "score": score})
+            return pd.DataFrame(out, columns=["history_id", "rank", "product_id", "score"])
 
 
 def load_recommender(model_uri: str) -> RecommenderModel:

@@ -31,6 +31,7 @@ Progress = Any
 
 class RecTracking(StrictModel):
     uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db
+    artifact_location: str | None = None  # None: <work_dir>/mlartifacts
     experiment: str = "propensity-recommenders"
     registered_model: str = "propensity-recommender"
 
@@ -99,7 +100,8 @@ def train_recommenders(shop_dir: Path, cfg: RecommendConfig | None = None,
     say(f"recommend: {split.n_interactions} training interactions before {split.cutoff:%Y-%m-%d}, "
         f"{len(rows)} users bought afterwards")
     oracle = evaluate_oracle(split, rows, shop_dir, cfg.k)
-    uri, experiment_id = setup_tracking(cfg.tracking.uri, cfg.tracking.experiment)
+    tracking = cfg.tracking
+    uri, experiment_id = setup_tracking(tracking.uri, tracking.experiment, tracking.artifact_location)
     popularity = np.asarray(split.train.sum(axis=0)).ravel()
     results = []
     for name, params in cfg.recommenders.items():

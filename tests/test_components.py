@@ -130,3 +130,16 @@ def test_loops_and_guards_on_missing_values() -> None:
 def test_a_parameter_may_not_shadow_a_variable() -> None:
     with pytest.raises(ConfigError, match="parameter 'probability' shadows"):
         library("{{ probability }}", params={"probability": 1})
+
+
+def test_the_service_refuses_rules_whose_action_names_no_component(tmp_path) -> None:
+    from serving.config import ServingConfig
+    from serving.loader import _rules
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("default: educational_content\nrules:\n  - name: cart\n    when: add_to_cart_7d >= 1\n"
+                     "    action: {component: cart_reminder_discount, params: {discount_pct: 10}}\n")
+    with pytest.raises(ConfigError, match="rule 'cart': component 'cart_reminder_discount' has no parameter"):
+        _rules(ServingConfig(rules=str(rules)))
+    rules.write_text("default: educational_content\nrules: []\n")
+    assert _rules(ServingConfig(rules=str(rules)))({}) == "educational_content"

@@ -67,13 +67,15 @@ def test_content_based_follows_the_history_category_and_price() -> None:
 
 
 @pytest.mark.slow
-def test_recommend_train_tracks_registers_and_beats_popularity(tmp_path) -> None:
+def test_recommend_train_tracks_registers_and_beats_popularity(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PROPENSITY_HOME", str(tmp_path / "work"))
     shop = tmp_path / "shop"
     generate(shop, load_generate_config(None, users=6000, days=45, seed=5))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "recommend.yaml"
     config.write_text("recommenders: {popularity: {}, item_knn: {neighbours: 100}, content: {}}\n"
-                      f"tracking: {{uri: '{uri}', experiment: rec-test}}\n")
+                      f"tracking: {{uri: '{uri}', experiment: rec-test, "
+                      f"artifact_location: '{(tmp_path / 'artifacts').as_uri()}'}}\n")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         main(["recommend", "train", "--shop", str(shop), "--config", str(config), "--json"])
