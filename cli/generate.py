@@ -11,7 +11,8 @@ from cli.common import Steps, emit_json, took
 
 
 @click.command(help="Generate a synthetic shop: events.parquet, users.parquet, oracle.parquet "
-                    "(true conversion probability) and shop.json, deterministic by --seed.")
+                    "(true conversion probability), catalogue.parquet, product_oracle.parquet (true "
+                    "next-purchase probability per product) and shop.json, deterministic by --seed.")
 @click.option("--users", type=click.IntRange(min=1), default=None, help="Number of users [config: 20000].")
 @click.option("--days", type=click.IntRange(min=1), default=None, help="Days of events [config: 60].")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("cli.serve", "build", "Build a bento that carries the model (serves it anywhere)."),
     "ab": ("cli.ab", "ab", "A/B test planning and analysis."),
     "keys": ("cli.serve", "keys", "API keys of the HTTP service."),
+    "recommend": ("cli.recommend", "recommend", "Train and compare product recommenders."),
 }
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, ValidationError, model_validator
 
+from features.catalogue import Tastes, write_catalogue
 from features.config import StrictModel, load_config
 from features.errors import ConfigError
 from features.schema import age_band
@@ -365,8 +366,10 @@ def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarr
     page = np.array([PAGE_OF_EVENT.get(name, "") for name in EVENT_NAMES])[etype]
     viewed = rng.choice(len(PAGE_VIEW_PAGES), size=n_ev)
     page = np.where((event == "page_view") | (event == "scroll"), np.array(PAGE_VIEW_PAGES)[viewed], page)
-    product_event = np.isin(event, ["product_view", "add_to_cart", "remove_from_cart"])
-    product = rng.integers(0, 2000, n_ev)
+    product_event = np.isin(event, ["product_view", "add_to_cart", "remove_from_cart", "purchase"])
+    rng.integers(0, 2000, n_ev)  # no longer used, still drawn: the later columns of a seed stay unchanged
+    product = Tastes.draw(cfg.seed, cfg.users, len(CATEGORIES)).choose(s["user"][sess], cfg.seed)
+    product = np.where(event == "purchase", np.roll(product, 2), product)  # buys what the funnel carted
     valued = (event == "add_to_cart") | (event == "purchase")
     value = np.round(np.exp(np.where(event == "purchase", 4.0, 3.5) + 0.6 * rng.standard_normal(n_ev)), 2)
     scrolled = np.isin(event, ["page_view", "product_view", "scroll"])
@@ -485,6 +488,7 @@ def write_shop(shop: Shop, out_dir: str | Path) -> ShopFiles:
     shop.events.write_parquet(paths.events)
     shop.users.write_parquet(paths.users)
     shop.oracle.write_parquet(paths.oracle)
+    write_catalogue(shop.config.seed, shop.users["user_id"].to_list(), CATEGORIES, out)
     paths.manifest.write_text(json.dumps({"config": shop.config.model_dump(mode="json"), "stats": shop.stats},
                                          indent=2) + "\n")
     return paths

@@ -85,7 +85,11 @@ def _rules(cfg: ServingConfig) -> Any:
         from serving.rules import load_rules
     except ImportError:
         return None
-    return load_rules(path).decide
+    rules = load_rules(path)
+    from content.components import check_rules
+
+    check_rules(rules, str(path))  # every action names a component of configs/content.yaml
+    return rules.decide
 
 
 def preload_users(store: ProfileStore, users_path: str, consent_default: bool = True,

@@ -22,7 +22,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,10 +307,18 @@ def _as_number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+class ActionSpec(StrictModel):
+    """An action that names a content component and the parameters it passes to its template
+    (content/components.py checks both against configs/content.yaml)."""
+
+    component: str = Field(min_length=1)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class RuleSpec(StrictModel):
     name: str = Field(min_length=1)
     when: str
-    action: str = Field(min_length=1)
+    action: str | ActionSpec  # a component name, or {component, params}
 
 
 class RulesFile(StrictModel):
@@ -325,6 +333,7 @@ class Rule:
     action: str
     condition: Node
     matches: Evaluator
+    params: Mapping[str, Any] = field(default_factory=dict)  # template parameters of the action
 
 
 @dataclass(frozen=True)
@@ -384,7 +393,11 @@ def build_rules(spec: RulesFile, where: str = "rules", segments: SegmentsConfig 
         except ConditionError as exc:
             raise ConfigError(f"{where}: rule '{spec_rule.name}': {exc.message} at position "
                               f"{exc.position + 1} of condition \"{spec_rule.when}\"") from None
-        rules.append(Rule(spec_rule.name, spec_rule.when, spec_rule.action, node, compile_condition(node)))
+        action = spec_rule.action
+        name, params = (action, {}) if isinstance(action, str) else (action.component, dict(action.params))
+        if not name:
+            raise ConfigError(f"{where}: rule '{spec_rule.name}': empty action")
+        rules.append(Rule(spec_rule.name, spec_rule.when, name, node, compile_condition(node), params))
     return RuleSet(tuple(rules), spec.default)
 
 

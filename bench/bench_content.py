@@ -1,0 +1,133 @@
+"""Content benchmark: rendering a component and suggesting products, next to a /predict engine call.
+
+    .venv/bin/python -m bench.bench_content [--users 300] [--rounds 5] [--json out.json]
+
+In one process, interleaved in ``--rounds`` rounds so machine load hits every measurement alike:
+1. ``PredictionEngine.predict`` (in-process, prediction cache off, the 300-tree XGBoost model of
+   bench_serving, profile, features, engagement, journey, Saabas reasons and decision included);
+2. ``ComponentLibrary.render`` of every component of configs/content.yaml with 8 products;
+3. ``recommend_for`` with the item-to-item recommender on the full 2,000-product catalogue;
+4. fitting item-to-item on 1M random interaction rows (Zipf-skewed products, so about 0.76M distinct
+   user-product pairs): our ``ItemKNN.fit`` against ``implicit``'s own ``CosineRecommender.fit`` on
+   the same matrix.
+Reports median microseconds per call and each cost as a share of the engine call (target: a render
+<= 10% of /predict's engine time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from bench.bench_serving import _shop, _train
+
+
+def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def _engine(workdir: Path, users: int) -> tuple[Any, list[str], str]:
+    from serving.loader import build_engine
+
+    shop = _shop(users)
+    model_path = workdir / "model.pkl"
+    _train(shop, model_path)
+    config = workdir / "serving.yaml"
+    config.write_text(json.dumps({"cache": {"enabled": False}}))
+    engine = build_engine({"config_path": str(config), "model_uri": str(model_path)})
+    for i in range(0, len(shop[0]), 500):
+        engine.ingest(shop[0][i:i + 500])
+    return engine, sorted({e["user_id"] for e in shop[0]}), str(model_path)
+
+
+def _recommender() -> Any:
+    from content.model import RecommenderModel
+    from content.recommenders import CatalogueArrays, ItemKNN
+
+    rng = np.random.default_rng(0)
+    users, items, nnz = 20_000, 2_000, 600_000
+    rank = rng.zipf(1.3, nnz) % items
+    train = sp.csr_matrix((np.ones(nnz), (rng.integers(0, users, nnz), rank)), shape=(users, items))
+    cat = CatalogueArrays(np.arange(items) % 8, np.full(items, 20.0))
+    products = [f"p{i:04d}" for i in range(items)]
+    knn = ItemKNN(neighbours=100).fit(train, cat)
+    return RecommenderModel(knn, products, np.asarray(train.sum(axis=0)).ravel(), {"product_view": 1.0})
+
+
+def _fit_ratio(rounds: int) -> dict[str, float]:
+    from implicit.nearest_neighbours import CosineRecommender
+
+    from content.recommenders import CatalogueArrays, ItemKNN
+
+    rng = np.random.default_rng(1)
+    users, items, nnz = 100_000, 2_000, 1_000_000
+    matrix = sp.csr_matrix((np.ones(nnz), (rng.integers(0, users, nnz), rng.zipf(1.3, nnz) % items)),
+                           shape=(users, items))
+    cat = CatalogueArrays(np.arange(items) % 8, np.full(items, 20.0))
+    ours, theirs = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ItemKNN(neighbours=100).fit(matrix, cat)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        CosineRecommender(K=100, num_threads=1).fit(matrix, show_progress=False)
+        theirs.append(time.perf_counter() - t0)
+    return {"ours_s": statistics.median(ours), "implicit_s": statistics.median(theirs),
+            "ratio": statistics.median(ours) / statistics.median(theirs), "distinct_pairs": float(matrix.nnz)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from content.components import load_components, render_variables
+    from content.serve import recommend_for
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-content-"))
+    engine, users, _ = _engine(workdir, args.users)
+    library = load_components()
+    model = _recommender()
+    products = [{"product_id": f"p{i:04d}", "name": f"Item {i}", "category": "shoes", "price": 19.5 + i,
+                 "image_url": f"/i/p{i:04d}.jpg", "score": 0.1} for i in range(8)]
+    answer = engine.predict({"user_id": users[0]})
+    variables = render_variables({"journey_stage": "decision", "purchases_total": 2.0}, answer["probability"],
+                                 {"device": "mobile"}, products, users[0])
+    views = [{"event": "product_view", "product_id": f"p{i:04d}"} for i in range(0, 40, 4)]
+    samples: dict[str, list[float]] = {}
+    for r in range(args.rounds):
+        samples.setdefault("predict_engine", []).append(
+            _per_call_us(lambda r=r: [engine.predict({"user_id": u}) for u in users[r::args.rounds][:40]], 1)
+            / len(users[r::args.rounds][:40]))
+        for name in library.components:
+            samples.setdefault(f"render:{name}", []).append(
+                _per_call_us(lambda name=name: library.render(name, variables), 300))
+        samples.setdefault("recommend_for:item_knn", []).append(
+            _per_call_us(lambda: recommend_for(model, views, 10), 50))
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    base = median["predict_engine"]
+    results: dict[str, Any] = {
+        "rounds": args.rounds, "us_per_call": median,
+        "share_of_predict": {k: v / base for k, v in median.items() if k != "predict_engine"},
+        "render_failures": dict(library.failures), "fit_1m": _fit_ratio(max(1, args.rounds // 2))}
+    print(json.dumps(results, indent=2))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
