@@ -47,7 +47,6 @@ def audit(model_uri: str, features_path: Path, users_path: Path | None, config_p
     if tracking_uri:
         cfg.tracking.uri = tracking_uri
     with Steps(f"auditing {model_uri}", as_json=as_json) as steps:
-        steps(f"auditing {model_uri} (fairness, SHAP{', mitigation' if mitigation != 'never' else ''}) ...")
         result = audit_model(model_uri, features_path, users_path, cfg, out_dir, mitigation=mitigation)
     mitigated_version = None
     if register_mitigated and result.mitigated_model is not None:

@@ -123,22 +123,35 @@ def test_unknown_profile_and_bad_override_are_config_errors() -> None:
 
 
 def test_permutation_importance_ranks_the_informative_column_first() -> None:
-    import pandas as pd
-
     from training.evaluate import permutation_importance
 
     rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(3000, 3)), columns=["signal", "noise", "country"])
-    X["country"] = rng.choice(["de", "fr"], size=3000)
-    y = (X["signal"] + 0.3 * rng.normal(size=3000) > 0).astype(int).to_numpy()
+    X = rng.normal(size=(3000, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=3000) > 0).astype(int)
 
-    def score(frame: pd.DataFrame) -> np.ndarray:  # reads only "signal"
-        return (1 / (1 + np.exp(-frame["signal"]))).to_numpy()
+    def score(M: np.ndarray) -> np.ndarray:  # reads only column 0
+        return 1 / (1 + np.exp(-M[:, 0]))
 
-    drop = permutation_importance(score, X, y, seed=0, n_repeats=4)
+    drop = permutation_importance(score, X, y, {"signal": [0], "noise": [1, 2]}, seed=0, n_repeats=4)
     assert drop["signal"]["mean"] > 0.3 and drop["signal"]["std"] > 0  # repeats differ: a spread
     assert drop["signal"]["min"] <= drop["signal"]["mean"] <= drop["signal"]["max"]
-    assert drop["noise"] == drop["country"] == {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+    assert drop["noise"] == {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+
+
+def test_permutation_importance_moves_a_one_hot_block_as_one() -> None:
+    from training.evaluate import permutation_importance
+
+    rng = np.random.default_rng(1)
+    country = rng.integers(0, 2, 2000)
+    X = np.column_stack([country == 0, country == 1]).astype(np.float32)  # one-hot block
+    y = country
+
+    def score(M: np.ndarray) -> np.ndarray:  # needs both columns to agree
+        return M[:, 1] - M[:, 0]
+
+    drop = permutation_importance(score, X, y, {"country": [0, 1]}, seed=0, n_repeats=3)
+    # Shuffling the block jointly keeps every row a valid one-hot: AUC falls from 1 to about 0.5.
+    assert drop["country"]["mean"] == pytest.approx(0.5, abs=0.05)
 
 
 def test_oracle_auc_joins_on_user_and_as_of(tmp_path: Path) -> None:

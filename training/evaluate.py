@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-15
@@ -68,15 +67,16 @@ class _Scored:
         return self
 
 
-def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, y: np.ndarray,
-                           seed: int, n_repeats: int = 5,
+def permutation_importance(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray, y: np.ndarray,
+                           groups: dict[str, list[int]], seed: int, n_repeats: int = 5,
                            max_rows: int = 2000) -> dict[str, dict[str, float]]:
-    """Drop in ROC AUC when each input column of ``X`` is shuffled, ``n_repeats`` times
-    (:func:`sklearn.inspection.permutation_importance`), on at most ``max_rows`` rows.
+    """Drop in ROC AUC when each input column's block of ``X`` is shuffled (rows permuted jointly),
+    ``n_repeats`` times, on at most ``max_rows`` rows (:func:`sklearn.inspection.permutation_importance`).
 
-    ``predict`` maps raw input rows to P(convert), so a one-hot encoded column moves as one.
-    Returns ``{column: {"mean", "std", "min", "max"}}`` of the AUC drops (0..1 AUC points); a mean
-    within about two standard deviations of 0 is noise, not importance.
+    ``groups`` maps an input column to its positions in ``X`` (a one-hot block moves as one):
+    scikit-learn shuffles one column of row indices per group, and the scorer moves that group's
+    block by those indices. Returns ``{column: {"mean", "std", "min", "max"}}`` of the AUC drops
+    (AUC points, 0..1); a mean within about two standard deviations of 0 is noise, not importance.
     """
     from sklearn.inspection import permutation_importance as sklearn_permutation_importance
 
@@ -84,13 +84,22 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.
     y = np.asarray(y)
     if len(X) > max_rows:
         rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
-        X, y = X.iloc[rows].reset_index(drop=True), y[rows]
+        X, y = X[rows], y[rows]
+    names = list(groups)
     if len(np.unique(y)) < 2:
-        return {name: {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0} for name in X.columns}
-    found = sklearn_permutation_importance(
-        _Scored(), X, y, scoring=lambda _est, X_, y_: float(roc_auc_score(y_, predict(X_))),
-        n_repeats=n_repeats, random_state=seed)
-    drops = found.importances
-    return {str(name): {"mean": float(drops[i].mean()), "std": float(drops[i].std()),
-                        "min": float(drops[i].min()), "max": float(drops[i].max())}
-            for i, name in enumerate(X.columns)}
+        return {name: {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0} for name in names}
+    order = np.arange(len(X))
+
+    def auc(_est: Any, index: np.ndarray, y_: np.ndarray) -> float:
+        moved = X.copy()
+        for j, name in enumerate(names):
+            if not np.array_equal(index[:, j], order):
+                moved[:, groups[name]] = X[index[:, j]][:, groups[name]]
+        return float(roc_auc_score(y_, score(moved)))
+
+    index = np.tile(order[:, None], (1, len(names)))
+    drops = sklearn_permutation_importance(_Scored(), index, y, scoring=auc, n_repeats=n_repeats,
+                                           random_state=seed).importances
+    return {name: {"mean": float(drops[i].mean()), "std": float(drops[i].std()),
+                   "min": float(drops[i].min()), "max": float(drops[i].max())}
+            for i, name in enumerate(names)}

@@ -296,9 +296,8 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
 
 def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
                metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
-    inputs = list(dict.fromkeys(model.feature_names + list(getattr(model.pre_transform, "features_", []))))
-    raw = valid.select([c for c in inputs if c in valid.columns]).to_pandas()
-    importance = permutation_importance(model.predict_proba, raw, y, seed, n_repeats=PERMUTATION_REPEATS)
+    importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
+                                        model.encoder.column_groups(), seed, n_repeats=PERMUTATION_REPEATS)
     figures = {
         "roc": plots.roc_figure(y, p, metrics["auc"]),
         "precision_recall": plots.pr_figure(y, p, metrics["pr_auc"]),
