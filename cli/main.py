@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("cli.serve", "serve", "Start the HTTP prediction service."),
     "consume": ("cli.serve", "consume", "Apply events from a Redis Stream to the live profile store."),
     "ab": ("cli.ab", "ab", "A/B test planning and analysis."),
+    "monitor": ("cli.monitor", "monitor", "Drift, realised and estimated performance, fairness over time."),
 }
 
 

@@ -38,6 +38,9 @@ def audit_json(audit: Audit, verdict: GateVerdict) -> dict[str, Any]:
         "groups": {f: [{k: g[k] for k in GROUP_KEYS} for g in fa.groups] for f, fa in audit.features.items()},
         "metrics": audit.metric_table(),
         "failing": verdict.failing,
+        "undecided": verdict.undecided,
+        "checks": verdict.checks,
+        "intervals": {f: {m: list(ci) for m, ci in fa.intervals.items()} for f, fa in audit.features.items()},
     })
 
 
@@ -90,6 +93,10 @@ def render_html(doc: dict[str, Any], images: dict[str, str]) -> str:
         parts.append("<h2>Failing checks</h2>" + _table(
             [{**f, "groups": ", ".join(f.get("groups", []))} for f in doc["failing"]],
             ["metric", "feature", "value", "limit", "groups"]))
+    if doc.get("checks"):
+        parts.append("<h2>Checks with confidence intervals</h2>" + _table(
+            [{**c, "interval": "-" if not c["interval"] else " .. ".join(_fmt(v) for v in c["interval"])}
+             for c in doc["checks"]], ["metric", "feature", "value", "interval", "limit", "verdict"]))
     metric_rows = [{"metric": m, **doc["metrics"][m]} for m in METRICS]
     parts.append("<h2>Disparity metrics</h2>" + _table(metric_rows, ["metric", *doc["groups"].keys()]))
     keys = ["group", "status", "count", "selection_rate", "tpr", "fpr", "precision", "auc", "mean_predicted",

@@ -4,9 +4,10 @@ From an onset day on, one of three things changes (each keeps the oracle exact, 
 generator still knows every hidden probability):
 
 * ``covariate:source=ads:3@40`` — the traffic of a session attribute value (``source`` or
-  ``device``) grows about ``factor``-fold: new users, all arriving on the onset day and always
-  coming through that value, with low intent (:data:`NEWCOMER_INTENT` times the buying and warming
-  traits). The inputs' distribution moves; what a given behaviour means does not.
+  ``device``) grows about ``factor``-fold: new users, all landing on the onset day (a campaign
+  launch: each has a session that day) and always coming through that value, with low intent
+  (:data:`NEWCOMER_INTENT` times the buying and warming traits). The inputs' distribution moves;
+  what a given behaviour means does not.
 * ``tracking:device=mobile:scroll_depth@40`` — events of sessions with that attribute value stop
   carrying an optional field (it becomes null). Behaviour and purchases are unchanged; only what is
   recorded changes.

@@ -367,7 +367,10 @@ def _sessions(cfg: GenerateConfig, rng: np.random.Generator, z: np.ndarray, buy:
     deciding = z == 2
     count = np.where(deciding, 1 + rng.poisson(0.5 * busy, size=z.shape), count)
     count = np.where(buy, np.maximum(count, 1), count)
-    count = np.where(np.arange(d)[None, :] >= arrival[:, None], count, 0)  # no visits before arriving
+    days = np.arange(d)[None, :]
+    count = np.where(days >= arrival[:, None], count, 0)  # no visits before arriving
+    landing = (days == arrival[:, None]) & (arrival[:, None] > 0)  # a newcomer lands on its arrival day
+    count = np.where(landing, np.maximum(count, 1), count)
     flat = count.ravel()
     cell = np.repeat(np.arange(n * d), flat)
     first = np.repeat(np.cumsum(flat) - flat, flat)
