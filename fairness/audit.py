@@ -16,6 +16,7 @@ same resampling as Fairlearn ``MetricFrame(n_boot=..., ci_quantiles=...)``, comp
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,8 @@ def metric_intervals(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
     counts = np.bincount(cell, minlength=4 * len(names)).astype(np.float64)
     draws = np.random.default_rng(seed).multinomial(int(rows.sum()), counts / counts.sum(), size=n_boot)
     c = draws.reshape(n_boot, len(names), 2, 2)  # [boot, group, y, decision]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a group without positives has no TPR: NaN
         selection = c[:, :, :, 1].sum(axis=2) / c.sum(axis=(2, 3))
         tpr = c[:, :, 1, 1] / c[:, :, 1, :].sum(axis=2)
         fpr = c[:, :, 0, 1] / c[:, :, 0, :].sum(axis=2)

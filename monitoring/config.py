@@ -16,7 +16,7 @@ class DriftConfig(StrictModel):
     bins: int = Field(default=10, ge=2)
     psi_threshold: float = Field(default=0.2, gt=0)
     p_value_threshold: float = Field(default=0.001, gt=0, le=1)
-    test_sample_rows: int = Field(default=50_000, ge=10)
+    test_sample_rows: int = Field(default=20_000, ge=10)
     min_rows: int = Field(default=200, ge=1)
     compare: Literal["weekday", "reference"] = "weekday"
     not_alerted: list[str] = Field(default_factory=lambda: ["days_since_first_event"])

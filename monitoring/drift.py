@@ -6,8 +6,9 @@
   always a bin of its own, so a field that stops arriving shows as drift. Empty bins get the share
   :data:`EPSILON` (the usual guard against ``ln 0``; Siddiqi, *Credit Risk Scorecards*, 2006).
 * **Two-sample tests** (scipy): Kolmogorov-Smirnov on the non-missing numbers
-  (``scipy.stats.ks_2samp``, two-sided) and Pearson's chi-square on the category counts,
-  missing included (``scipy.stats.chi2_contingency`` without Yates' correction).
+  (``scipy.stats.ks_2samp``, two-sided; asymptotic p-values above 10^6 row pairs), plus a
+  chi-square test of the missing share (a field that stops arriving), and Pearson's chi-square
+  on the category counts, missing included (``scipy.stats.chi2_contingency`` without Yates' correction).
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     if x.size == 0 or y.size == 0:
         return math.nan
-    return float(stats.ks_2samp(x, y).pvalue)
+    # the exact distribution (scipy's choice up to 10 000 rows a side) costs ~0.1 s a call on large
+    # samples; the asymptotic one is accurate there
+    method = "auto" if x.size * y.size <= 1_000_000 else "asymp"
+    return float(stats.ks_2samp(x, y, method=method).pvalue)
 
 
 def chi2_p_value(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fairness.audit import group_labels, selection_threshold
+from fairness.audit import group_labels, metric_intervals, selection_threshold
 from monitoring.config import MonitorConfig
 from monitoring.drift import Bins, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
 from monitoring.performance import estimate, realized
@@ -79,7 +79,7 @@ class Window:
     drift: dict[str, dict[str, float]] = field(default_factory=dict)
     counts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     week_psi: dict[str, float] = field(default_factory=dict)
-    selection_ratio: dict[str, float] = field(default_factory=dict)
+    selection_ratio: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ratio, upper end)
     volume_ratio: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -93,7 +93,9 @@ class Window:
                 "estimated_auc_high": self.estimated["high"],
                 "estimated_log_loss": self.estimated["log_loss"],
                 "drift": self.drift, "drift_week_over_week": self.week_psi,
-                "selection_ratio": self.selection_ratio, "volume_ratio": self.volume_ratio}
+                "selection_ratio": {k: v[0] for k, v in self.selection_ratio.items()},
+                "selection_ratio_high": {k: v[1] for k, v in self.selection_ratio.items()},
+                "volume_ratio": self.volume_ratio}
 
 
 def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int) -> tuple[bool, dict[str, Any],
@@ -131,9 +133,10 @@ def drift_of(current: pl.DataFrame, probability: np.ndarray, ref: Reference, cfg
     return out, counts
 
 
-def selection_ratios(slim: pl.DataFrame, cfg: MonitorConfig) -> dict[str, float]:
-    """min/max selection rate over the judged groups of each sensitive feature (the audit's rule:
-    the top share of the window's probabilities is selected)."""
+def selection_ratios(slim: pl.DataFrame, cfg: MonitorConfig) -> dict[str, tuple[float, float]]:
+    """(ratio, upper end of its 95% bootstrap interval) per sensitive feature: min/max selection rate
+    over the judged groups (the audit's rule: the top share of the window's probabilities is
+    selected; the interval as the gate's, :func:`fairness.audit.metric_intervals`)."""
     p = slim.get_column("probability").to_numpy()
     if len(p) == 0:
         return {}
@@ -148,7 +151,9 @@ def selection_ratios(slim: pl.DataFrame, cfg: MonitorConfig) -> dict[str, float]
             pl.col("len") >= cfg.fairness.min_group_size)
         share = rates.get_column("s").to_numpy()
         if len(share) >= 2 and share.max() > 0:
-            out[name] = float(share.min() / share.max())
+            ci = metric_intervals(np.zeros(len(p), dtype=int), selected.astype(int), groups.astype(str),
+                                  rates.get_column("g").to_list(), n_boot=200, seed=cfg.seed)
+            out[name] = (float(share.min() / share.max()), ci["demographic_parity_ratio"][1])
     return out
 
 
@@ -193,8 +198,8 @@ def alerts(windows: list[Window], ref: Reference, cfg: MonitorConfig) -> list[di
             gap = abs(w.mean_probability - w.realized["realized_rate"]) / w.realized["realized_rate"]
             if gap > cfg.calibration.max_relative_gap:
                 out.append(_alert(w, "calibration", "relative_gap", gap, cfg.calibration.max_relative_gap))
-        for name, ratio in w.selection_ratio.items():
-            if ratio < cfg.fairness.min_ratio:
+        for name, (ratio, high) in w.selection_ratio.items():
+            if high < cfg.fairness.min_ratio:  # like the gate: the whole interval below the limit
                 out.append(_alert(w, "fairness", name, ratio, cfg.fairness.min_ratio))
         v = w.volume_ratio
         if v is not None and not cfg.volume.min_ratio <= v <= cfg.volume.max_ratio:
