@@ -12,7 +12,8 @@ sample share of them) and its events, seconds and peak memory (a child process p
 by ``resource``), against a bare Polars scan of the same log.
 
     PYTHONPATH=. python -m bench.bench_monitoring quality --seeds 1 2 3
-    PYTHONPATH=. python -m bench.bench_monitoring cost --rows 1000000 3000000
+    PYTHONPATH=. python -m bench.bench_monitoring cost --rows 1000000 3000000 --model URI --reference F
+    PYTHONPATH=. python -m bench.bench_monitoring gate --seeds $(seq 1 20) --users 3000 [--disparity ...]
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ SCAN = """
 import json, resource, time, polars as pl
 t = time.perf_counter()
 out = pl.scan_parquet({log!r}).group_by(pl.col("time").dt.truncate("1d")).agg(
-    pl.len(), pl.col("probability").mean(), pl.all().exclude("time").null_count()).collect()
+    pl.len(), pl.col("probability").mean().alias("mean_p"),
+    pl.all().exclude("time").null_count()).collect()
 print(json.dumps({{"seconds": time.perf_counter() - t,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
@@ -162,9 +164,43 @@ def cost_run(tmp: Path, rows: int, model_uri: str, reference: str, feature_share
             "ratio_to_scan": round(run["seconds"] / scan["seconds"], 1)}
 
 
+def gate_run(seed: int, users: int, disparity: str | None) -> dict[str, Any]:
+    """The gate's verdict on a shop's oracle scores (the true probabilities at the last full
+    snapshot, audited against the observed purchases), with and without intervals. The oracle is the
+    best possible model of the shop; without a planted disparity only the mild built-in group
+    differences and noise remain."""
+    import polars as pl
+
+    from fairness.audit import audit_arrays
+    from fairness.config import GateConfig
+    from fairness.gate import evaluate_gate
+    from features.ingest import validate_events
+    from features.schema import age_band
+    from features.synth import GenerateConfig, generate_shop, parse_disparity
+
+    spec = parse_disparity(disparity).model_dump() if disparity else None
+    shop = generate_shop(GenerateConfig.model_validate({"users": users, "days": 40, "seed": seed,
+                                                        "disparity": spec}))
+    as_of = shop.oracle["as_of"].max()
+    buys = (validate_events(shop.events).clean.filter((pl.col("event") == "purchase")
+                                                       & (pl.col("timestamp") >= as_of))
+            .select("user_id").unique().with_columns(pl.lit(1).alias("y")))
+    rows = (shop.oracle.filter(pl.col("as_of") == as_of).join(shop.users, on="user_id")
+            .join(buys, on="user_id", how="left").with_columns(pl.col("y").fill_null(0)))
+    sensitive = {"gender": rows["gender"].to_list(), "country": rows["country"].to_list(),
+                 "age_band": [age_band(int(a)) for a in rows["age"]]}
+    out: dict[str, Any] = {"seed": seed, "users": users, "disparity": disparity}
+    for label, n_boot in (("point", 0), ("confidence", 200)):
+        audit = audit_arrays(rows["y"].to_numpy(), rows["p_true"].to_numpy(), sensitive, n_boot=n_boot,
+                             seed=seed)
+        out[label] = evaluate_gate(audit, GateConfig()).verdict
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["quality", "cost"])
+    parser.add_argument("what", choices=["quality", "cost", "gate"])
+    parser.add_argument("--disparity", default=None)
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--shifts", nargs="*", default=list(SHIFTS))
     parser.add_argument("--users", type=int, default=10000)
@@ -174,7 +210,10 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="cost: its training snapshot")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.what == "quality":
+        if args.what == "gate":
+            for seed in args.seeds:
+                print(json.dumps(gate_run(seed, args.users, args.disparity)), flush=True)
+        elif args.what == "quality":
             for shift in args.shifts:
                 for seed in args.seeds:
                     row = quality_run(Path(tmp) / f"{shift}{seed}", shift, seed, args.users)
