@@ -193,7 +193,10 @@ def gate_run(seed: int, users: int, disparity: str | None) -> dict[str, Any]:
     for label, n_boot in (("point", 0), ("confidence", 200)):
         audit = audit_arrays(rows["y"].to_numpy(), rows["p_true"].to_numpy(), sensitive, n_boot=n_boot,
                              seed=seed)
-        out[label] = evaluate_gate(audit, GateConfig()).verdict
+        verdict = evaluate_gate(audit, GateConfig())
+        out[label] = verdict.verdict
+        out[f"{label}_failing"] = [(f["metric"], f["feature"], round(f["value"], 3), f["interval"])
+                                   for f in verdict.failing]
     return out
 
 
