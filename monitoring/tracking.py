@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from training.tracking import default_artifact_location
+
 if TYPE_CHECKING:
     from monitoring.stage import MonitorResult
 
@@ -23,7 +25,9 @@ def log_monitoring_run(result: MonitorResult) -> str:
     """Log ``result`` to a new run of the monitoring experiment; returns the run id."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    # artifacts beside the work folder's store, never MLflow's default ./mlruns in the current directory
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        EXPERIMENT, artifact_location=default_artifact_location())
     name, version = result.model
     run = client.create_run(experiment_id, run_name=f"monitor-{name}-{version}", tags={
         "model_uri": result.model_uri, "model_name": name, "model_version": version,
