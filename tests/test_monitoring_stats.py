@@ -97,3 +97,15 @@ def test_outcomes_are_purchases_within_the_horizon_after_each_prediction() -> No
     assert labels[("b", t)] == 0  # bought before
     assert labels[("c", t)] == 0  # exactly at the horizon's end: outside [t, t + 7d)
     assert labels[("d", t + timedelta(days=5))] is None  # t + 5d + 7d is after the data's end
+
+
+def test_the_monitor_config_is_validated_on_load(tmp_path) -> None:
+    from features.errors import ConfigError
+    from monitoring.config import load_monitor_config
+
+    cfg = load_monitor_config()
+    assert cfg.every == timedelta(days=1) and cfg.drift.compare == "weekday"
+    bad = tmp_path / "monitor.yaml"
+    bad.write_text("drift: {psi_treshold: 0.1}\n")
+    with pytest.raises(ConfigError, match="psi_treshold"):
+        load_monitor_config(bad)
