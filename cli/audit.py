@@ -79,6 +79,10 @@ def print_audit(result: Any) -> None:
     for f in result.verdict.failing:
         info(f"FAIL {f['metric']} on {f['feature']}: {_fmt(f['value'])} (limit {f['limit']}; groups "
              f"{', '.join(f['groups'])})")
+    for f in result.verdict.undecided:
+        low, high = f["interval"]
+        info(f"INSUFFICIENT EVIDENCE {f['metric']} on {f['feature']}: {_fmt(f['value'])}, interval "
+             f"{_fmt(low)}..{_fmt(high)} straddles the limit {f['limit']} (does not block promotion)")
     section = result.document.get("mitigation")
     if section:
         before, after = section["comparison"]

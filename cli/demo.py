@@ -148,10 +148,10 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     result.files["audit_report"] = str(audited.html_path)
     result.numbers["fairness_gate"] = audited.verdict.verdict
     name, version = trained.registered_name, str(trained.registered_version)
-    if audited.verdict.passed:
+    if not audited.verdict.blocks_promotion:  # pass, or insufficient_evidence (printed above)
         promote(name, version)
         serving_uri = f"models:/{name}@champion"
-        info(f"gate passed: {name} version {version} is now the champion")
+        info(f"gate {audited.verdict.verdict}: {name} version {version} is now the champion")
     else:
         serving_uri = trained.model_uri
         info(f"gate failed: {name} version {version} is NOT promoted (the report names the failing groups; "

@@ -26,13 +26,19 @@ from cli.common import Steps, emit_json, took
               help="Plant a group for the fairness gate: country=fr:0.3 makes it convert much less "
                    "(kind intent); tracking:country=fr:0.3 records only 30% of its client-side events, "
                    "so models under-rate it.")
+@click.option("--shift", "shifts", multiple=True, metavar="KIND:FEATURE=VALUE:ARG@DAY",
+              help="Plant a shift from a day on (repeatable): covariate:source=ads:3@40 (a source's "
+                   "traffic triples with low-intent newcomers), tracking:device=mobile:scroll_depth@40 "
+                   "(a device stops sending a field), concept:country=fr:0.5@40 (a group's intent halves).")
+@click.option("--no-sale", is_flag=True, help="Switch the sale days off (a stable period).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Generator config YAML [configs/generate.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def generate(users: int | None, days: int | None, out: Path | None, seed: int | None,
              start: datetime | None, horizon_days: int | None, disparity: str | None,
-             config_path: Path | None, as_json: bool) -> None:
+             shifts: tuple[str, ...], no_sale: bool, config_path: Path | None, as_json: bool) -> None:
     from features.paths import work_dir
+    from features.shifts import parse_shift
     from features.synth import generate as run
     from features.synth import load_generate_config, parse_disparity
 
@@ -40,6 +46,11 @@ def generate(users: int | None, days: int | None, out: Path | None, seed: int | 
     spec = parse_disparity(disparity).model_dump() if disparity is not None else None
     cfg = load_generate_config(config_path, users=users, days=days, seed=seed, start=start_day,
                                horizon_days=horizon_days, disparity=spec)
+    if shifts or no_sale:  # added to the config's shifts; validated against the shop (days, groups)
+        planted = [s.model_dump() for s in cfg.shifts] + [parse_shift(t).model_dump() for t in shifts]
+        sale = {**cfg.sale.model_dump(), **({"days": 0} if no_sale else {})}
+        cfg = load_generate_config(config_path, users=users, days=days, seed=seed, start=start_day,
+                                   horizon_days=horizon_days, disparity=spec, shifts=planted, sale=sale)
     with Steps("generating a synthetic shop", as_json=as_json) as steps:
         files = run(out or work_dir() / "shop", cfg, progress=steps)
     if as_json:

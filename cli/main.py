@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ab": ("cli.ab", "ab", "A/B test planning and analysis."),
     "keys": ("cli.serve", "keys", "API keys of the HTTP service."),
     "recommend": ("cli.recommend", "recommend", "Train and compare product recommenders."),
+    "monitor": ("cli.monitor", "monitor", "Drift, realised and estimated performance, fairness over time."),
 }
 
 

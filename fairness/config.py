@@ -27,6 +27,15 @@ class GateConfig(StrictModel):
     equal_opportunity_difference_max: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+class ConfidenceConfig(StrictModel):
+    """Bootstrap intervals of the disparity metrics (Fairlearn ``MetricFrame`` ``n_boot``); 0 = off
+    (point values decide pass/fail)."""
+
+    n_boot: int = Field(default=200, ge=0)
+    level: float = Field(default=0.95, gt=0.0, lt=1.0)  # central interval, share 0..1
+    seed: int = 0
+
+
 class MitigationConfig(StrictModel):
     """Fairlearn mitigation: post-processing (ThresholdOptimizer) or reduction (ExponentiatedGradient)."""
 
@@ -60,6 +69,7 @@ class FairnessConfig(StrictModel):
     snapshots: Literal["latest", "all"] = "latest"
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
     mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     tracking: FairnessTracking = Field(default_factory=FairnessTracking)

@@ -1,4 +1,11 @@
-"""The promotion gate: configured limits on the audit's disparity metrics → pass or fail, with culprits."""
+"""The promotion gate: configured limits on the audit's disparity metrics → a verdict, with culprits.
+
+Each enabled check of each audited feature is judged on the metric's bootstrap interval when the
+audit has one: ``fail`` when the whole interval lies beyond the limit, ``pass`` when it lies within,
+``insufficient_evidence`` when it straddles the limit (too few rows to tell). Without an interval
+the point value decides (pass or fail). The gate's verdict is ``fail`` if any check fails, else
+``insufficient_evidence`` if any check is undecided, else ``pass``; only ``fail`` blocks promotion.
+"""
 
 from __future__ import annotations
 
@@ -18,19 +25,29 @@ CHECKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
+PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient_evidence"
+
+
 @dataclass
 class GateVerdict:
-    """``verdict`` is "pass" or "fail"; ``failing`` names metric, feature, value, limit and groups."""
+    """``verdict`` is "pass", "fail" or "insufficient_evidence"; ``failing`` names metric, feature,
+    value, limit, interval and groups of the failed checks; ``undecided`` the same for checks whose
+    interval straddles the limit; ``checks`` every judged check."""
 
     verdict: str
     failing: list[dict[str, Any]] = field(default_factory=list)
-    # every enabled check: metric, feature, value, 95% interval, limit, kind ("min"/"max"),
-    # passed (None: not computable)
+    undecided: list[dict[str, Any]] = field(default_factory=list)
+    # every enabled check: metric, feature, value, 95% interval, limit, kind ("min"/"max"), verdict
+    # (pass / fail / insufficient_evidence; None: not computable), passed (the point value is within)
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "pass"
+        return self.verdict == PASS
+
+    @property
+    def blocks_promotion(self) -> bool:
+        return self.verdict == FAIL
 
 
 def extreme_groups(audit: FeatureAudit, rates: tuple[str, ...]) -> list[str]:
@@ -47,12 +64,26 @@ def extreme_groups(audit: FeatureAudit, rates: tuple[str, ...]) -> list[str]:
     return best[1]
 
 
+def judge(value: float, interval: tuple[float, float] | None, limit: float, kind: str) -> str:
+    """One check: ``kind`` "min" (value must be >= limit) or "max" (<= limit); see the module docstring."""
+    def beyond(v: float) -> bool:
+        return v < limit if kind == "min" else v > limit
+
+    if interval is None or any(math.isnan(v) for v in interval):
+        return FAIL if beyond(value) else PASS
+    low, high = interval
+    if beyond(low) and beyond(high):
+        return FAIL
+    if not beyond(low) and not beyond(high):
+        return PASS
+    return INSUFFICIENT
+
+
 def evaluate_gate(audit: Audit, cfg: GateConfig) -> GateVerdict:
     """Check every audited feature against every enabled limit.
 
     A metric that cannot be computed (NaN: fewer than two judged groups) does not fail the gate.
     """
-    failing: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
     for feature, fa in audit.features.items():
         for metric, (key, kind, rates) in CHECKS.items():
@@ -62,12 +93,15 @@ def evaluate_gate(audit: Audit, cfg: GateConfig) -> GateVerdict:
                 continue
             if math.isnan(value):
                 checks.append({"metric": metric, "feature": feature, "value": value, "limit": limit,
-                               "kind": kind, "passed": None})
+                               "kind": kind, "interval": None, "verdict": None, "passed": None, "groups": []})
                 continue
+            interval = fa.intervals.get(metric)
+            verdict = judge(value, interval, limit, kind)
             bad = value < limit if kind == "min" else value > limit
             checks.append({"metric": metric, "feature": feature, "value": value, "limit": limit, "kind": kind,
-                           "passed": not bad, "interval": fa.intervals.get(metric)})
-            if bad:
-                failing.append({"metric": metric, "feature": feature, "value": value, "limit": limit,
-                                "groups": extreme_groups(fa, rates)})
-    return GateVerdict("fail" if failing else "pass", failing, checks)
+                           "interval": list(interval) if interval else None, "verdict": verdict,
+                           "passed": not bad, "groups": extreme_groups(fa, rates)})
+    failing = [c for c in checks if c["verdict"] == FAIL]
+    undecided = [c for c in checks if c["verdict"] == INSUFFICIENT]
+    overall = FAIL if failing else INSUFFICIENT if undecided else PASS
+    return GateVerdict(overall, failing, undecided, checks)

@@ -62,6 +62,8 @@ def audit_json(audit: Audit, verdict: GateVerdict) -> dict[str, Any]:
         "metrics": audit.metric_table(),
         "checks": verdict.checks,
         "failing": verdict.failing,
+        "undecided": verdict.undecided,
+        "intervals": {f: {m: list(ci) for m, ci in fa.intervals.items()} for f, fa in audit.features.items()},
     })
 
 
@@ -111,30 +113,40 @@ def _with_interval(check: dict[str, Any]) -> str:
     return estimate(check["value"], low, high, sign=False)
 
 
+_STATES = {
+    "pass": "within the limit, with its whole 95% interval",
+    "fail": "OUTSIDE the limit, with its whole 95% interval",
+    "insufficient_evidence": ("insufficient evidence: the 95% interval straddles the limit; audit more rows "
+                              "before relying on it"),
+    None: "not computable (< 2 judged groups)",
+}
+
+
 def _check_line(check: dict[str, Any]) -> str:
-    state = {True: "within the limit", False: "OUTSIDE the limit", None: "not computable (< 2 judged groups)"}
-    line = (f"{human(check['metric'])} on {check['feature']}: {_with_interval(check)} "
-            f"(limit {_limit(check)}): {state[check['passed']]}")
-    low, high = check.get("interval") or (None, None)
-    if check["passed"] is not None and low is not None and high is not None and low <= check["limit"] <= high:
-        line += ("; the 95% interval contains the limit, so the verdict is fragile: audit more rows "
-                 "before relying on it")
-    return line
+    return (f"{human(check['metric'])} on {check['feature']}: {_with_interval(check)} "
+            f"(limit {_limit(check)}): {_STATES[check.get('verdict')]}")
+
+
+def _culprits(items: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{human(f['metric'])} on {f['feature']} is {_with_interval(f)} (limit {_limit(f)}), "
+                     f"groups {', '.join(f.get('groups', []))}" for f in items)
 
 
 def _decision(doc: dict[str, Any]) -> Decision:
     checks = doc.get("checks", [])
+    lines = [_check_line(c) for c in checks]
     if doc["verdict"] == "pass":
         headline = ("PASS: every judged disparity is within its limit; the model may be promoted."
                     if checks else "PASS: no gate check is enabled (configs/fairness.yaml).")
-        return Decision(headline, [_check_line(c) for c in checks], "pass")
-    kinds = {(c["metric"], c["feature"]): c["kind"] for c in checks}
-    culprits = "; ".join(f"{human(f['metric'])} on {f['feature']} is {num(f['value'], 3)} "
-                         f"(limit {_limit({**f, 'kind': kinds.get((f['metric'], f['feature']), 'max')})}), "
-                         f"groups {', '.join(f.get('groups', []))}" for f in doc["failing"])
-    headline = (f"FAIL: do not promote this model. {culprits}. Fix the data or the model, or use the "
-                "mitigation below if its cost is acceptable.")
-    return Decision(headline, [_check_line(c) for c in checks], "fail")
+        return Decision(headline, lines, "pass")
+    if doc["verdict"] == "insufficient_evidence":
+        headline = ("INSUFFICIENT EVIDENCE: no check fails with confidence, but "
+                    f"{_culprits(doc['undecided'])}. The model may be promoted (the version is tagged); "
+                    "audit more rows to decide.")
+        return Decision(headline, lines, "neutral")
+    headline = (f"FAIL: do not promote this model. {_culprits(doc['failing'])}. Fix the data or the model, "
+                "or use the mitigation below if its cost is acceptable.")
+    return Decision(headline, lines, "fail")
 
 
 def _metrics_table(doc: dict[str, Any]) -> Table:

@@ -93,14 +93,16 @@ def _split_half(user_ids: list[str]) -> np.ndarray:
     return np.array([hashlib.sha256(u.encode()).digest()[0] % 2 == 0 for u in user_ids])
 
 
-def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig) -> Audit:
+def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig, intervals: bool = True) -> Audit:
     y = frame.get_column(registry.LABEL_COLUMN).to_numpy()
     decide = getattr(model, "decide", None)
     y_pred = decide(frame) if decide is not None else None
     sensitive = {name: frame.get_column(name).to_list() for name in cfg.sensitive_features}
     return audit_arrays(y, model.predict_proba(frame), sensitive, top_share=cfg.selection.top_share,
                         probability=cfg.selection.probability, min_group_size=cfg.min_group_size,
-                        intersections=cfg.intersections, y_pred=y_pred)
+                        intersections=cfg.intersections, y_pred=y_pred,
+                        n_boot=cfg.confidence.n_boot if intervals else 0,
+                        level=cfg.confidence.level, seed=cfg.confidence.seed)
 
 
 _ODDS_METRICS = ("equalized_odds", "equal_opportunity")  # metric name prefixes an odds constraint targets
@@ -149,7 +151,8 @@ def mitigation_comparison(model: ConversionModel, frame: pl.DataFrame, verdict: 
     constraint = mitigation_constraint(verdict, cfg)
     mitigated = mitigate(model, fit, fit.get_column(registry.LABEL_COLUMN).to_numpy(), feature,
                          method=cfg.mitigation.method, constraint=constraint, seed=seed)
-    before, after = _audit(model, held, cfg), _audit(mitigated, held, cfg)
+    # point values compare before and after on the held-out half; the verdict of record is the main audit's
+    before, after = _audit(model, held, cfg, intervals=False), _audit(mitigated, held, cfg, intervals=False)
     rows = []
     for label, audit in (("before", before), ("after", after)):
         row: dict[str, Any] = {"model": label, **{k: audit.overall[k] for k in COMPARED}}

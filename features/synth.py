@@ -47,6 +47,7 @@ from features.catalogue import Tastes, write_catalogue
 from features.config import StrictModel, load_config
 from features.errors import ConfigError
 from features.schema import age_band
+from features.shifts import NEWCOMER_INTENT, Shift, concept_scale
 
 # --- the hidden model (documented above; constants, not config: they define what "the shop" is) ---
 HAZARD = np.array([0.0015, 0.012, 0.16])  # P(buy today | state), before beta and the sale boost
@@ -116,6 +117,7 @@ class GenerateConfig(StrictModel):
     malformed_share: float = Field(0.005, ge=0, le=0.5)
     sale: Sale = Sale()
     disparity: Disparity | None = None
+    shifts: list[Shift] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
@@ -124,11 +126,19 @@ class GenerateConfig(StrictModel):
             if known is not None and self.disparity.value not in known:
                 raise ValueError(f"disparity value '{self.disparity.value}' is not a "
                                  f"{self.disparity.feature} of the shop (one of {', '.join(known)})")
+        for shift in self.shifts:
+            known = _group_values(shift.feature)
+            if known is not None and shift.value not in known:
+                raise ValueError(f"shift value '{shift.value}' is not a {shift.feature} of the shop "
+                                 f"(one of {', '.join(known)})")
+            if shift.day >= self.days:
+                raise ValueError(f"shift onset day {shift.day} is not inside the {self.days} days")
         return self
 
 
 def _group_values(feature: str) -> list[str] | None:
-    table = {"gender": GENDERS, "country": COUNTRIES, "loyalty_tier": TIERS}
+    table = {"gender": GENDERS, "country": COUNTRIES, "loyalty_tier": TIERS, "device": DEVICES,
+             "source": SOURCES}
     if feature in table:
         return [name for name, _ in table[feature]]
     if feature == "age_band":
@@ -203,8 +213,9 @@ def _categorical(rng: np.random.Generator, cum: np.ndarray, rows: np.ndarray) ->
     return (u[:, None] >= cum[rows][:, :-1]).sum(axis=1)
 
 
-def _make_users(cfg: GenerateConfig, rng: np.random.Generator) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-    n = cfg.users
+def _make_users(cfg: GenerateConfig, rng: np.random.Generator, n: int | None = None,
+                first_id: int = 0) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    n = cfg.users if n is None else n
     age = np.clip(np.round(18 + rng.gamma(2.2, 9.0, n)), 18, 90).astype(np.int64)
     gender = _choice(rng, GENDERS, n)
     country = _choice(rng, COUNTRIES, n)
@@ -226,11 +237,48 @@ def _make_users(cfg: GenerateConfig, rng: np.random.Generator) -> tuple[pl.DataF
             beta = np.where(planted, beta * cfg.disparity.factor, beta)
             warmth = np.where(planted, warmth * cfg.disparity.factor, warmth)
     users = pl.DataFrame({
-        "user_id": _ids("u", np.arange(n), 6),
+        "user_id": _ids("u", np.arange(first_id, first_id + n), 6),
         "age": age, "gender": gender, "country": country, "loyalty_tier": tier,
         "signup_date": signup.astype("datetime64[D]"), "consent": consent,
     }).with_columns(pl.col("signup_date").cast(pl.Date))
-    return users, {"beta": beta, "warmth": warmth, "commit": commit, "activity": activity, "planted": planted}
+    traits = {"beta": beta, "warmth": warmth, "commit": commit, "activity": activity, "planted": planted,
+              "arrival": np.zeros(n, dtype=np.int64), "gender": gender, "country": country,
+              "age_band": band, "loyalty_tier": tier}
+    return users, traits
+
+
+def _add_newcomers(cfg: GenerateConfig, rng: np.random.Generator, users: pl.DataFrame,
+                   traits: dict[str, np.ndarray]) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """Covariate shifts: low-intent users who arrive on the onset day through one source/device
+    value, about ``(factor - 1) * share(value) * users`` of them (so that value's traffic grows
+    about ``factor``-fold). ``traits["forced"]`` holds each user's forced value ('' for none)."""
+    traits["forced_feature"] = np.full(users.height, "", dtype=object)
+    traits["forced"] = np.full(users.height, "", dtype=object)
+    for shift in (s for s in cfg.shifts if s.kind == "covariate"):
+        assert shift.factor is not None
+        table = dict(SOURCES if shift.feature == "source" else DEVICES)
+        n_new = int(round(cfg.users * (shift.factor - 1) * table[shift.value]))
+        if n_new == 0:
+            continue
+        new_users, new = _make_users(cfg, rng, n_new, first_id=users.height)
+        new["beta"] = new["beta"] * NEWCOMER_INTENT
+        new["warmth"] = new["warmth"] * NEWCOMER_INTENT
+        new["arrival"] = np.full(n_new, shift.day, dtype=np.int64)
+        new["forced_feature"] = np.full(n_new, shift.feature, dtype=object)
+        new["forced"] = np.full(n_new, shift.value, dtype=object)
+        arrived = np.datetime64(cfg.start) + np.timedelta64(shift.day, "D")
+        new_users = new_users.with_columns(pl.lit(arrived).cast(pl.Date).alias("signup_date"))
+        users = pl.concat([users, new_users])
+        traits = {k: np.concatenate([traits[k], new[k]]) for k in traits}
+    return users, traits
+
+
+def _purchase_scale(cfg: GenerateConfig, traits: dict[str, np.ndarray], day: int) -> np.ndarray:
+    """Per-user multiplier of the chance to buy on ``day``: the sale, arrival (0 before it) and
+    the concept shifts. Negative days are the burn-in."""
+    sale = _sale_boost(cfg, day, "purchase") if day >= 0 else 1.0
+    alive = (traits["arrival"] <= max(day, 0)).astype(np.float64)
+    return alive * sale * concept_scale(cfg.shifts, traits, day)
 
 
 def _ids(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
@@ -258,31 +306,33 @@ def _sale_boost(cfg: GenerateConfig, day: int, kind: Literal["traffic", "purchas
 
 
 def _simulate_intent(cfg: GenerateConfig, rng: np.random.Generator, trans: np.ndarray,
-                     beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     traits: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hidden state and purchases per (user, day); also the state entering day 0."""
-    n, d = cfg.users, cfg.days
+    beta = traits["beta"]
+    n, d = len(beta), cfg.days
     cum = np.cumsum(trans, axis=2)
     idx = np.arange(n)
     state = np.zeros(n, dtype=np.int64)
     for _ in range(BURN_IN_DAYS):  # burn-in: no events, no purchases recorded
         state = (rng.random(n)[:, None] >= cum[idx, state][:, :-1]).sum(axis=1)
-        bought = rng.random(n) < HAZARD[state] * beta
+        bought = rng.random(n) < HAZARD[state] * beta * _purchase_scale(cfg, traits, -1)
         state = np.where(bought, 0, state)
     entering = state.copy()
     z = np.zeros((n, d), dtype=np.int8)
     buy = np.zeros((n, d), dtype=bool)
     for day in range(d):
         state = (rng.random(n)[:, None] >= cum[idx, state][:, :-1]).sum(axis=1)
-        bought = rng.random(n) < np.minimum(HAZARD[state] * beta * _sale_boost(cfg, day, "purchase"), 1.0)
+        bought = rng.random(n) < np.minimum(HAZARD[state] * beta * _purchase_scale(cfg, traits, day), 1.0)
         z[:, day], buy[:, day] = state, bought
         state = np.where(bought, 0, state)
     return z, buy, entering
 
 
-def _oracle(cfg: GenerateConfig, trans: np.ndarray, beta: np.ndarray, z: np.ndarray,
+def _oracle(cfg: GenerateConfig, trans: np.ndarray, traits: dict[str, np.ndarray], z: np.ndarray,
             buy: np.ndarray, user_ids: pl.Series) -> pl.DataFrame:
     """Exact P(purchase in [as_of, as_of + horizon)) at every midnight as_of = start + k days."""
-    n, h = cfg.users, cfg.horizon_days
+    beta = traits["beta"]
+    n, h = len(beta), cfg.horizon_days
     ks = list(range(1, cfg.days - h + 1))
     start = datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC)
     frames = []
@@ -291,7 +341,8 @@ def _oracle(cfg: GenerateConfig, trans: np.ndarray, beta: np.ndarray, z: np.ndar
         v = np.zeros((n, 3))
         v[np.arange(n), prev] = 1.0
         for day in range(k, k + h):
-            hazard = np.minimum(HAZARD[None, :] * beta[:, None] * _sale_boost(cfg, day, "purchase"), 1.0)
+            scale = _purchase_scale(cfg, traits, day)
+            hazard = np.minimum(HAZARD[None, :] * beta[:, None] * scale[:, None], 1.0)
             v = np.einsum("ni,nij->nj", v, trans) * (1.0 - hazard)
         frames.append(pl.DataFrame({"user_id": user_ids, "p_true": 1.0 - v.sum(axis=1)})
                       .with_columns(pl.lit(start + timedelta(days=k)).cast(pl.Datetime("us", "UTC"))
@@ -303,7 +354,7 @@ def _oracle(cfg: GenerateConfig, trans: np.ndarray, beta: np.ndarray, z: np.ndar
 
 
 def _sessions(cfg: GenerateConfig, rng: np.random.Generator, z: np.ndarray, buy: np.ndarray,
-              activity: np.ndarray) -> dict[str, np.ndarray]:
+              activity: np.ndarray, arrival: np.ndarray) -> dict[str, np.ndarray]:
     n, d = z.shape
     start = np.datetime64(cfg.start)
     weekday = (start.astype("datetime64[D]").astype(np.int64) + np.arange(d) + 3) % 7  # 0 = Monday
@@ -317,6 +368,10 @@ def _sessions(cfg: GenerateConfig, rng: np.random.Generator, z: np.ndarray, buy:
     deciding = z == 2
     count = np.where(deciding, 1 + rng.poisson(0.5 * busy, size=z.shape), count)
     count = np.where(buy, np.maximum(count, 1), count)
+    days = np.arange(d)[None, :]
+    count = np.where(days >= arrival[:, None], count, 0)  # no visits before arriving
+    landing = (days == arrival[:, None]) & (arrival[:, None] > 0)  # a newcomer lands on its arrival day
+    count = np.where(landing, np.maximum(count, 1), count)
     flat = count.ravel()
     cell = np.repeat(np.arange(n * d), flat)
     first = np.repeat(np.cumsum(flat) - flat, flat)
@@ -327,7 +382,8 @@ def _sessions(cfg: GenerateConfig, rng: np.random.Generator, z: np.ndarray, buy:
             "buy": buy.ravel()[cell] & last}
 
 
-def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarray]) -> pl.DataFrame:
+def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarray],
+            traits: dict[str, np.ndarray]) -> pl.DataFrame:
     """Events of every session, with the user as an index ``u`` (joined to ids afterwards)."""
     n_sess = len(s["user"])
     length = 1 + rng.poisson(EVENTS_PER_SESSION[s["state"]])
@@ -362,6 +418,9 @@ def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarr
     # session attributes
     device = _choice(rng, DEVICES, n_sess)
     source = _choice(rng, SOURCES, n_sess)
+    forced_feature, forced = traits["forced_feature"][s["user"]], traits["forced"][s["user"]]
+    device = np.where(forced_feature == "device", forced, device)  # covariate-shift newcomers
+    source = np.where(forced_feature == "source", forced, source)
     # page, product, value, scroll
     page = np.array([PAGE_OF_EVENT.get(name, "") for name in EVENT_NAMES])[etype]
     viewed = rng.choice(len(PAGE_VIEW_PAGES), size=n_ev)
@@ -422,6 +481,18 @@ def _lose_tracking(factor: float, rng: np.random.Generator, events: pl.DataFrame
     return events.filter(pl.Series(keep))
 
 
+def _stop_tracking(cfg: GenerateConfig, events: pl.DataFrame) -> pl.DataFrame:
+    """Tracking shifts: from the onset day, events of sessions with the attribute value lose the field."""
+    day0 = datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC)
+    for shift in (s for s in cfg.shifts if s.kind == "tracking"):
+        assert shift.field is not None
+        onset = day0 + timedelta(days=shift.day)
+        lost = (pl.col(shift.feature) == shift.value) & (pl.col("timestamp") >= onset)
+        events = events.with_columns(pl.when(lost).then(None).otherwise(pl.col(shift.field))
+                                     .alias(shift.field))
+    return events
+
+
 def _noise(cfg: GenerateConfig, rng: np.random.Generator,
            events: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
     """Append duplicate deliveries and corrupted rows, then order by time (bad timestamps last)."""
@@ -456,20 +527,22 @@ def generate_shop(cfg: GenerateConfig | None = None, progress: Progress | None =
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     users, traits = _make_users(cfg, rng)
+    users, traits = _add_newcomers(cfg, rng, users, traits)
     user_ids = users["user_id"]
     trans = _transitions(traits)
-    z, buy, _ = _simulate_intent(cfg, rng, trans, traits["beta"])
-    say(f"generate: {cfg.users} users x {cfg.days} days simulated, {int(buy.sum())} purchases")
-    sessions = _sessions(cfg, rng, z, buy, traits["activity"])
-    events = _finish_events(_events(cfg, rng, sessions), user_ids)
+    z, buy, _ = _simulate_intent(cfg, rng, trans, traits)
+    say(f"generate: {users.height} users x {cfg.days} days simulated, {int(buy.sum())} purchases")
+    sessions = _sessions(cfg, rng, z, buy, traits["activity"], traits["arrival"])
+    events = _finish_events(_events(cfg, rng, sessions, traits), user_ids)
     if cfg.disparity is not None and cfg.disparity.kind == "tracking":
         events = _lose_tracking(cfg.disparity.factor, rng, events, user_ids.filter(traits["planted"]))
+    events = _stop_tracking(cfg, events)
     clean_rows = events.height
     say(f"generate: {clean_rows} events in {len(sessions['user'])} sessions")
     events, n_dup, n_bad = _noise(cfg, rng, events)
-    oracle = _oracle(cfg, trans, traits["beta"], z, buy, user_ids)
+    oracle = _oracle(cfg, trans, traits, z, buy, user_ids)
     stats: dict[str, float | int] = {
-        "users": cfg.users, "days": cfg.days, "seed": cfg.seed, "events": events.height,
+        "users": users.height, "days": cfg.days, "seed": cfg.seed, "events": events.height,
         "clean_events": clean_rows, "duplicates": n_dup, "malformed": n_bad,
         "purchases": int(buy.sum()), "consent_false": int((~users["consent"]).sum()),
         "oracle_rows": oracle.height,

@@ -49,7 +49,7 @@ def test_reported_numbers_match_the_stores(demo_run) -> None:
     assert numbers["label_rate"] == pytest.approx(features["label"].mean())
     assert {"engagement_score", "journey_stage"} <= set(features.columns)
     assert 0.5 < numbers["auc"] <= numbers["oracle_auc"] + 0.05
-    assert numbers["fairness_gate"] in ("pass", "fail")
+    assert numbers["fairness_gate"] in ("pass", "fail", "insufficient_evidence")
     assert 0.0 < numbers["sample_probability"] < 1.0
 
     from mlflow.tracking import MlflowClient
@@ -58,6 +58,6 @@ def test_reported_numbers_match_the_stores(demo_run) -> None:
     version = client.get_model_version("propensity-conversion", str(numbers["model_version"]))
     aliases = set(version.aliases)
     assert "challenger" in aliases
-    # the gate decides: champion only after a passing audit
-    assert ("champion" in aliases) == (numbers["fairness_gate"] == "pass")
+    # the gate decides: champion only after an audit that did not fail
+    assert ("champion" in aliases) == (numbers["fairness_gate"] != "fail")
     assert result["commands"]["serve"].startswith("propensity serve --model models:/propensity-conversion")

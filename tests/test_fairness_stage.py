@@ -65,7 +65,8 @@ def test_json_document_has_the_documented_shape(store, disparate, tmp_path) -> N
     uri = register_model(disparate[0])
     result = audit_model(uri, disparate[1], cfg=store, out_dir=tmp_path, explain=False, mitigation="never")
     doc = result.to_json()
-    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "checks", "failing"}
+    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "failing", "undecided", "checks",
+                        "intervals"}
     keys = ("group", "count", "selection_rate", "tpr", "fpr", "auc")
     assert {tuple(g) for g in doc["groups"]["gender"]} == {keys}
     assert set(doc["metrics"]) == {"demographic_parity_difference", "demographic_parity_ratio",

@@ -1,0 +1,1 @@
+"""Model monitoring: prediction logs, outcomes, drift, realised and estimated performance, alerts."""

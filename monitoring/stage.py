@@ -1,0 +1,210 @@
+"""The ``monitor`` stage: predictions (a log, or backfilled from events) → windows → drift,
+performance, fairness, alerts → JSON, HTML report and a monitoring run in MLflow.
+
+Two passes keep memory bounded on large logs: a slim pass over every record (time, version,
+probability, outcome, sensitive attributes) for volume, performance and fairness, then one scan
+per window of the records that carry feature vectors, for drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.errors import DataError
+from features.paths import work_dir
+from features.snapshot import to_utc
+from monitoring.backfill import read_events, snapshot_records
+from monitoring.config import MonitorConfig, load_monitor_config
+from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
+from monitoring.windows import (
+    WEEK,
+    Reference,
+    Window,
+    alerts,
+    compare_weeks,
+    drift_of,
+    performance_of,
+    selection_ratios,
+)
+
+Progress = Callable[[str], None]
+MONITORING_EXPERIMENT = "propensity-monitoring"
+MONITOR_TAG = "monitoring_run"
+
+
+@dataclass
+class MonitorResult:
+    model_uri: str
+    model: tuple[str, str]  # (name, version) of --model
+    windows: list[Window]
+    alerts: list[dict[str, Any]]
+    report: Path
+    json_path: Path
+    run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``propensity monitor --json`` document."""
+        return {"model": {"uri": self.model_uri, "name": self.model[0], "version": self.model[1]},
+                "windows": [w.to_json() for w in self.windows], "alerts": self.alerts,
+                "report": str(self.report), "run_id": self.run_id}
+
+
+def _load_model(model_uri: str, cfg: MonitorConfig) -> tuple[Any, tuple[str, str]]:
+    from training.registry import load_model, resolve_version, use_store
+
+    use_store(cfg.tracking.uri)
+    registered = resolve_version(model_uri)
+    model = load_model(model_uri)
+    return model, registered or ("model", str(model.metadata.get("run_id", "unknown")))
+
+
+def _training_run(model: Any) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    run_id = model.metadata.get("run_id")
+    return MlflowClient().get_run(run_id) if run_id else None
+
+
+def reference_frame(reference: str | Path | None, model: Any) -> pl.DataFrame:
+    """``reference`` (a snapshot Parquet file), or the training dataset registered with the model's
+    MLflow run. Raises :class:`DataError` when neither can be read."""
+    if reference is None:
+        run = _training_run(model)
+        sources = [json.loads(d.dataset.source).get("uri") for d in (run.inputs.dataset_inputs if run else [])
+                   if d.dataset.source_type == "local"]
+        if not sources or not sources[0] or not Path(sources[0]).exists():
+            raise DataError(f"the model's training dataset ({sources[0] if sources else 'not recorded'}) "
+                            f"is not readable here: pass --reference F.parquet")
+        reference = sources[0]
+    path = Path(reference)
+    if not path.exists():
+        raise DataError(f"{path}: reference snapshot not found")
+    return pl.read_parquet(path)
+
+
+def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) -> list[datetime]:
+    first = t0 - WEEK if warm_up else t0
+    n = int((t1 - first) / every)
+    return [first + i * every for i in range(n) if first + i * every < t1]
+
+
+def _records(model: Any, name: str, version: str, cfg: MonitorConfig, predictions: str | Path | None,
+             events: str | Path | None, users: str | Path | None, start: datetime | None,
+             end: datetime | None, every: timedelta, say: Progress) -> tuple[pl.LazyFrame, datetime]:
+    """The records (with ``label``) and the first reported window start."""
+    warm_up = cfg.drift.compare == "weekday" and WEEK % every == timedelta(0)
+    clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
+    if predictions is None:
+        if clean_events is None or start is None or end is None:
+            raise DataError("monitor needs --predictions LOG, or --events with --from and --to")
+        as_ofs = _window_starts(start, end, every, warm_up)
+        lf = snapshot_records(model, name, version, clean_events, clean_users, as_ofs, cfg.horizon,
+                              say).lazy()
+        t0 = start
+    else:
+        lf = scan_prediction_log(predictions)
+        if start is not None:
+            lf = lf.filter(pl.col("time") >= (start - WEEK if warm_up else start))
+        if end is not None:
+            lf = lf.filter(pl.col("time") < end)
+        first = lf.select(pl.col("time").min()).collect().item()
+        if first is None:
+            raise DataError(f"{predictions}: no predictions in the requested period")
+        t0 = start or datetime(first.year, first.month, first.day, tzinfo=UTC)
+        lf = _with_sensitive(lf, clean_users, cfg)
+    if clean_events is None:
+        return lf.with_columns(pl.lit(None, pl.Int64).alias("label")), t0
+    purchases = clean_events.lazy().filter(pl.col("event") == "purchase").select("user_id", "timestamp")
+    data_end = clean_events.get_column("timestamp").max()
+    return with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
+
+
+def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorConfig) -> pl.LazyFrame:
+    """Sensitive attributes the log lacks, joined from the users file (age → age band)."""
+    have = lf.collect_schema().names()
+    wanted = [c for c in cfg.fairness.sensitive_features if c not in have]
+    if not wanted or users is None:
+        return lf
+    from features.schema import age_band
+
+    crm = users.with_columns(pl.col("age").map_elements(age_band, return_dtype=pl.String).alias("age_band"))
+    return lf.join(crm.select("user_id", *[c for c in wanted if c in crm.columns]).lazy(), on="user_id",
+                   how="left")
+
+
+def _windows(lf: pl.LazyFrame, t0: datetime, every: timedelta, features: list[str], ref: Reference,
+             cfg: MonitorConfig, say: Progress) -> list[Window]:
+    step = every // timedelta(microseconds=1)
+    origin = int(t0.timestamp() * 1_000_000)
+    window = (((pl.col("time").cast(pl.Int64) - origin) // step) * step + origin).cast(UTC_US).alias("__w")
+    sensitive = [c for c in cfg.fairness.sensitive_features if c in lf.collect_schema().names()]
+    slim = lf.select(window, "time", "model_version", "probability", "label", *sensitive).collect()
+    present = [f for f in features if f in lf.collect_schema().names()]
+    sampled = pl.any_horizontal(pl.col(present).is_not_null()) if present else pl.lit(False)
+    rng = np.random.default_rng(cfg.seed)
+    out = []
+    for (start, version), part in sorted(slim.partition_by(["__w", "model_version"], as_dict=True).items()):
+        end = start + every
+        labelled, real, est = performance_of(part, cfg, cfg.seed)
+        in_window = (pl.col("time") >= start) & (pl.col("time") < end) & (pl.col("model_version") == version)
+        rows = lf.filter(in_window & sampled).select(*present, "probability").collect()
+        drift, counts = drift_of(rows, rows.get_column("probability").to_numpy(), ref, cfg, rng)
+        out.append(Window(start, end, str(version), part.height, float(part["probability"].mean()),  # type: ignore[arg-type]
+                          labelled, real, est, drift, counts, selection_ratio=selection_ratios(part, cfg)))
+        say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
+    compare_weeks(out)
+    return [w for w in out if w.start >= t0]
+
+
+def monitor(model_uri: str, *, predictions: str | Path | None = None, events: str | Path | None = None,
+            users: str | Path | None = None, start: datetime | None = None, end: datetime | None = None,
+            every: timedelta | None = None, reference: str | Path | pl.DataFrame | None = None,
+            out_dir: str | Path | None = None, cfg: MonitorConfig | None = None, record: bool = True,
+            progress: Progress | None = None) -> MonitorResult:
+    """Monitor the model at ``model_uri`` over a prediction log or, in backfill mode, over daily
+    snapshots of ``events`` between ``start`` and ``end`` (UTC; naive means UTC).
+
+    Outcomes come from ``events`` (a purchase within ``cfg.horizon`` after each prediction); drift
+    is measured against ``reference`` (a snapshot) or the model's registered training dataset.
+    Writes ``monitor.json`` and ``monitor_report.html`` to ``out_dir`` (default
+    ``<work>/monitor/<name>-<version>``) and, with ``record``, logs the daily metrics to a
+    monitoring run in MLflow tagged on the model version. Raises :class:`DataError` /
+    :class:`PropensityError` with one-line reasons on bad input.
+    """
+    cfg = cfg or load_monitor_config()
+    every = every or cfg.every
+    say = progress or (lambda _m: None)
+    start, end = (to_utc(t) if t is not None else None for t in (start, end))
+    if start is not None and end is not None and end <= start:
+        raise DataError("--to must be after --from")
+    model, (name, version) = _load_model(model_uri, cfg)
+    ref_frame = reference if isinstance(reference, pl.DataFrame) else reference_frame(reference, model)
+    features = [f for f in model.feature_names if f in ref_frame.columns and f not in LOG_SCHEMA]
+    run = _training_run(model)
+    auc = run.data.metrics.get("auc") if run is not None else None
+    ref = Reference.of(ref_frame, model.predict_proba(ref_frame), features, cfg.drift.bins, auc,
+                       cfg.drift.test_sample_rows, cfg.seed)
+    lf, t0 = _records(model, name, version, cfg, predictions, events, users, start, end, every, say)
+    windows = _windows(lf, t0, every, features, ref, cfg, say)
+    if not windows:
+        raise DataError("no predictions fall in the requested windows")
+    found = alerts(windows, ref, cfg)
+    from monitoring.report import write_report
+
+    out = Path(out_dir) if out_dir is not None else work_dir() / "monitor" / f"{name}-{version}"
+    result = MonitorResult(model_uri, (name, version), windows, found, out / "monitor_report.html",
+                           out / "monitor.json")
+    write_report(result, ref)
+    if record and cfg.tracking.log_to_mlflow:
+        from monitoring.tracking import log_monitoring_run
+
+        result.run_id = log_monitoring_run(result)
+    return result

@@ -1,0 +1,111 @@
+"""Monitoring statistics pinned against independent reference values (hand computations, R)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from monitoring.drift import (
+    EPSILON,
+    bin_counts,
+    categorical_bins,
+    chi2_p_value,
+    ks_p_value,
+    numeric_bins,
+    psi_from_counts,
+)
+from monitoring.log import with_outcomes
+from monitoring.performance import estimate, realized
+
+
+def test_psi_of_two_bins_matches_the_hand_computation() -> None:
+    # shares (0.5, 0.5) -> (0.25, 0.75): (0.25-0.5)ln(0.25/0.5) + (0.75-0.5)ln(0.75/0.5)
+    #   = 0.25 ln 2 + 0.25 ln 1.5 = 0.173287 + 0.101366 = 0.274653
+    assert psi_from_counts(np.array([50, 50]), np.array([25, 75])) == pytest.approx(0.274653, abs=1e-6)
+    assert psi_from_counts(np.array([10, 30]), np.array([20, 60])) == pytest.approx(0.0)
+
+
+def test_psi_floors_an_empty_bin_at_epsilon() -> None:
+    # (0.5, 0.5, 0) -> (0.5, 0.4, 0.1): the empty reference bin counts as share EPSILON
+    expected = (0.4 - 0.5) * math.log(0.4 / 0.5) + (0.1 - EPSILON) * math.log(0.1 / EPSILON)
+    assert psi_from_counts(np.array([5, 5, 0]), np.array([5, 4, 1])) == pytest.approx(expected)
+
+
+def test_numeric_bins_are_reference_quantiles_and_missing_is_its_own_bin() -> None:
+    spec = numeric_bins(np.arange(1.0, 101.0), bins=4)  # cut points at the quartiles
+    assert spec.edges is not None and list(spec.edges) == pytest.approx([25.75, 50.5, 75.25])
+    counts = bin_counts(np.array([1.0, 30.0, 60.0, 99.0, 25.75, np.nan, np.nan]), spec)
+    assert list(counts) == [2, 1, 1, 1, 2]  # (-inf, 25.75] holds 25.75 itself; two missing
+    cats = categorical_bins(np.array(["a", "b", None], dtype=object))
+    assert list(bin_counts(np.array(["a", "c", None, "b", "a"], dtype=object), cats)) == [2, 1, 1, 1]
+
+
+def test_ks_p_value_matches_r() -> None:
+    # R: ks.test(1:3, 4:6) -> D = 1, p-value = 0.1 (exact: 2 / choose(6, 3))
+    assert ks_p_value(np.array([1.0, 2, 3]), np.array([4.0, 5, 6])) == pytest.approx(0.1)
+    # missing values are left out of the test
+    assert ks_p_value(np.array([1.0, 2, 3, np.nan]), np.array([4.0, 5, 6])) == pytest.approx(0.1)
+    assert math.isnan(ks_p_value(np.array([np.nan]), np.array([1.0])))
+
+
+def test_chi_square_p_value_matches_r() -> None:
+    # R: chisq.test(matrix(c(10, 20, 20, 10), 2), correct = FALSE) -> X-squared = 6.6667, p = 0.009823
+    assert chi2_p_value(np.array([10, 20]), np.array([20, 10])) == pytest.approx(0.009823, abs=1e-6)
+    # a bin empty on both sides is dropped, not a division by zero
+    assert chi2_p_value(np.array([10, 20, 0]), np.array([20, 10, 0])) == pytest.approx(0.009823, abs=1e-6)
+
+
+def test_estimated_auc_of_two_rows_matches_the_hand_computation() -> None:
+    # p = (0.1, 0.9): labels (0,1) with prob 0.9*0.9 = 0.81 give AUC 1, (1,0) with 0.1*0.1 = 0.01
+    # give 0; draws with one class have no AUC. E[AUC | both classes] = 0.81 / 0.82 = 0.98780
+    est = estimate(np.array([0.1, 0.9]), samples=4000, seed=1)
+    assert est.auc == pytest.approx(0.81 / 0.82, abs=0.01)
+    # expected log loss = entropy of the probabilities: -(0.1 ln 0.1 + 0.9 ln 0.9) = 0.325083
+    assert est.log_loss == pytest.approx(0.325083, abs=1e-6)
+
+
+def test_realised_auc_falls_in_the_estimates_interval_when_labels_follow_the_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.beta(1.5, 10, 5000)
+    inside = 0
+    for k in range(20):
+        y = (np.random.default_rng(100 + k).random(len(p)) < p).astype(int)
+        est = estimate(p, samples=200, seed=k)
+        real = realized(y, p)
+        assert real["realized_auc"] == pytest.approx(roc_auc_score(y, p))
+        inside += est.low <= real["realized_auc"] <= est.high
+    assert inside >= 17  # a 95% interval: 19 of 20 expected
+
+
+def test_outcomes_are_purchases_within_the_horizon_after_each_prediction() -> None:
+    t = datetime(2026, 10, 1, tzinfo=UTC)
+    log = pl.DataFrame({"user_id": ["a", "a", "b", "c", "d"],
+                        "time": [t, t + timedelta(days=3), t, t, t + timedelta(days=5)]}).with_columns(
+        pl.col("time").cast(pl.Datetime("us", "UTC")))
+    bought = [t + timedelta(days=2), t - timedelta(hours=1), t + timedelta(days=7)]
+    purchases = pl.DataFrame({"user_id": ["a", "b", "c"], "timestamp": bought}).with_columns(
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+    out = with_outcomes(log.lazy(), purchases.lazy(), timedelta(days=7), t + timedelta(days=10)).collect()
+    labels = {(r["user_id"], r["time"]): r["label"] for r in out.iter_rows(named=True)}
+    assert labels[("a", t)] == 1  # bought 2 days later
+    assert labels[("a", t + timedelta(days=3))] == 0  # the purchase was before this prediction
+    assert labels[("b", t)] == 0  # bought before
+    assert labels[("c", t)] == 0  # exactly at the horizon's end: outside [t, t + 7d)
+    assert labels[("d", t + timedelta(days=5))] is None  # t + 5d + 7d is after the data's end
+
+
+def test_the_monitor_config_is_validated_on_load(tmp_path) -> None:
+    from features.errors import ConfigError
+    from monitoring.config import load_monitor_config
+
+    cfg = load_monitor_config()
+    assert cfg.every == timedelta(days=1) and cfg.drift.compare == "weekday"
+    bad = tmp_path / "monitor.yaml"
+    bad.write_text("drift: {psi_treshold: 0.1}\n")
+    with pytest.raises(ConfigError, match="psi_treshold"):
+        load_monitor_config(bad)
