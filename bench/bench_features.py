@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="best of N rounds (each step once per round)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--steps", nargs="*", choices=list(STEPS), default=list(STEPS),
+                        help="steps to run (baseline always runs)")
     parser.add_argument("--child", choices=list(STEPS), help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -177,10 +179,11 @@ def main() -> None:
         events_path = Path(tmp) / "events.parquet"
         make_events(args.events, args.users).write_parquet(events_path)
         # Rounds interleave the steps, so a burst of load from other processes hits all of them.
+        steps = ["baseline", *[s for s in args.steps if s != "baseline"]]
         runs = [_run_step(step, events_path, Path(tmp) / f"{step}.parquet", 1)
-                for _ in range(args.repeat) for step in STEPS]
+                for _ in range(args.repeat) for step in steps]
     results = {}
-    for step in STEPS:
+    for step in steps:
         mine = [r for r in runs if r["step"] == step]
         results[step] = {"seconds": min(r["seconds"] for r in mine),
                          "cpu_seconds": min(r["cpu_seconds"] for r in mine),
