@@ -109,7 +109,8 @@ def snapshot_only(events_path: Path, out: Path) -> int:
     """Parquet read -> build_snapshot -> Parquet write, on clean input (no validation)."""
     from features.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshot
 
-    events = pl.read_parquet(events_path, columns=list(SNAPSHOT_EVENT_COLUMNS))
+    present = pl.read_parquet_schema(events_path)
+    events = pl.read_parquet(events_path, columns=[c for c in SNAPSHOT_EVENT_COLUMNS if c in present])
     frame = build_snapshot(events, None, AS_OF, timedelta(days=7))
     frame.write_parquet(out)
     return frame.height
