@@ -109,7 +109,8 @@ def snapshot_only(events_path: Path, out: Path) -> int:
     """Parquet read -> build_snapshot -> Parquet write, on clean input (no validation)."""
     from features.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshot
 
-    events = pl.read_parquet(events_path, columns=list(SNAPSHOT_EVENT_COLUMNS))
+    present = pl.read_parquet_schema(events_path)
+    events = pl.read_parquet(events_path, columns=[c for c in SNAPSHOT_EVENT_COLUMNS if c in present])
     frame = build_snapshot(events, None, AS_OF, timedelta(days=7))
     frame.write_parquet(out)
     return frame.height
@@ -166,6 +167,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="best of N rounds (each step once per round)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--steps", nargs="*", choices=list(STEPS), default=list(STEPS),
+                        help="steps to run (baseline always runs)")
     parser.add_argument("--child", choices=list(STEPS), help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -177,10 +180,11 @@ def main() -> None:
         events_path = Path(tmp) / "events.parquet"
         make_events(args.events, args.users).write_parquet(events_path)
         # Rounds interleave the steps, so a burst of load from other processes hits all of them.
+        steps = ["baseline", *[s for s in args.steps if s != "baseline"]]
         runs = [_run_step(step, events_path, Path(tmp) / f"{step}.parquet", 1)
-                for _ in range(args.repeat) for step in STEPS]
+                for _ in range(args.repeat) for step in steps]
     results = {}
-    for step in STEPS:
+    for step in steps:
         mine = [r for r in runs if r["step"] == step]
         results[step] = {"seconds": min(r["seconds"] for r in mine),
                          "cpu_seconds": min(r["cpu_seconds"] for r in mine),

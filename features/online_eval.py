@@ -190,18 +190,25 @@ def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
         if acc.kind == "share":
             src.var(_den(acc))
     accs = list(src.accs)
-    fields = sorted({a.column for a in accs if a.column} | {n for a in accs for n, _ in a.where})
-    windows = sorted({a.window_days for a in accs if a.window_days is not None})
+    def used(group: list[_Acc]) -> set[str]:
+        return ({a.column for a in group if a.column} | {n for a in group for n, _ in a.where}) - {"event"}
+
+    history = [a for a in accs if a.window_days is None]
+    windowed = [a for a in accs if a.window_days is not None]
+    early = used(history)  # read for every event; the others only for events inside a window
+    late = used(windowed) - early
+    windows = sorted({a.window_days for a in windowed if a.window_days is not None})
     lines = ["def evaluate(events, as_of, comp, attrs):"]
     lines += [f"    s{w} = as_of - {w * US_PER_DAY}" for w in windows]
     lines += [f"    {_init(a, src.accs[a])}" for a in accs]
     lines += ["    for rec in events:", "        ts = rec[0]", "        if ts >= as_of:",
               "            continue", "        ev = rec[2]"]
-    lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in fields if name != "event"]
-    lines += _block(src, [a for a in accs if a.window_days is None], "        ")
+    lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in sorted(early)]
+    lines += _block(src, history, "        ")
     if windows:
         lines += [f"        if ts < s{windows[-1]}:", "            continue"]
-        lines += _block(src, [a for a in accs if a.window_days is not None], "        ", windows[-1])
+        lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in sorted(late)]
+        lines += _block(src, windowed, "        ", windows[-1])
     last_atc, last_buy = src.var(_acc(_ATC_LAST)), src.var(_acc(_BUY_LAST))
     lines.append(f"    cart = _cart(events, as_of, {last_atc}, {last_buy})")
     lines.append("    crm = _profile(attrs, as_of)")

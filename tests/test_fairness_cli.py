@@ -60,4 +60,6 @@ def test_audit_of_a_missing_model_is_one_line(setup, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["audit", *base])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.startswith("error: models:/propensity-conversion/99")
+    err = capsys.readouterr().err
+    assert err.startswith("error: model: cannot resolve 'models:/propensity-conversion/99' in the MLflow")
+    assert "\n" not in err.rstrip("\n")
