@@ -25,6 +25,7 @@ PICKLE = "conversion_model.pkl"
 ROOT = Path(__file__).resolve().parent.parent
 # What the bento's service imports, and the configs it reads (found next to the code in the bento).
 INCLUDE = ["features/**/*.py", "training/**/*.py", "fairness/**/*.py", "serving/**/*.py",
+           "content/**/*.py", "monitoring/**/*.py", "reports/**/*.py", "reports/templates/*",
            "configs/*.yaml", "pyproject.toml"]
 PYTHON_VERSION = "3.11"
 
