@@ -427,7 +427,8 @@ def _events(cfg: GenerateConfig, rng: np.random.Generator, s: dict[str, np.ndarr
     page = np.where((event == "page_view") | (event == "scroll"), np.array(PAGE_VIEW_PAGES)[viewed], page)
     product_event = np.isin(event, ["product_view", "add_to_cart", "remove_from_cart", "purchase"])
     rng.integers(0, 2000, n_ev)  # no longer used, still drawn: the later columns of a seed stay unchanged
-    product = Tastes.draw(cfg.seed, cfg.users, len(CATEGORIES)).choose(s["user"][sess], cfg.seed)
+    n_users = len(traits["forced"])  # covariate-shift newcomers included
+    product = Tastes.draw(cfg.seed, n_users, len(CATEGORIES)).choose(s["user"][sess], cfg.seed)
     product = np.where(event == "purchase", np.roll(product, 2), product)  # buys what the funnel carted
     valued = (event == "add_to_cart") | (event == "purchase")
     value = np.round(np.exp(np.where(event == "purchase", 4.0, 3.5) + 0.6 * rng.standard_normal(n_ev)), 2)

@@ -89,3 +89,16 @@ def checkout_stays_clean() -> Iterator[None]:
     yield
     after = {name for name in _LITTER if os.path.exists(os.path.join(_CHECKOUT, name))}
     assert not after - before, f"tests left {sorted(after - before)} in {_CHECKOUT}"
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri_stays_the_tests_own() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` to ``os.environ`` (so that
+    subprocesses inherit it), and the project honours that variable everywhere: without this, a
+    later test in the same worker, or its subprocesses, would use an earlier test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

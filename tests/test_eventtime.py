@@ -23,7 +23,7 @@ from features.profile_store import InProcessProfileStore
 from features.segment_config import load_segments_config
 from serving.config import ServingConfig
 from serving.consumer import StreamConsumer, StreamSource
-from serving.engine import PredictionEngine
+from serving.engine import LoadedModel, PredictionEngine
 
 T = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)  # 2026-10-01T10:00:00+02:00
 T_US = 1_790_841_600_000_000
@@ -74,8 +74,9 @@ def _batch(values: list[Any], unit: str | None) -> list[int | None]:
 
 def _engine(unit: str | None) -> PredictionEngine:
     cfg = ServingConfig.model_validate({"ingest": {"timestamp_unit": unit}})
-    # /events only validates and writes to the store: no model is needed to ingest.
-    return PredictionEngine(cfg, InProcessProfileStore(), cast(Any, None), load_segments_config())
+    # /events only validates and writes to the store: no model is needed to ingest (no model means
+    # the configured feature set).
+    return PredictionEngine(cfg, InProcessProfileStore(), LoadedModel(None, "none", "0"), load_segments_config())
 
 
 def _http(value: Any, unit: str | None) -> int | None:

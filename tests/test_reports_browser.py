@@ -86,7 +86,8 @@ def test_audit_json_keeps_its_documented_keys() -> None:
     y, score = rng.random(500) < 0.2, rng.random(500)
     audit = audit_arrays(y, score, {"g": rng.choice(["a", "b"], 500)})
     doc = audit_json(audit, evaluate_gate(audit, GateConfig()))
-    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "checks", "failing"}
+    assert set(doc) == {"verdict", "threshold", "groups", "metrics", "checks", "failing", "undecided",
+                        "intervals"}
 
 
 def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
@@ -100,7 +101,7 @@ def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
 
 
 def test_disparity_intervals_cover_the_point_estimate_and_shrink_with_rows() -> None:
-    from fairness.audit import disparity_intervals, disparity_metrics
+    from fairness.audit import disparity_metrics, metric_intervals
 
     def spread(n: int) -> tuple[float, float, float]:
         rng = np.random.default_rng(3)
@@ -110,7 +111,7 @@ def test_disparity_intervals_cover_the_point_estimate_and_shrink_with_rows() -> 
         rates = [{"selection_rate": pred[groups == g].mean(), "tpr": pred[(groups == g) & (y == 1)].mean(),
                   "fpr": pred[(groups == g) & (y == 0)].mean()} for g in ("a", "b")]
         value = disparity_metrics(rates)["demographic_parity_ratio"]
-        low, high = disparity_intervals(y, pred, groups, ["a", "b"])["demographic_parity_ratio"]
+        low, high = metric_intervals(y, pred, groups, ["a", "b"], n_boot=200)["demographic_parity_ratio"]
         return low, value, high
 
     low, value, high = spread(2000)
