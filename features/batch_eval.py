@@ -22,6 +22,17 @@ AGE = "__age_us"
 FIXED_COLUMNS: tuple[str, ...] = ("duration_s", "scroll_depth", "value")
 
 
+def per_unit(expr: pl.Expr, unit: int) -> pl.Expr:
+    """``expr / unit`` computed as ``expr * (1 / unit)``, bit-identical however the frame is split.
+
+    Polars divides a column of several rows by a literal by multiplying with the literal's
+    reciprocal, but a single value (a one-row frame, one group: a Spark shard holding one user) by
+    true division, and the two can differ in the last bit. A multiplication has one result in every
+    evaluation path, so the Spark shards equal the local build whatever users they hold.
+    """
+    return expr * (1.0 / unit)
+
+
 def fixed(column: str) -> pl.Expr:
     """A float column as integer millionths, so sums are exact and do not depend on row order."""
     return (pl.col(column) * FIXED_POINT).round(0).cast(pl.Int64).alias(f"__{column}")
@@ -71,9 +82,9 @@ def aggregations(spec: FeatureSpec) -> list[pl.Expr]:
     if agg in ("sum", "mean"):
         values = _filtered(pl.col(f"__{column}") if column in FIXED_COLUMNS else pl.col(column), cond)
         if agg == "sum":
-            return [(values.sum() / FIXED_POINT).alias(name)]
+            return [per_unit(values.sum(), FIXED_POINT).alias(name)]
         n = values.count()
-        return [pl.when(n > 0).then(values.sum() / n / FIXED_POINT).alias(name)]
+        return [pl.when(n > 0).then(per_unit(values.sum() / n, FIXED_POINT)).alias(name)]
     if agg in ("min", "max"):
         values = _filtered(pl.col(column), cond)
         return [(values.min() if agg == "min" else values.max()).cast(pl.Float64).alias(name)]
@@ -99,9 +110,9 @@ def finisher(spec: FeatureSpec) -> pl.Expr | None:
         den = pl.col(_hidden(spec, "den"))
         return pl.when(den > 0).then(pl.col(_hidden(spec, "num")) / den).otherwise(None)
     if agg in ("days_since_last", "days_since_first"):
-        return pl.col(_hidden(spec, "age")) / US_PER_DAY
+        return per_unit(pl.col(_hidden(spec, "age")), US_PER_DAY)
     if agg == "hours_since_last":
-        return pl.col(_hidden(spec, "age")) / US_PER_HOUR
+        return per_unit(pl.col(_hidden(spec, "age")), US_PER_HOUR)
     if agg == "us_since_last":
         return pl.col(_hidden(spec, "age"))
     return None

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from features.batch_eval import per_unit
 from features.schema import AGE_BANDS, age_band
 
 US_PER_DAY = 86_400_000_000
@@ -60,7 +61,7 @@ def cart_columns() -> dict[str, pl.Expr]:
     den = pl.col("__cart_sessions")
     return {
         "cart_open": cart_open.cast(pl.Float64),
-        "hours_since_cart_abandoned": pl.when(cart_open).then(atc / US_PER_HOUR),
+        "hours_since_cart_abandoned": pl.when(cart_open).then(per_unit(atc, US_PER_HOUR)),
         "cart_abandon_rate_30d": pl.when(den > 0).then(pl.col("__abandoned_sessions") / den).otherwise(None),
     }
 
@@ -105,7 +106,7 @@ def profile_columns(as_of_us: int) -> dict[str, pl.Expr]:
         "age": age,
         "age_band": _age_band(age),
         # A signup after as_of is not known at as_of: no tenure then.
-        "tenure_days": pl.when(signup_us <= as_of_us).then((as_of_us - signup_us) / US_PER_DAY),
+        "tenure_days": pl.when(signup_us <= as_of_us).then(per_unit(as_of_us - signup_us, US_PER_DAY)),
     }
 
 

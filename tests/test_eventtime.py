@@ -76,7 +76,8 @@ def _engine(unit: str | None) -> PredictionEngine:
     cfg = ServingConfig.model_validate({"ingest": {"timestamp_unit": unit}})
     # /events only validates and writes to the store: no model is needed to ingest (no model means
     # the configured feature set).
-    return PredictionEngine(cfg, InProcessProfileStore(), LoadedModel(None, "none", "0"), load_segments_config())
+    return PredictionEngine(cfg, InProcessProfileStore(), LoadedModel(None, "none", "0"),
+                            load_segments_config())
 
 
 def _http(value: Any, unit: str | None) -> int | None:
