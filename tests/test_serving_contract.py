@@ -42,7 +42,10 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
+    # Its own BENTOML_HOME: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir whenever a server
+    # starts, so a server started by a parallel test worker would erase the counts measured here.
+    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT),
+           "BENTOML_HOME": str(workdir / "bentoml")}
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model", str(workdir / "model.pkl"),
                              "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
