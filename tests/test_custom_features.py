@@ -14,17 +14,15 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
+from server_support import start_server
 from test_serving_helpers import AS_OF, clean_frames, make_shop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +30,6 @@ ENTRY = ("  - {name: shoe_views_14d, events: [product_view], where: {category: s
          "window: 14d}\n")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -135,25 +128,9 @@ def test_trained_model_takes_it_and_the_server_computes_it_from_the_model(
     model.save(str(tmp / "model.pkl"))
     monkeypatch.delenv("PROPENSITY_CONFIG_DIR")  # the server runs with the default configs/
 
-    port = _free_port()
-    env = {**os.environ, "PROPENSITY_HOME": str(tmp / "serve"), "PYTHONPATH": str(ROOT)}
-    env.pop("PROPENSITY_CONFIG_DIR", None)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model", str(tmp / "model.pkl"),
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    (tmp / "serve").mkdir()
+    proc, url = start_server(tmp / "serve", ["--model", str(tmp / "model.pkl")])
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp / "server.log").read_text()[-3000:]
-            time.sleep(0.3)
         with httpx.Client(base_url=url, timeout=30) as c:
             shuffled = random.Random(2).sample(events, len(events))
             for i in range(0, len(shuffled), 300):
@@ -165,9 +142,4 @@ def test_trained_model_takes_it_and_the_server_computes_it_from_the_model(
                 assert got["features"]["shoe_views_14d"] == row["shoe_views_14d"], row["user_id"]
                 assert got["features"]["purchases_total"] == row["purchases_total"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        proc.stop()

@@ -7,17 +7,13 @@ events, cache hits and scores (serving/metrics.py).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from server_support import start_server
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
 from serving.responses import (
@@ -34,42 +30,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import socket
-
     workdir = tmp_path_factory.mktemp("contract")
     raw_events, raw_users = make_shop(n_users=30, seed=3)
     train_model(*clean_frames(raw_events, raw_users), workdir / "model.pkl")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     # Its own BENTOML_HOME: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir whenever a server
     # starts, so a server started by a parallel test worker would erase the counts measured here.
-    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT),
-           "BENTOML_HOME": str(workdir / "bentoml")}
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model", str(workdir / "model.pkl"),
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(workdir, ["--model", str(workdir / "model.pkl")],
+                              env={"BENTOML_HOME": str(workdir / "bentoml")})
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server failed: {(workdir / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        proc.stop()
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
