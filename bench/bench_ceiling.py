@@ -88,7 +88,7 @@ def _start(kind: str, workdir: Path, model_path: Path, before: Path | None) -> t
             assert before is not None
             cwd = before
             env["PYTHONPATH"] = str(before)
-        args = ["-m", "cli.main", "serve", "--model", str(model_path), "--port", str(port),
+        args = ["-m", "propensity.cli", "serve", "--model", str(model_path), "--port", str(port),
                 "--config", str(config)]
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

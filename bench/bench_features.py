@@ -1,9 +1,9 @@
 """Benchmark: events -> snapshot features, Parquet read to Parquet written.
 
 Measures, in one run on the same input:
-- ``pipeline``: :func:`features.pipeline.build_features` (read, normalise, validate, de-duplicate,
+- ``pipeline``: :func:`features.batch.pipeline.build_features` (read, normalise, validate, de-duplicate,
   snapshot, write the snapshot, its quarantine and its metadata);
-- ``snapshot``: Parquet read -> :func:`features.snapshot.build_snapshot` -> Parquet write (clean input);
+- ``snapshot``: Parquet read -> :func:`features.batch.snapshot.build_snapshot` -> Parquet write (clean input);
 - ``baseline``: one hand-written Polars group-by computing the same per-user aggregates (counts,
   sessions, recency, sums, means, mixes), Parquet read to Parquet written, without validation,
   labels, joins, fixed-point sums or derived columns.
@@ -107,7 +107,7 @@ def baseline(events_path: Path, out: Path) -> int:
 
 def snapshot_only(events_path: Path, out: Path) -> int:
     """Parquet read -> build_snapshot -> Parquet write, on clean input (no validation)."""
-    from features.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshot
+    from features.batch.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshot
 
     present = pl.read_parquet_schema(events_path)
     events = pl.read_parquet(events_path, columns=[c for c in SNAPSHOT_EVENT_COLUMNS if c in present])
@@ -119,8 +119,8 @@ def snapshot_only(events_path: Path, out: Path) -> int:
 def pipeline(events_path: Path, out: Path, segment_features: bool = False) -> int:
     """The whole feature stage: build_features (ingest, validate, snapshot, write, metadata);
     like for like with the baseline, so without the engagement score and journey stage columns."""
-    from features.build_config import FeaturesConfig, PrivacyConfig
-    from features.pipeline import build_features
+    from features.batch.config import FeaturesConfig, PrivacyConfig
+    from features.batch.pipeline import build_features
 
     config = FeaturesConfig(privacy=PrivacyConfig(ledger_path=str(out.with_suffix(".ledger.jsonl"))),
                             segment_features=segment_features)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.synth import generate, load_generate_config
+from features.shop.generate import generate, load_generate_config
 
 
 def baseline(rows: int, out: Path) -> None:

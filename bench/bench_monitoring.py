@@ -36,7 +36,8 @@ SHIFTS = {"covariate": ("covariate:source=ads:3@40", "source_share_ads_30d"),
 
 
 def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args, "--json"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "propensity.cli", *args, "--json"], capture_output=True,
+                          text=True,
                           env=env, timeout=3000)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -174,9 +175,9 @@ def gate_run(seed: int, users: int, disparity: str | None) -> dict[str, Any]:
     from fairness.audit import audit_arrays
     from fairness.config import GateConfig
     from fairness.gate import evaluate_gate
-    from features.ingest import validate_events
+    from features.ingest.validate import validate_events
     from features.schema import age_band
-    from features.synth import GenerateConfig, generate_shop, parse_disparity
+    from features.shop.generate import GenerateConfig, generate_shop, parse_disparity
 
     spec = parse_disparity(disparity).model_dump() if disparity else None
     shop = generate_shop(GenerateConfig.model_validate({"users": users, "days": 40, "seed": seed,

@@ -1,7 +1,7 @@
-"""Benchmark: the online feature vector of one user (:func:`features.online.online_features`).
+"""Benchmark: the online feature vector of one user (:func:`features.live.profile.online_features`).
 
 Profiles come from the random clickstream of :mod:`bench.bench_features` (60 days, log-normal
-activity), normalised with :func:`features.online.normalize_event` and held as live profiles. The
+activity), normalised with :func:`features.live.profile.normalize_event` and held as live profiles. The
 step computes every registry feature of each profile at the snapshot time; the reported cost is
 CPU microseconds per user vector (median of ``--repeat`` rounds over all profiles), for the typical
 profile and for the heaviest ones (the 1% with the most events).
@@ -20,7 +20,7 @@ from typing import Any
 
 def _profiles(n_events: int, n_users: int) -> list[Any]:
     from bench.bench_features import make_events
-    from features.online import UserProfile, normalize_event
+    from features.live.profile import UserProfile, normalize_event
 
     frame = make_events(n_events, n_users, seed=1)
     profiles: dict[str, Any] = {}
@@ -33,7 +33,7 @@ def _profiles(n_events: int, n_users: int) -> list[Any]:
 def _per_user_us(profiles: list[Any], as_of_us: int, repeat: int) -> float:
     """Median over rounds of the mean CPU microseconds per user vector (CPU time of this process:
     steadier than wall time when other processes share the cores)."""
-    from features.online import online_features
+    from features.live.profile import online_features
 
     rounds = []
     for _ in range(repeat):
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from bench.bench_features import AS_OF
-    from features.online import to_epoch_us
+    from features.live.profile import to_epoch_us
 
     profiles = _profiles(args.events, args.users)
     as_of_us = to_epoch_us(AS_OF)

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.engagement import EngagementState, engagement_scores
-from features.journey import JourneyState, journey_stages, machine_for
-from features.segment_config import load_segments_config
-from features.segmenter import Segmenter
+from features.segments.config import load_segments_config
+from features.segments.engagement import EngagementState, engagement_scores
+from features.segments.journey import JourneyState, journey_stages, machine_for
+from features.segments.segmenter import Segmenter
 from serving.rules import load_rules
 
 AS_OF = datetime(2026, 4, 1, tzinfo=UTC)

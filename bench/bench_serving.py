@@ -177,7 +177,7 @@ def _service(model_path: Path, backend: str, workers: int, cache: bool, approxim
                       f"store:\n  backend: {backend}\n  key_prefix: '{prefix}'\n")
     port = _free_port()
     env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model", str(model_path),
+    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model_path),
                              "--port", str(port), "--workers", str(workers), "--config", str(config)],
                             cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -215,8 +215,8 @@ def _train(shop: tuple, path: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_serving_helpers import START, clean_frames
 
+    from features.batch.snapshot import build_snapshots_at
     from features.registry import model_features
-    from features.snapshot import build_snapshots_at
     from training.model import ConversionModel
     from training.preprocess import FeatureEncoder
 

@@ -30,9 +30,9 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import Field
 
-from features.config import StrictModel, default_config_path, load_config
-from features.errors import ConfigError
 from features.registry import FEATURES, SEGMENT_FEATURES
+from propensity.config import StrictModel, default_config_path, load_config
+from propensity.errors import ConfigError
 
 CONTEXT_FIELDS: tuple[str, ...] = ("device", "page_type", "source")
 PRODUCT_FIELDS: tuple[str, ...] = ("product_id", "name", "category", "price", "image_url", "score")

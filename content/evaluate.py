@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from features.errors import DataError
+from propensity.errors import DataError
 
 
 @dataclass(frozen=True)

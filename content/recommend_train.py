@@ -22,8 +22,8 @@ from pydantic import Field
 from content.evaluate import RecSplit, oracle_top, ranking_metrics, read_shop_events, time_split
 from content.model import RecommenderModel, RecommenderPyfunc
 from content.recommenders import CatalogueArrays, make_recommender, top_k
-from features.config import StrictModel, load_config
-from features.errors import ConfigError, DataError
+from propensity.config import StrictModel, load_config
+from propensity.errors import ConfigError, DataError
 from training.registry import register
 from training.tracking import git_commit, setup_tracking
 

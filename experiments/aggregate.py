@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.errors import DataError
+from propensity.errors import DataError
 
 _READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     ".parquet": pl.read_parquet, ".pq": pl.read_parquet, ".csv": pl.read_csv,

@@ -25,7 +25,7 @@ from experiments.stats.means import mean_ci, one_way_anova, t_test
 from experiments.stats.proportions import chi_square_independence, proportion_ci, two_proportion_test
 from experiments.stats.srm import sample_ratio_mismatch
 from experiments.stats.summaries import MeanSummary, ProportionSummary, RegressionSummary
-from features.errors import DataError
+from propensity.errors import DataError
 
 Summary = ProportionSummary | MeanSummary
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from features.config import StrictModel, load_config
+from propensity.config import StrictModel, load_config
 
 
 class BayesSettings(StrictModel):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from experiments.aggregate import require_columns
-from features.errors import DataError
+from propensity.errors import DataError
 
 FUNNEL_STEPS = ("product_view", "add_to_cart", "checkout_start", "purchase")
 

@@ -16,7 +16,7 @@ from experiments.exposure import cohort_activity, outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
-from features.errors import DataError
+from propensity.errors import DataError
 
 
 def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings: ExperimentsConfig,

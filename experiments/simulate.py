@@ -108,7 +108,7 @@ def simulate_experiment(out_dir: str | Path, n_users: int = 30_000,
 def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | Path,
                      lifts: Mapping[str, float], exposure_start: dt.datetime, days: int = 14,
                      window_days: float = 7.0, seed: int = 7) -> dict[str, Path]:
-    """An experiment run on a synthetic shop's own users and events (``features.synth``).
+    """An experiment run on a synthetic shop's own users and events (``features.shop.generate``).
 
     Every user with an event in ``[exposure_start, exposure_start + days)`` is enrolled at that
     first event (its device is the one they saw the variant on) and assigned a variant at random,

@@ -17,7 +17,7 @@ from experiments import aggregate
 from experiments.config import ExperimentsConfig
 from experiments.results import ExperimentResult
 from experiments.stats import sequential as seq
-from features.errors import DataError
+from propensity.errors import DataError
 
 DAY = "_day"
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from features.config import StrictModel, load_config
+from propensity.config import StrictModel, load_config
 from training.registry import env_over_config
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.errors import PropensityError
+from propensity.errors import PropensityError
 from training.registry import set_alias, tag_version, use_store, version_tags
 
 GATE_TAG = "fairness_gate"

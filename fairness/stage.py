@@ -27,9 +27,9 @@ from fairness.mitigation import MitigatedModel, mitigate
 from fairness.promote import GATE_TAG
 from fairness.report import audit_json, figure_png, full_json, write_report
 from features import registry
-from features.errors import DataError, PropensityError
-from features.paths import work_dir
 from features.schema import age_band
+from propensity.errors import DataError, PropensityError
+from propensity.paths import work_dir
 from training.data import load_training_data
 from training.model import ConversionModel
 from training.registry import (
@@ -71,7 +71,7 @@ def with_sensitive(frame: pl.DataFrame, users_path: str | Path | None, needed: l
     Raises :class:`DataError` naming a sensitive feature found in neither source.
     """
     if users_path is not None:
-        from features.ingest import ingest_users
+        from features.ingest.validate import ingest_users
 
         users = ingest_users(users_path).clean
         cols = [c for c in ("age", "gender", "country") if c in users.columns]

@@ -1,8 +1,8 @@
 """The raw data contract, once: every event and user field with its type, bounds and normalisation.
 
 Everything else is derived from :data:`EVENT_FIELDS` and :data:`USER_FIELDS`: the canonical Polars
-schemas and the row checks (quarantine reasons) of :mod:`features.ingest`, the online
-``normalize_event`` / ``normalize_attributes`` of :mod:`features.online`, the pydantic request
+schemas and the row checks (quarantine reasons) of :mod:`features.ingest.validate`, the online
+``normalize_event`` / ``normalize_attributes`` of :mod:`features.live.profile`, the pydantic request
 bodies of the service (:mod:`serving.requests`, so OpenAPI shows the same constraints) and the
 contract tables of the README (``python -m features.contract``).
 
@@ -96,8 +96,8 @@ USER_FIELDS: dict[str, Field] = {f.name: f for f in (
 
 @lru_cache(maxsize=8)
 def _configured_age_range(config_dir: str) -> tuple[int, int]:
-    from features.build_config import load_features_config
-    from features.errors import ConfigError
+    from features.batch.config import load_features_config
+    from propensity.errors import ConfigError
 
     try:
         ingest = load_features_config(None).ingest
@@ -108,7 +108,7 @@ def _configured_age_range(config_dir: str) -> tuple[int, int]:
 
 def age_range() -> tuple[int, int]:
     """``(age_min, age_max)`` years of ``configs/features.yaml`` (``$PROPENSITY_CONFIG_DIR`` honoured)."""
-    from features.config import config_dir
+    from propensity.config import config_dir
 
     return _configured_age_range(str(config_dir()))
 

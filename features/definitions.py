@@ -1,8 +1,8 @@
 """Declarative feature definitions: every behavioural feature is a :class:`FeatureSpec`.
 
 A spec says which events take part (event types, field filters), which column, which aggregation
-and which window. The batch evaluator (:mod:`features.batch_eval`, Polars, used by the snapshot and
-by every Spark shard) and the online evaluator (:mod:`features.online_eval`, a live profile's
+and which window. The batch evaluator (:mod:`features.batch.evaluate`, Polars, used by the snapshot and
+by every Spark shard) and the online evaluator (:mod:`features.live.evaluate`, a live profile's
 events at any ``as_of``) both interpret these specs with the same integer arithmetic, so training
 and serving agree by construction. Features that are not plain aggregations (the cart state, the
 CRM attributes) are named special cases of :mod:`features.special`.
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from features.contract import EVENT_FIELDS
-from features.errors import ConfigError
 from features.schema import DEVICES, EVENT_TYPES, SOURCES
+from propensity.errors import ConfigError
 
 WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 

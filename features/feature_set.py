@@ -19,7 +19,7 @@ _LAST: list[tuple[float, str, FeatureSet]] = []  # (checked at, config dir, set)
 
 def feature_set_from_config(path: str | Path | None = None) -> FeatureSet:
     """The feature set of a features config file (default: ``configs/features.yaml``)."""
-    from features.build_config import load_features_config
+    from features.batch.config import load_features_config
 
     return load_features_config(path).feature_set
 
@@ -27,7 +27,7 @@ def feature_set_from_config(path: str | Path | None = None) -> FeatureSet:
 def active_feature_set() -> FeatureSet:
     """The feature set of the default ``configs/features.yaml`` (``$PROPENSITY_CONFIG_DIR`` honoured);
     the built-ins when there is no such file."""
-    from features.config import default_config_path
+    from propensity.config import default_config_path
 
     now = time.monotonic()
     where = os.environ.get("PROPENSITY_CONFIG_DIR", "")

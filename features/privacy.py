@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from features.errors import DataError, StoreUnavailable
-from features.profile_store import ForgottenUser
-from features.redact import redact
+from features.live.store import ForgottenUser
+from propensity.errors import DataError, StoreUnavailable
+from propensity.redact import redact
 
 if TYPE_CHECKING:
-    from features.build_config import FeaturesConfig
-    from features.profile_store import ProfileStore, ProfileStoreConfig
+    from features.batch.config import FeaturesConfig
+    from features.live.store import ProfileStore, ProfileStoreConfig
 
 __all__ = ["ForgetLedger", "FileLedger", "RedisLedger", "ForgottenUser", "ForgetRecord", "resolve_ledger",
            "open_ledger", "forget_user", "forgotten_users", "forget_everywhere", "reconsent_everywhere"]
@@ -197,8 +197,8 @@ def resolve_ledger(features_cfg: FeaturesConfig | None = None,
                    store_cfg: ProfileStoreConfig | None = None) -> str:
     """Where the ledger lives (see the module docstring): an absolute file path or a Redis spec
     ``redis://...#<key prefix>``. ``None`` arguments load the default configs."""
-    from features.build_config import load_features_config
-    from features.paths import work_dir
+    from features.batch.config import load_features_config
+    from propensity.paths import work_dir
 
     cfg = features_cfg if features_cfg is not None else load_features_config()
     explicit = cfg.privacy.ledger_path

@@ -1,7 +1,7 @@
 """The feature registry: every column of a snapshot, with its meaning, window and unit.
 
 The definitions live in :mod:`features.definitions` (declarative specs plus named special cases);
-the batch pipeline (:mod:`features.snapshot`) and the live profile (:mod:`features.online`) both
+the batch pipeline (:mod:`features.batch.snapshot`) and the live profile (:mod:`features.live.profile`) both
 evaluate them; ``docs/FEATURES.md`` is generated from them (``python -m features.registry``).
 
 Conventions (all windows end at ``as_of`` exclusive: an event counts in window W when
@@ -24,7 +24,7 @@ __all__ = ["WINDOWS_DAYS", "Feature", "FEATURES", "FEATURE_NAMES", "model_featur
 # The built-in features, in snapshot column order (features/definitions.py holds their definitions).
 FEATURES: tuple[Feature, ...] = tuple(e.feature for e in BUILTIN)
 
-# Segment columns (features/engagement.py, features/journey.py, features/segmenter.py). Not part of
+# Segment columns (features/segments/: engagement.py, journey.py, segmenter.py). Not part of
 # FEATURE_NAMES (the snapshot builder's contract): a model uses them only when a frame carries them.
 SEGMENT_FEATURES: tuple[Feature, ...] = (
     Feature("engagement_score", "sum of behaviour weights (configs/segments.yaml), each halved every "

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from features.batch_eval import per_unit
+from features.batch.evaluate import per_unit
 from features.schema import AGE_BANDS, age_band
 
 US_PER_DAY = 86_400_000_000

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from features.ingest import read_table, validate_events, validate_users
-from features.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshots_at
+from features.batch.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshots_at
+from features.ingest.validate import read_table, validate_events, validate_users
 from monitoring.log import LOG_SCHEMA
 
 Progress = Callable[[str], None]
@@ -38,7 +38,7 @@ def snapshot_records(model: object, name: str, version: str, events: pl.DataFram
     say(f"monitor: building {len(as_ofs)} snapshots")
     frame = build_snapshots_at(events, users, as_ofs, horizon)
     if set(SEGMENT_COLUMNS) & set(model.feature_names):  # type: ignore[attr-defined]
-        from features.segment_stage import add_segment_features
+        from features.segments.stage import add_segment_features
 
         frame = add_segment_features(frame, events, None)
     say(f"monitor: scoring {frame.height} rows")

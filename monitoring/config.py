@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from features.build_config import parse_duration
-from features.config import StrictModel, load_config
+from features.batch.config import parse_duration
+from propensity.config import StrictModel, load_config
 
 
 class DriftConfig(StrictModel):

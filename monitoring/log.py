@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.errors import DataError
+from propensity.errors import DataError
 
 UTC_US = pl.Datetime("us", "UTC")
 LOG_SCHEMA: dict[str, pl.DataType] = {

@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.errors import DataError
-from features.paths import work_dir
-from features.snapshot import to_utc
+from features.batch.snapshot import to_utc
 from monitoring.backfill import read_events, snapshot_records
 from monitoring.config import MonitorConfig, load_monitor_config
 from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
@@ -34,6 +32,8 @@ from monitoring.windows import (
     performance_of,
     selection_ratios,
 )
+from propensity.errors import DataError
+from propensity.paths import work_dir
 
 Progress = Callable[[str], None]
 MONITORING_EXPERIMENT = "propensity-monitoring"

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from features.errors import ConfigError
+from propensity.errors import ConfigError
 
 SCOPES = ("predict", "ingest", "admin")
 ENV_KEYS = "PROPENSITY_API_KEYS"

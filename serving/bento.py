@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
+from propensity.errors import ConfigError
 from serving.config import load_serving_config
 from serving.engine import LoadedModel
 from training.registry import choose_model_uri, load_model, resolve_version, store_label, use_store
@@ -24,7 +24,7 @@ BENTO_MODEL = "propensity-model"
 PICKLE = "conversion_model.pkl"
 ROOT = Path(__file__).resolve().parent.parent
 # What the bento's service imports, and the configs it reads (found next to the code in the bento).
-INCLUDE = ["features/**/*.py", "training/**/*.py", "fairness/**/*.py", "serving/**/*.py",
+INCLUDE = ["features/**/*.py", "propensity/*.py", "training/**/*.py", "fairness/**/*.py", "serving/**/*.py",
            "content/**/*.py", "monitoring/**/*.py", "reports/**/*.py", "reports/templates/*",
            "configs/*.yaml", "pyproject.toml"]
 PYTHON_VERSION = "3.11"

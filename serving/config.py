@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from features.config import StrictModel, load_config
-from features.eventtime import TimestampUnit
-from features.profile_store import ProfileStoreConfig
+from features.ingest.eventtime import TimestampUnit
+from features.live.store import ProfileStoreConfig
+from propensity.config import StrictModel, load_config
 from training.registry import choose_model_uri, env_over_config
 
 
@@ -47,7 +47,7 @@ class OnlineIngestConfig(StrictModel):
     @field_validator("max_future_skew", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
-        from features.build_config import parse_duration
+        from features.batch.config import parse_duration
 
         return parse_duration(value if isinstance(value, timedelta) else str(value))
 

@@ -32,11 +32,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from features.errors import ConfigError, DataError
-from features.eventtime import TimestampUnit
-from features.online import EventRecord, normalize_event
-from features.profile_store import ProfileStore
-from features.redact import redact
+from features.ingest.eventtime import TimestampUnit
+from features.live.profile import EventRecord, normalize_event
+from features.live.store import ProfileStore
+from propensity.errors import ConfigError, DataError
+from propensity.redact import redact
 from serving.guards import BodyError, FutureEvent, Limits, check_not_future, parse_json
 
 _CONNECTION_PARAMS = frozenset({"socket_timeout", "socket_connect_timeout", "health_check_interval",
@@ -299,7 +299,7 @@ def consume_from_config(source: StreamSource, config_path: str | None = None, *,
     The in-process store is private to one process, so the consumer always writes to Redis: the
     config's ``store.redis_url``, or the stream's own server when the config names no Redis store.
     """
-    from features.profile_store import make_profile_store
+    from features.live.store import make_profile_store
     from serving.config import load_serving_config
 
     serving_cfg = load_serving_config(config_path)

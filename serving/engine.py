@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from features.engagement import segment_for
-from features.errors import DataError
 from features.feature_set import feature_set_of_models
-from features.journey import machine_for
-from features.online import empty_features, normalize_event, to_epoch_us
+from features.live.profile import empty_features, normalize_event, to_epoch_us
+from features.live.store import ProfileStore
 from features.privacy import ForgetLedger
-from features.profile_store import ProfileStore
-from features.segment_config import SegmentsConfig
+from features.segments.config import SegmentsConfig
+from features.segments.engagement import segment_for
+from features.segments.journey import machine_for
+from propensity.errors import DataError
 from serving.config import ServingConfig
 from serving.guards import check_not_future
 from serving.scoring import (

@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from features.errors import DataError, StoreUnavailable
-from features.redact import redact
+from propensity.errors import DataError, StoreUnavailable
+from propensity.redact import redact
 
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait, seconds
 logger = logging.getLogger("propensity.serving")

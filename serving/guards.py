@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from features.errors import DataError
-from features.online import EventRecord, from_epoch_us
+from features.live.profile import EventRecord, from_epoch_us
 from features.registry import CATEGORICAL_FEATURES, FEATURE_NAMES
+from propensity.errors import DataError
 
 MAX_ID_CHARS = 256  # user_id, event_id, session_id, product_id: characters
 MAX_STRING_CHARS = 1024  # any other string value: characters

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
-from features.paths import work_dir
-from features.profile_store import ProfileStore, make_profile_store
-from features.segment_config import load_segments_config
+from features.live.store import ProfileStore, make_profile_store
+from features.segments.config import load_segments_config
+from propensity.errors import ConfigError
+from propensity.paths import work_dir
 from serving.config import ServingConfig, load_serving_config
 from serving.engine import LoadedModel, PredictionEngine
 from serving.scoring import ExposureLog
@@ -75,7 +75,7 @@ def check_model(cfg: ServingConfig) -> None:
 def _rules(cfg: ServingConfig) -> Any:
     path = cfg.rules
     if path is None:
-        from features.config import default_config_path
+        from propensity.config import default_config_path
 
         default = default_config_path("rules.yaml")
         if not default.is_file():
@@ -98,7 +98,7 @@ def preload_users(store: ProfileStore, users_path: str, consent_default: bool = 
 
     Users in ``forgotten`` (the forget ledger) and users deleted in the store are left out.
     """
-    from features.ingest import ingest_users
+    from features.ingest.validate import ingest_users
 
     validated = ingest_users(users_path, consent_default=consent_default)
     rows = validated.clean.to_dicts()
@@ -127,7 +127,7 @@ def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | 
         preload_users(store, settings["users_path"], cfg.consent_default, forgotten)
     segmenter = None
     if cfg.segmenter is not None:
-        from features.segmenter import Segmenter
+        from features.segments.segmenter import Segmenter
 
         segmenter = Segmenter.load(cfg.segmenter)
     return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),

@@ -17,7 +17,7 @@ from features.contract import Field as ContractField
 
 _TYPES: dict[str, Any] = {"id": str, "string": str, "enum": str, "float": float, "int": int, "bool": bool,
                           # Strict: pydantic would otherwise turn numbers into datetimes, guessing their
-                          # unit (epoch numbers need ingest.timestamp_unit: features.eventtime)
+                          # unit (epoch numbers need ingest.timestamp_unit: features.ingest.eventtime)
                           "date": str, "timestamp": StrictStr | StrictInt | StrictFloat}
 
 

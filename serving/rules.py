@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import Field
 
-from features.config import StrictModel, default_config_path, load_config
-from features.errors import ConfigError
 from features.registry import FEATURES, SEGMENT_FEATURES
-from features.segment_config import SegmentsConfig, load_segments_config
+from features.segments.config import SegmentsConfig, load_segments_config
+from propensity.config import StrictModel, default_config_path, load_config
+from propensity.errors import ConfigError
 
 CONTEXT_FIELDS: tuple[str, ...] = ("device", "page_type", "source")
 ALIASES: dict[str, str] = {"stage": "journey_stage"}

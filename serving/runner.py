@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError, PropensityError
+from features.live.store import make_profile_store
 from features.privacy import apply_ledger, forgotten_users, open_ledger, resolve_ledger
-from features.profile_store import make_profile_store
-from features.redact import redact
+from propensity.errors import ConfigError, PropensityError
+from propensity.redact import redact
 from serving.auth import insecure_from_env, is_loopback, load_keys
 from serving.loader import ENV_SETTINGS, check_model, preload_users, resolve_config
 
@@ -92,8 +92,8 @@ def sample_request(model_uri: str, user_id: str, events_path: str | None = None,
     """
     import polars as pl
 
-    from features.ingest import ingest_events
-    from features.online import normalize_event
+    from features.ingest.validate import ingest_events
+    from features.live.profile import normalize_event
     from serving.loader import build_engine
 
     settings = {"config_path": config_path, "model_uri": model_uri, "users_path": users_path,

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from features.definitions import FeatureSet
-from features.engagement import EngagementState
-from features.journey import JourneyMachine, JourneyState
-from features.online import UserProfile, online_features
-from features.segment_config import SegmentsConfig
+from features.live.profile import UserProfile, online_features
+from features.segments.config import SegmentsConfig
+from features.segments.engagement import EngagementState
+from features.segments.journey import JourneyMachine, JourneyState
 from training.scorer import Scorer
 
 

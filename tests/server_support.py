@@ -72,7 +72,7 @@ def start_server(workdir: Path, args: list[str], env: dict[str, str] | None = No
     """`propensity serve ARGS` on a free port; returns the process and its base URL."""
     port = free_port()
     full_env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = Process([sys.executable, "-m", "cli.main", "serve", "--port", str(port), *args],
+    proc = Process([sys.executable, "-m", "propensity.cli", "serve", "--port", str(port), *args],
                    workdir / f"server-{port}.log", full_env)
     url = f"http://127.0.0.1:{port}"
     if wait_ready:

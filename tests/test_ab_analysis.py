@@ -16,7 +16,7 @@ from experiments.exposure import outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.simulate import simulate_units
 from experiments.verdict import verdict_lines
-from features.errors import DataError
+from propensity.errors import DataError
 
 T0 = dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
 

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cli.main import main
 from experiments.simulate import simulate_units
+from propensity.cli.main import main
 
 CONTRACT_COMPARISON = {"variant", "control", "test", "statistic", "df", "p_value", "p_value_adjusted",
                        "difference",

@@ -69,7 +69,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         info = log_conversion_model(model)
     register(info.model_uri, "propensity-conversion", "champion", {})
     env = _env(tmp, MLFLOW_TRACKING_URI=store)
-    out = subprocess.run([PY, "-m", "cli.main", "build", "--json"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([PY, "-m", "propensity.cli", "build", "--json"], cwd=ROOT, env=env,
+                         capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout[out.stdout.index("{"):])
@@ -104,7 +105,7 @@ def test_the_dockerfile_installs_the_bento_requirements_and_runs_the_bento(built
 
 
 def test_build_of_a_missing_model_names_the_store(built: Built) -> None:
-    out = subprocess.run([PY, "-m", "cli.main", "build", "--model", "models:/nope@champion"], cwd=ROOT,
+    out = subprocess.run([PY, "-m", "propensity.cli", "build", "--model", "models:/nope@champion"], cwd=ROOT,
                          env=built.env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "error:" in out.stderr and built.store in out.stderr and "nope" in out.stderr
@@ -203,7 +204,7 @@ def _answers(port: int, built: Built) -> list[dict]:
 @pytest.fixture(scope="module")
 def checkout_answers(built: Built) -> list[dict]:
     port = _free_port()
-    proc = _serve([PY, "-m", "cli.main", "serve", "--port", str(port)], ROOT, built.env, port,
+    proc = _serve([PY, "-m", "propensity.cli", "serve", "--port", str(port)], ROOT, built.env, port,
                   built.tmp / "serve-checkout.log")
     try:
         return _answers(port, built)
@@ -251,7 +252,7 @@ def test_a_non_editable_install_finds_the_default_configs(built: Built, venv: Pa
                    capture_output=True, timeout=600)
     run = built.tmp / "configs-check"
     run.mkdir()
-    script = ("from features.config import config_dir; from serving.config import load_serving_config; "
+    script = ("from propensity.config import config_dir; from serving.config import load_serving_config; "
               "print(config_dir()); print(load_serving_config().model)")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", script], cwd=run, env=_bare_env(run),
                          capture_output=True, text=True, timeout=300)

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.catalogue import N_PRODUCTS, ORACLE_TOP, POPULARITY_EXPONENT, THEME_SIZE, Catalogue, Tastes
-from features.synth import CATEGORIES, generate, load_generate_config
+from features.shop.catalogue import N_PRODUCTS, ORACLE_TOP, POPULARITY_EXPONENT, THEME_SIZE, Catalogue, Tastes
+from features.shop.generate import CATEGORIES, generate, load_generate_config
 
 
 def test_popularity_is_zipf_long_tailed() -> None:

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from cli.main import COMMANDS, main
+from propensity.cli.main import COMMANDS, main
 
 
 def test_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"],
+    out = subprocess.run([sys.executable, "-m", "propensity.cli", "--help"],
                          capture_output=True, text=True, check=True)
     for name in COMMANDS:
         assert name in out.stdout

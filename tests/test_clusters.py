@@ -15,13 +15,13 @@ from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from cli.segment import segment
-from features.clusters import fit_cluster_model, knee_index
-from features.errors import DataError
-from features.segment_config import ClusteringConfig, load_segments_config
-from features.segment_report import cluster_profile, describe_cluster
-from features.segment_stage import segment_snapshot
-from features.segmenter import Segmenter
+from features.segments.clusters import fit_cluster_model, knee_index
+from features.segments.config import ClusteringConfig, load_segments_config
+from features.segments.report import cluster_profile, describe_cluster
+from features.segments.segmenter import Segmenter
+from features.segments.stage import segment_snapshot
+from propensity.cli.segment import segment
+from propensity.errors import DataError
 
 CFG = load_segments_config()
 BEHAVIOUR = ["product_view_30d", "add_to_cart_30d", "purchase_30d", "events_30d", "days_since_last_event",
@@ -114,7 +114,7 @@ def test_the_segmenter_follows_the_fit_transform_contract() -> None:
 def test_segments_follow_the_score_thresholds() -> None:
     snap = shop_snapshot()
     out = Segmenter(CFG).fit(snap).transform(snap)
-    from features.engagement import segment_for
+    from features.segments.engagement import segment_for
     assert out["segment"].to_list() == [segment_for(s, CFG) for s in snap["engagement_score"]]
 
 
@@ -234,7 +234,7 @@ def test_the_cli_prints_json_and_fails_in_one_line(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     payload = json.loads(ok.stdout)
     assert payload["clusters"] == 3 and len(payload["profile"]) == 3
-    from cli.main import main
+    from propensity.cli.main import main
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "--features", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2

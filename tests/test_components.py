@@ -12,7 +12,7 @@ from content.components import (
     load_components,
     render_variables,
 )
-from features.errors import ConfigError
+from propensity.errors import ConfigError
 from serving.rules import RulesFile, build_rules, load_rules
 
 PRODUCT = {"product_id": "p0007", "name": "Trail <b>boot</b>", "category": "shoes", "price": 89.5,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from features.config import StrictModel, load_config
-from features.errors import ConfigError
+from propensity.config import StrictModel, load_config
+from propensity.errors import ConfigError
 
 
 class Inner(StrictModel):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from features.profile_redis import RedisProfileStore
+from features.live.redis_store import RedisProfileStore
 from serving.consumer import StreamConsumer, StreamSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,8 @@ def test_invalid_entries_go_to_the_dead_letter_stream(stream_env, redis_url: str
 
 
 def _consumer_cmd(redis_url: str, prefix: str, stream: str, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "consume", "--stream", f"{redis_url}?stream={stream}&group=g",
+    return [sys.executable, "-m", "propensity.cli", "consume", "--stream",
+            f"{redis_url}?stream={stream}&group=g",
             "--key-prefix", prefix, "--consumer", name, "--batch-size", "25", *extra]
 
 

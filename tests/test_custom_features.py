@@ -68,7 +68,7 @@ def built(shop: tuple[Path, list[dict], list[dict]]) -> pl.DataFrame:
     out = tmp / "features.parquet"
     env = {**os.environ, "PROPENSITY_CONFIG_DIR": str(tmp / "configs"), "PROPENSITY_HOME": str(tmp / "work"),
            "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "cli.main", "features", "--events", str(tmp / "events.jsonl"),
+    cmd = [sys.executable, "-m", "propensity.cli", "features", "--events", str(tmp / "events.jsonl"),
            "--users", str(tmp / "users.jsonl"), "--as-of", AS_OF.isoformat(), "--snapshots", "3",
            "--every", "7d", "--out", str(out)]
     done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
@@ -94,9 +94,9 @@ def test_added_feature_is_in_the_spark_snapshot(shop: tuple[Path, list[dict], li
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java on PATH")
-    from features.engine import LocalEngine
+    from features.batch.engine import LocalEngine
+    from features.batch.spark_engine import SparkEngine
     from features.feature_set import feature_set_from_config
-    from features.spark_engine import SparkEngine
 
     tmp, events, users = shop
     clean_events, clean_users = clean_frames(events, users)

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cli.main import main
-from features.dataset import content_digest, metadata_path, read_snapshot
-from features.errors import DataError
-from features.pipeline import build_features
+from features.batch.dataset import content_digest, metadata_path, read_snapshot
+from features.batch.pipeline import build_features
 from features.registry import FEATURE_NAMES
+from propensity.cli.main import main
+from propensity.errors import DataError
 
 AS_OF = datetime(2024, 3, 10, tzinfo=UTC)
 
@@ -176,7 +176,7 @@ def test_unknown_config_key_names_the_key_and_file(tmp_path: Path,
 def test_feature_build_ignores_every_event_at_or_after_the_latest_as_of(tmp_path: Path, config: Path) -> None:
     """Leakage, end to end: the whole build (registry features, engagement score, journey stage) on a
     generated shop equals the build on the same events cut at the latest ``as_of``; only labels move."""
-    from features.synth import GenerateConfig, generate_shop
+    from features.shop.generate import GenerateConfig, generate_shop
 
     shop = generate_shop(GenerateConfig.model_validate(
         {"users": 400, "days": 30, "seed": 11, "malformed_share": 0, "duplicate_share": 0}))

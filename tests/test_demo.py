@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     home = tmp_path_factory.mktemp("home")
     env = {**os.environ, "PROPENSITY_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--users", "1500", "--days", "30",
+    done = subprocess.run([sys.executable, "-m", "propensity.cli", "demo", "--users", "1500", "--days", "30",
                            "--trials", "2", "--json"], capture_output=True, text=True, env=env, timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     return home, json.loads(done.stdout), done.stderr

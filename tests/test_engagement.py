@@ -12,9 +12,9 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from features.engagement import EngagementState, engagement_scores, segment_expr, segment_for
-from features.errors import ConfigError
-from features.segment_config import load_segments_config
+from features.segments.config import load_segments_config
+from features.segments.engagement import EngagementState, engagement_scores, segment_expr, segment_for
+from propensity.errors import ConfigError
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
 CFG = load_segments_config()

@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 import redis
 
-from features.errors import DataError
-from features.eventtime import EPOCH_HINT, parse_event_time
-from features.ingest import validate_events
-from features.profile_redis import RedisProfileStore
-from features.profile_store import InProcessProfileStore
-from features.segment_config import load_segments_config
+from features.ingest.eventtime import EPOCH_HINT, parse_event_time
+from features.ingest.validate import validate_events
+from features.live.redis_store import RedisProfileStore
+from features.live.store import InProcessProfileStore
+from features.segments.config import load_segments_config
+from propensity.errors import DataError
 from serving.config import ServingConfig
 from serving.consumer import StreamConsumer, StreamSource
 from serving.engine import LoadedModel, PredictionEngine
@@ -165,7 +165,7 @@ def test_the_consumer_applies_and_dead_letters_the_same_timestamps(redis_url: st
 def test_consume_timestamp_unit_flag_reads_epoch_seconds(redis_url: str, redis_prefix: str,
                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.main import main
+    from propensity.cli.main import main
 
     monkeypatch.setenv("PROPENSITY_HOME", str(tmp_path))
     r = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from fairness_support import register_model, small_frame, xgb_model
 
-from cli.main import main
+from propensity.cli.main import main
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from fairness.config import FairnessConfig
 from fairness.mitigation import MitigatedModel
 from fairness.promote import promote
 from fairness.stage import audit_model, register_mitigated
-from features.errors import DataError, PropensityError
+from propensity.errors import DataError, PropensityError
 from training.model import load_conversion_model
 
 CFG = FairnessConfig(sensitive_features=["gender"], min_group_size=30)

@@ -27,7 +27,7 @@ import redis
 from server_support import ROOT, Process, free_port, start_redis, start_server, tls_certificate, wait_until
 from test_serving_helpers import clean_frames, make_shop, train_model
 
-from features.profile_redis import RedisProfileStore
+from features.live.redis_store import RedisProfileStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 PASSWORD = "s3cret-hunter2"
@@ -119,7 +119,7 @@ def test_redis_killed_under_load_gives_503s_loses_and_doubles_nothing(tmp_path: 
         # 2. Redis comes up: the service recovers without a restart.
         redis_proc, _ = start_redis(tmp_path, port, password=PASSWORD)
         wait_until(lambda: _ready(url), "ready after Redis started", server, timeout=60)
-        consumer = Process([sys.executable, "-m", "cli.main", "consume", "--stream",
+        consumer = Process([sys.executable, "-m", "propensity.cli", "consume", "--stream",
                             f"{redis_url}?stream={stream}&group=g", "--redis-url", redis_url,
                             "--key-prefix", PREFIX, "--consumer", "c1", "--batch-size", "50",
                             "--claim-idle-ms", "2000", "--json"],

@@ -3,8 +3,8 @@
 The parity test is a property of the specs: hypothesis draws event streams (any order, nulls,
 unknown event types, events after ``as_of``), an ``as_of`` and extra specs a user could write in
 configs/features.yaml, and requires every feature of the built-ins plus the drawn specs to agree
-between :func:`features.snapshot.build_snapshot`, the Spark engine and
-:func:`features.online.online_features`: counts exactly, sums and means to 1e-9 relative.
+between :func:`features.batch.snapshot.build_snapshot`, the Spark engine and
+:func:`features.live.profile.online_features`: counts exactly, sums and means to 1e-9 relative.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from features.definitions import AGGREGATES, BUILTIN, FeatureSet, FeatureSpec, parse_user_specs
-from features.errors import ConfigError
-from features.ingest import EVENT_SCHEMA
-from features.online import EventRecord, UserProfile, online_features, to_epoch_us
+from features.ingest.validate import EVENT_SCHEMA
+from features.live.profile import EventRecord, UserProfile, online_features, to_epoch_us
 from features.schema import EVENT_TYPES
+from propensity.errors import ConfigError
 
 BASE = datetime(2024, 3, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
@@ -128,7 +128,7 @@ def _check(batch: pl.DataFrame, online: dict[str, dict], fs: FeatureSet) -> None
 
 
 def _snapshot(rows: list[dict[str, Any]], as_of: datetime, fs: FeatureSet) -> pl.DataFrame:
-    from features.snapshot import build_snapshot
+    from features.batch.snapshot import build_snapshot
 
     return build_snapshot(_frame(rows), None, as_of, HORIZON, feature_set=fs)
 
@@ -156,7 +156,7 @@ def spark_engine() -> Iterator[Any]:
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java on PATH")
-    from features.spark_engine import SparkEngine
+    from features.batch.spark_engine import SparkEngine
 
     engine = SparkEngine(master="local[2]", shards=3)
     yield engine
@@ -173,7 +173,7 @@ def spark_engine() -> Iterator[Any]:
 def test_spark_equals_batch_and_online(spark_engine: Any, rows: list[dict[str, Any]], offset: int,
                                        fs: FeatureSet) -> None:
     as_of = BASE + timedelta(microseconds=offset)
-    from features.engine import LocalEngine
+    from features.batch.engine import LocalEngine
 
     spark = spark_engine.build(_frame(rows), None, [as_of], HORIZON, feature_set=fs)
     local = LocalEngine().build(_frame(rows), None, [as_of], HORIZON, feature_set=fs)
@@ -208,7 +208,7 @@ def test_override_replaces_a_builtin_in_place() -> None:
 
 
 def test_config_file_entry_is_validated_on_load(tmp_path: Any) -> None:
-    from features.build_config import load_features_config
+    from features.batch.config import load_features_config
 
     path = tmp_path / "features.yaml"
     path.write_text("features:\n  - {name: shoe_views_14d, events: [product_view], where: {category: shoes},"

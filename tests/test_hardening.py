@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from features.build_config import FeaturesConfig, PrivacyConfig
-from features.errors import ConfigError, DataError
-from features.pipeline import build_features
+from features.batch.config import FeaturesConfig, PrivacyConfig
+from features.batch.pipeline import build_features
+from features.live.redis_store import RedisProfileStore
+from features.live.store import ForgottenUser, InProcessProfileStore, ProfileStoreConfig
 from features.privacy import (
     FileLedger,
     RedisLedger,
@@ -32,10 +33,9 @@ from features.privacy import (
     open_ledger,
     resolve_ledger,
 )
-from features.profile_redis import RedisProfileStore
-from features.profile_store import ForgottenUser, InProcessProfileStore, ProfileStoreConfig
-from features.redact import redact, redact_obj
-from features.segment_config import load_segments_config
+from features.segments.config import load_segments_config
+from propensity.errors import ConfigError, DataError
+from propensity.redact import redact, redact_obj
 from serving.auth import Authenticator, hash_key, load_keys, new_key, parse_key, scope_for
 from serving.config import ServingConfig
 from serving.consumer import StreamConsumer, StreamSource
@@ -104,7 +104,7 @@ def test_finding1_a_forget_from_another_process_reaches_a_running_in_process_sto
 
 def test_finding1_the_ledger_location_does_not_depend_on_the_working_folder(tmp_path: Path) -> None:
     env = {**os.environ, "PROPENSITY_HOME": "relative-home", "PYTHONPATH": str(ROOT)}
-    code = ("from features.privacy import resolve_ledger; from features.profile_store import "
+    code = ("from features.privacy import resolve_ledger; from features.live.store import "
             "ProfileStoreConfig; print(resolve_ledger(store_cfg=ProfileStoreConfig()))")
     seen = set()
     for folder in (tmp_path / "a", tmp_path / "b"):
@@ -155,19 +155,20 @@ def test_finding1_forget_then_preload_keeps_the_user_deleted(redis_url: str, red
     env = {**os.environ, "PROPENSITY_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     try:
         store.upsert_user("u1", {"loyalty_tier": "silver"})
-        subprocess.run([sys.executable, "-m", "cli.main", "forget", "u1", "--serving-config", str(serving)],
+        subprocess.run([sys.executable, "-m", "propensity.cli", "forget", "u1", "--serving-config",
+                       str(serving)],
                        env=env, cwd=tmp_path, check=True, capture_output=True)
         spec = resolve_ledger(FeaturesConfig(), ProfileStoreConfig(backend="redis", redis_url=redis_url,
                                                                    key_prefix=redis_prefix))
         assert preload_users(store, str(users), forgotten=forgotten_users(spec)) == 1
         assert store.get_profile("u1").deleted
         assert store.get_profile("u2").attributes["loyalty_tier"] == "gold"
-        undo = subprocess.run([sys.executable, "-m", "cli.main", "forget", "--undo", "u1", "--reason",
+        undo = subprocess.run([sys.executable, "-m", "propensity.cli", "forget", "--undo", "u1", "--reason",
                                "user asked", "--serving-config", str(serving), "--json"],
                               env=env, cwd=tmp_path, check=True, capture_output=True, text=True)
         assert json.loads(undo.stdout)["action"] == "reconsent"
         assert not store.get_profile("u1").deleted and forgotten_users(spec) == set()
-        refused = subprocess.run([sys.executable, "-m", "cli.main", "forget", "--undo", "u1"],
+        refused = subprocess.run([sys.executable, "-m", "propensity.cli", "forget", "--undo", "u1"],
                                  env=env, cwd=tmp_path, capture_output=True, text=True)
         assert refused.returncode == 2 and refused.stderr.startswith("error: --reason")
     finally:
@@ -396,7 +397,7 @@ def test_finding8_an_unreachable_redis_is_reported_without_its_password(tmp_path
     model = tmp_path / "model.pkl"
     model.write_bytes(b"")
     env = {**os.environ, "PROPENSITY_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--model", str(model), "--users",
+    out = subprocess.run([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model), "--users",
                           str(users), "--store", "redis", "--redis-url", "redis://:hunter2@127.0.0.1:1/0"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
@@ -406,7 +407,8 @@ def test_finding8_an_unreachable_redis_is_reported_without_its_password(tmp_path
 
 def test_finding8_keys_create_prints_the_key_once_and_only_its_hash_as_entry() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "cli.main", "keys", "create", "--name", "engine", "--scopes",
+    out = subprocess.run([sys.executable, "-m", "propensity.cli", "keys", "create", "--name", "engine",
+                         "--scopes",
                           "predict,ingest", "--json"], env=env, capture_output=True, text=True, check=True)
     doc = json.loads(out.stdout)
     assert doc["entry"] == f"engine:predict+ingest:{hash_key(doc['key'])}"

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from train_support import synthetic_snapshots
 
-from cli.main import cli
-from features.dataset import write_snapshot
+from features.batch.dataset import write_snapshot
+from propensity.cli.main import cli
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 PASSWORD = "hunter2-secret"

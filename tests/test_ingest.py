@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.errors import DataError
-from features.ingest import (
+from features.ingest.validate import (
     EVENT_SCHEMA,
     USER_SCHEMA,
     check_bad_share,
@@ -23,6 +22,7 @@ from features.ingest import (
     validate_users,
     write_quarantine,
 )
+from propensity.errors import DataError
 
 
 def _events(**overrides: list) -> pl.DataFrame:

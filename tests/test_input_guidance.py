@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from train_support import synthetic_snapshots
 
-from cli.main import cli, main
-from features.dataset import metadata_path, write_snapshot
+from features.batch.dataset import metadata_path, write_snapshot
+from propensity.cli.main import cli, main
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 AS_OF = "2024-03-15"
@@ -121,7 +121,8 @@ def test_epoch_numbers_without_a_unit_fail_with_the_hint_and_pass_with_one(
         home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = home / "events.parquet"
     events_frame().with_columns(pl.col("timestamp").str.to_datetime(ISO).dt.epoch("s")).write_parquet(path)
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *features(home, path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "propensity.cli", *features(home, path)],
+                          capture_output=True,
                           text=True, env={**_env(home)})
     assert proc.returncode == 2
     assert last_line(proc.stderr).startswith("error: ") and "Traceback" not in proc.stderr
@@ -286,7 +287,8 @@ def test_an_explicit_oracle_with_other_columns_is_a_one_line_error(home: Path) -
     snapshot = home / "snap.parquet"
     write_snapshot(synthetic_snapshots(n_users=300, n_snapshots=3, seed=2), snapshot,
                    {"as_of": [], "horizon": "7d"})
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--features", str(snapshot), "--trials",
+    proc = subprocess.run([sys.executable, "-m", "propensity.cli", "train", "--features", str(snapshot),
+                          "--trials",
                            "1", "--tracking-uri", f"sqlite:///{home}/mlflow.db", "--oracle", str(bad)],
                           capture_output=True, text=True, env=_env(home))
     assert proc.returncode == 2, proc.stderr

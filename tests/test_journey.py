@@ -13,10 +13,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError
-from features.journey import JourneyState, journey_stages, machine_for
 from features.schema import EVENT_TYPES
-from features.segment_config import load_segments_config
+from features.segments.config import load_segments_config
+from features.segments.journey import JourneyState, journey_stages, machine_for
+from propensity.errors import ConfigError
 
 CFG = load_segments_config()
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -192,7 +192,7 @@ def test_batch_and_incremental_agree_for_many_users_of_uneven_history_length() -
 
 def test_batch_stages_are_exact_when_user_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch groups users by a 64-bit hash; if two users shared one, the exact order takes over."""
-    import features.journey as journey
+    import features.segments.journey as journey
 
     rng = random.Random(5)
     rows = [{"event_id": f"e{u}-{i}", "user_id": f"u{u}", "event": rng.choice(NAMES),

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from fairness_support import register_model, small_frame, xgb_model
 from mlflow.tracking import MlflowClient
 
-from cli.main import cli
 from monitoring.config import load_monitor_config
 from monitoring.stage import monitor
+from propensity.cli.main import cli
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS, ONSET = 21, 14

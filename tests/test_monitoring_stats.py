@@ -100,8 +100,8 @@ def test_outcomes_are_purchases_within_the_horizon_after_each_prediction() -> No
 
 
 def test_the_monitor_config_is_validated_on_load(tmp_path) -> None:
-    from features.errors import ConfigError
     from monitoring.config import load_monitor_config
+    from propensity.errors import ConfigError
 
     cfg = load_monitor_config()
     assert cfg.every == timedelta(days=1) and cfg.drift.compare == "weekday"

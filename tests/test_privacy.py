@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cli.main import main
-from features.build_config import ledger_path, load_features_config
-from features.errors import DataError
-from features.pipeline import build_features
+from features.batch.config import ledger_path, load_features_config
+from features.batch.pipeline import build_features
 from features.privacy import forget_user, forgotten_users
+from propensity.cli.main import main
+from propensity.errors import DataError
 
 AS_OF = datetime(2024, 3, 10, tzinfo=UTC)
 
@@ -137,7 +137,7 @@ def test_forget_command_records_the_deletion_for_the_next_build(tmp_path: Path,
 @pytest.mark.redis
 def test_forget_command_removes_the_user_from_a_shared_redis_store(
         tmp_path: Path, redis_url: str, redis_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from features.profile_store import ProfileStoreConfig, make_profile_store
+    from features.live.store import ProfileStoreConfig, make_profile_store
 
     serving = tmp_path / "serving.yaml"
     serving.write_text(f"store:\n  backend: redis\n  redis_url: {redis_url}\n"

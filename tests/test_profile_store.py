@@ -1,7 +1,7 @@
 """One suite for every live profile store backend (in-process and Redis): the guarantees of ProfileStore.
 
 Feature values are checked against a brute-force Polars reference written independently of
-features/online.py, straight from the registry's wording (windows [as_of - W, as_of)).
+features/live/profile.py, straight from the registry's wording (windows [as_of - W, as_of)).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from features.errors import DataError
-from features.online import normalize_event, online_features, to_epoch_us
-from features.profile_store import ForgottenUser, InProcessProfileStore, ProfileStore
+from features.live.profile import normalize_event, online_features, to_epoch_us
+from features.live.store import ForgottenUser, InProcessProfileStore, ProfileStore
 from features.registry import FEATURE_NAMES
+from propensity.errors import DataError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 EVENTS = ["page_view", "product_view", "add_to_cart", "purchase", "search", "custom_thing", "checkout_start"]
@@ -35,7 +35,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator:
                 return made[0]
             store: ProfileStore = InProcessProfileStore(retention_days=retention_days)
         else:
-            from features.profile_redis import RedisProfileStore
+            from features.live.redis_store import RedisProfileStore
 
             url = request.getfixturevalue("redis_url")
             prefix = request.getfixturevalue("redis_prefix")

@@ -14,11 +14,11 @@ import pytest
 import scipy.sparse as sp
 from mlflow.tracking import MlflowClient
 
-from cli.main import main
 from content.evaluate import ranking_metrics
 from content.model import load_recommender
 from content.recommenders import CatalogueArrays, ContentBased, ItemKNN, Popularity, top_k
-from features.synth import generate, load_generate_config
+from features.shop.generate import generate, load_generate_config
+from propensity.cli.main import main
 
 
 def test_ranking_metrics_match_hand_computed_values() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairness.config import load_fairness_config
-from features.errors import ConfigError
+from propensity.errors import ConfigError
 from serving import gc_policy
 from serving.config import load_serving_config
 from serving.loader import resolve_config

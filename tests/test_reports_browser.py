@@ -91,7 +91,7 @@ def test_audit_json_keeps_its_documented_keys() -> None:
 
 
 def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
-    from features.segment_stage import segment_snapshot
+    from features.segments.stage import segment_snapshot
 
     result = segment_snapshot(write_snapshot(tmp_path, shop_snapshot()), tmp_path / "out", CFG)
     assert result.report_html is not None and result.report_html.exists()

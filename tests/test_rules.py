@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.errors import ConfigError
+from propensity.errors import ConfigError
 from serving.rules import ConditionError, load_rules, parse_condition
 
 ISSUE_RULES = {

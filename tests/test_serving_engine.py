@@ -156,7 +156,7 @@ def test_bodies_over_the_limit_get_413_even_without_content_length() -> None:
 
 def test_forget_removes_the_user_from_the_shared_store(redis_url: str, redis_prefix: str,
                                                      tmp_path: Path) -> None:
-    from features.profile_redis import RedisProfileStore
+    from features.live.redis_store import RedisProfileStore
     from serving.loader import forget_online_user
 
     config = tmp_path / "serving.yaml"
@@ -197,7 +197,7 @@ def test_batched_scoring_answers_exactly_like_single_rows(shop_model) -> None:
 ])
 def test_serve_refuses_bad_settings_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     env = {**os.environ, "PROPENSITY_HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "cli.main", "serve", *args], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "propensity.cli", "serve", *args], capture_output=True,
                             text=True, env=env, cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
@@ -207,9 +207,9 @@ def test_clusters_come_from_the_fitted_segmenter_as_in_batch(shop_model, tmp_pat
     import polars as pl
     from test_serving_helpers import clean_frames as clean
 
-    from features.engagement import engagement_scores
-    from features.segmenter import Segmenter
-    from features.snapshot import build_snapshot
+    from features.batch.snapshot import build_snapshot
+    from features.segments.engagement import engagement_scores
+    from features.segments.segmenter import Segmenter
 
     tmp, _, raw_events, raw_users = shop_model
     events, users = clean(raw_events, raw_users)

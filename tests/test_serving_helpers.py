@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import xgboost as xgb
 
-from features.ingest import validate_events, validate_users
+from features.batch.snapshot import build_snapshots_at
+from features.ingest.validate import validate_events, validate_users
 from features.registry import model_features
-from features.snapshot import build_snapshots_at
 from training.model import ConversionModel
 from training.preprocess import FeatureEncoder
 

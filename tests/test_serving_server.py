@@ -2,8 +2,8 @@
 
 The no-skew test replays a generated shop through the HTTP API (attributes by PUT, events shuffled
 in batches by POST /events, some delivered twice, some after as_of) and checks that /predict at
-as_of returns the batch pipeline's feature vector (features.snapshot.build_snapshot), engagement
-score and journey stage (features.engagement / features.journey), and the model's batch
+as_of returns the batch pipeline's feature vector (features.batch.snapshot.build_snapshot), engagement
+score and journey stage (features.segments.engagement / features.segments.journey), and the model's batch
 probability (ConversionModel.predict_proba), to 1e-6.
 """
 
@@ -29,11 +29,11 @@ import redis
 from conftest import REDIS_HOST, REDIS_PORT, _require
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
-from features.engagement import engagement_scores
-from features.journey import journey_stages
+from features.batch.snapshot import build_snapshot
 from features.privacy import forgotten_users
 from features.registry import FEATURE_NAMES
-from features.snapshot import build_snapshot
+from features.segments.engagement import engagement_scores
+from features.segments.journey import journey_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (workdir / "users.jsonl").write_text("".join(json.dumps(u) + "\n" for u in raw_users[:5]))
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     port = _free_port()
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(workdir / "model.pkl"),
+    cmd = [sys.executable, "-m", "propensity.cli", "serve", "--model", str(workdir / "model.pkl"),
            "--port", str(port), "--users", str(workdir / "users.jsonl"), "--workers", "2", "--store", "redis",
            "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--key-prefix", prefix]
     env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}

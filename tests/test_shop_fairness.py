@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(env: dict[str, str], *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args, "--json"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "propensity.cli", *args, "--json"], capture_output=True,
+                          text=True,
                           env=env, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)

@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from features.ingest import EVENT_SCHEMA, USER_SCHEMA
+from features.batch.snapshot import SNAPSHOT_SCHEMA, build_snapshot, build_snapshots, snapshot_times
+from features.ingest.validate import EVENT_SCHEMA, USER_SCHEMA
 from features.registry import FEATURE_NAMES, KEY_COLUMNS, WINDOWS_DAYS
 from features.schema import DEVICES, EVENT_TYPES, SOURCES, age_band
-from features.snapshot import SNAPSHOT_SCHEMA, build_snapshot, build_snapshots, snapshot_times
 
 AS_OF = datetime(2024, 3, 10, tzinfo=UTC)
 WEEK = timedelta(days=7)

@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.engine import FeatureEngine, LocalEngine
-from features.ingest import EVENT_SCHEMA, USER_SCHEMA
+from features.batch.engine import FeatureEngine, LocalEngine
+from features.batch.snapshot import snapshot_times
+from features.ingest.validate import EVENT_SCHEMA, USER_SCHEMA
 from features.schema import DEVICES, EVENT_TYPES, SOURCES
-from features.snapshot import snapshot_times
 
 AS_OF = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -32,7 +32,7 @@ def spark_engine() -> Iterator[Any]:
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java on PATH")
-    from features.spark_engine import SparkEngine
+    from features.batch.spark_engine import SparkEngine
 
     engine = SparkEngine(master="local[2]", shards=4)
     yield engine

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from features.errors import ConfigError
-from features.ingest import validate_events, validate_users
+from features.ingest.validate import validate_events, validate_users
 from features.schema import EVENT_COLUMNS, EVENT_TYPES, USER_COLUMNS, age_band
-from features.synth import GenerateConfig, Shop, generate_shop, parse_disparity
+from features.shop.generate import GenerateConfig, Shop, generate_shop, parse_disparity
+from propensity.cli.main import cli
+from propensity.errors import ConfigError
 
 
 def shop_of(**kw: object) -> Shop:

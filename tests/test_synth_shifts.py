@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.errors import ConfigError
-from features.ingest import validate_events
-from features.shifts import parse_shift
-from features.synth import GenerateConfig, Shop, generate_shop
+from features.ingest.validate import validate_events
+from features.shop.generate import GenerateConfig, Shop, generate_shop
+from features.shop.shifts import parse_shift
+from propensity.errors import ConfigError
 
 ONSET = 20
 

@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss
 from train_support import synthetic_snapshots
 
 from features import registry
-from features.errors import ConfigError, DataError
+from propensity.errors import ConfigError, DataError
 from training.calibration import choose_calibration, cross_fitted
 from training.config import DataConfig, load_train_config
 from training.data import load_training_data, select_features, time_split

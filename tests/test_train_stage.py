@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from train_support import synthetic_snapshots
 
-from cli.main import cli
-from features.dataset import write_snapshot
-from features.errors import DataError
+from features.batch.dataset import write_snapshot
+from propensity.cli.main import cli
+from propensity.errors import DataError
 from training.config import TrainConfig, load_train_config
 from training.model import load_conversion_model
 from training.train import TrainResult, train
@@ -124,7 +124,7 @@ def test_cli_json_has_the_documented_keys(home: Path, frame: pl.DataFrame) -> No
 
 
 def test_cli_missing_features_file_is_a_one_line_error(home: Path) -> None:
-    from cli.main import main
+    from propensity.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["train", "--features", str(home / "missing.parquet")])

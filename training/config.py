@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from features.config import StrictModel, default_config_path, load_config
-from features.errors import ConfigError
+from propensity.config import StrictModel, default_config_path, load_config
+from propensity.errors import ConfigError
 from training.registry import env_over_config
 
 FamilyName = Literal["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"]

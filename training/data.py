@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from features import registry
-from features.dataset import content_digest, metadata_path, read_snapshot
-from features.errors import DataError
+from features.batch.dataset import content_digest, metadata_path, read_snapshot
+from propensity.errors import DataError
 from training.config import DataConfig
 
 KNOWN_COLUMNS = {f.name: f for f in registry.FEATURES + registry.SEGMENT_FEATURES}
@@ -27,7 +27,7 @@ class TrainingData:
     """A snapshot frame with its provenance: where it came from and its content digest."""
 
     frame: pl.DataFrame
-    digest: str  # content digest, "sha256:..." (features.dataset.content_digest; the sidecar's when present)
+    digest: str  # content digest "sha256:..." (features.batch.dataset.content_digest, or the sidecar's)
     source: str  # file path, or "<frame>"
     meta: dict[str, Any]
 
@@ -54,7 +54,7 @@ class Split:
 
 
 def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
-    """Read a snapshot file (via ``features.dataset.read_snapshot`` when available) or take a frame.
+    """Read a snapshot file (via ``features.batch.dataset.read_snapshot`` when available) or take a frame.
 
     Raises :class:`DataError` for a missing or unreadable file and a missing label column.
     """

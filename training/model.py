@@ -38,7 +38,7 @@ class ConversionModel:
     """Preprocessing and a fitted estimator of one family, scoring P(convert) from snapshot columns.
 
     ``pre_transform`` is an optional fitted object with ``transform(frame) -> frame`` adding columns
-    (e.g. ``features.segmenter.Segmenter``) and ``assign_one(mapping) -> dict`` for single rows; it
+    (e.g. ``features.segments.segmenter.Segmenter``) and ``assign_one(mapping) -> dict`` for single rows; it
     runs before the encoder in both paths.
     """
 

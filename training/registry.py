@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from features.errors import ConfigError
-from features.paths import work_dir
+from propensity.errors import ConfigError
+from propensity.paths import work_dir
 
 if TYPE_CHECKING:
     from training.model import ConversionModel

@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from features import registry
-from features.paths import work_dir
+from propensity.paths import work_dir
 from training.config import TrainConfig
 from training.families import N_STEPS, FitContext, get_family
 from training.preprocess import FeatureEncoder

@@ -60,7 +60,7 @@ def setup_tracking(uri: str | None, experiment: str,
 
 def ui_command(uri: str) -> str:
     """The shell command that opens the MLflow UI on this store (a password in the URI is masked)."""
-    from features.redact import redact
+    from propensity.redact import redact
 
     return f"mlflow ui --backend-store-uri {redact(uri)}"
 

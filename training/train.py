@@ -18,8 +18,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from features import registry
-from features.errors import DataError
-from features.redact import redact, redact_obj
+from propensity.errors import DataError
+from propensity.redact import redact, redact_obj
 from training import plots
 from training.calibration import choose_calibration
 from training.config import TrainConfig
@@ -184,7 +184,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
     ``oracle.parquet`` of the synthetic shop (default: the one next to the snapshot's source events
     file, when present): its AUC on the validation snapshot is logged next to the model's.
     ``pre_transform`` is an optional fitted object (``transform(frame) -> frame`` adding columns,
-    ``assign_one(mapping) -> dict``; e.g. ``features.segmenter.Segmenter``) applied before feature
+    ``assign_one(mapping) -> dict``; e.g. ``features.segments.segmenter.Segmenter``) applied before feature
     selection and stored in the model. ``progress`` receives one human line per trial. Raises
     :class:`DataError` / :class:`ConfigError` for bad input.
     """

@@ -1,6 +1,6 @@
 """The one error type of the statistics: a bad parameter a user can fix (also a ValueError)."""
 
-from features.errors import PropensityError
+from propensity.errors import PropensityError
 
 
 class StatsInputError(PropensityError, ValueError):

@@ -1,0 +1,1 @@
+"""Point-in-time feature snapshots and training datasets, on the local Polars engine or Spark."""

@@ -1,0 +1,1 @@
+"""The segment stage: engagement scores, journey stages and behavioural clusters."""

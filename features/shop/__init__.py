@@ -1,0 +1,1 @@
+"""The synthetic shop: users, catalogue, clickstream, purchases and the oracle probabilities."""

@@ -1,0 +1,3 @@
+from propensity.cli.main import main
+
+raise SystemExit(main())
