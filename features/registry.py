@@ -1,8 +1,8 @@
 """The feature registry: every column of a snapshot, with its meaning, window and unit.
 
 The definitions live in :mod:`features.definitions` (declarative specs plus named special cases);
-the batch pipeline (:mod:`features.batch.snapshot`) and the live profile (:mod:`features.live.profile`) both
-evaluate them; ``docs/FEATURES.md`` is generated from them (``python -m features.registry``).
+the batch pipeline (:mod:`features.batch.snapshot`) and the live profile (:mod:`features.live.profile`)
+both evaluate them; ``docs/FEATURES.md`` is generated from them (``python -m features.registry``).
 
 Conventions (all windows end at ``as_of`` exclusive: an event counts in window W when
 ``as_of - W <= timestamp < as_of``):
@@ -14,8 +14,12 @@ Conventions (all windows end at ``as_of`` exclusive: an event counts in window W
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from features.definitions import BUILTIN, WINDOWS_DAYS, Feature
+
+if TYPE_CHECKING:
+    from features.feature_set import FeatureSet
 
 KEY_COLUMNS: tuple[str, ...] = ("user_id", "as_of")
 LABEL_COLUMN = "label"
@@ -47,15 +51,18 @@ SENSITIVE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.sensit
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 
-def model_features(include_sensitive: bool = False, columns: Iterable[str] | None = None) -> list[str]:
+def model_features(include_sensitive: bool = False, columns: Iterable[str] | None = None,
+                   feature_set: FeatureSet | None = None) -> list[str]:
     """Feature columns a model is trained on; sensitive attributes only when asked for.
 
-    The built-ins plus the features added in configs/features.yaml. With ``columns`` (a frame's
-    column names), the segment columns present there are appended.
+    The features of ``feature_set`` (a snapshot's own definitions), else the built-ins plus the
+    features added in configs/features.yaml. With ``columns`` (a frame's column names), the segment
+    columns present there are appended.
     """
     from features.feature_set import active_feature_set
 
-    names = [f.name for f in active_feature_set().features if include_sensitive or not f.sensitive]
+    fs = feature_set or active_feature_set()
+    names = [f.name for f in fs.features if include_sensitive or not f.sensitive]
     if columns is not None:
         present = set(columns)
         names += [name for name in SEGMENT_FEATURE_NAMES if name in present]

@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +21,7 @@ import httpx
 import pytest
 import redis
 from conftest import REDIS_HOST, REDIS_PORT, _require
+from server_support import start_server
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
 from features.batch.snapshot import build_snapshot
@@ -35,14 +30,7 @@ from features.registry import FEATURE_NAMES
 from features.segments.engagement import engagement_scores
 from features.segments.journey import journey_stages
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -63,38 +51,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model = train_model(events, users, workdir / "model.pkl")
     (workdir / "users.jsonl").write_text("".join(json.dumps(u) + "\n" for u in raw_users[:5]))
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
-    port = _free_port()
-    cmd = [sys.executable, "-m", "propensity.cli", "serve", "--model", str(workdir / "model.pkl"),
-           "--port", str(port), "--users", str(workdir / "users.jsonl"), "--workers", "2", "--store", "redis",
-           "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--key-prefix", prefix]
-    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(workdir, ["--model", str(workdir / "model.pkl"), "--users",
+                                       str(workdir / "users.jsonl"), "--workers", "2", "--store", "redis",
+                                       "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+                                       "--key-prefix", prefix])
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(workdir / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {(workdir / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
         served = Server(url, workdir, model, (raw_events, events), (raw_users, users))
         served.prefix = prefix
         yield served
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        proc.stop()
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
         for key in r.scan_iter(match=f"{prefix}*", count=1000):
             r.delete(key)

@@ -102,6 +102,22 @@ def test_sensitive_attributes_excluded_by_default_and_segment_columns_added_when
     assert set(registry.SENSITIVE_FEATURES) <= set(numeric + categorical)
 
 
+def test_model_inputs_follow_the_snapshots_own_feature_specs_not_the_active_config() -> None:
+    from features.feature_set import active_feature_set
+
+    frame = synthetic_snapshots(n_users=20, n_snapshots=2).with_columns(pl.lit(2.0).alias("shoe_views_14d"))
+    specs = [*active_feature_set().to_dicts(), {"name": "shoe_views_14d", "events": ["product_view"],
+                                                 "where": {"category": ["shoes"]}, "aggregate": "count",
+                                                 "window": "14d"}]
+    numeric, _ = select_features(frame, DataConfig())
+    assert "shoe_views_14d" not in numeric and "product_view_1d" in numeric  # the active configuration
+    numeric, _ = select_features(frame, DataConfig(), {"feature_specs": specs})
+    assert "shoe_views_14d" in numeric
+    dropped = [s for s in specs if s.get("name") != "product_view_1d"]
+    numeric, _ = select_features(frame, DataConfig(), {"feature_specs": dropped})
+    assert "product_view_1d" not in numeric and "shoe_views_14d" in numeric
+
+
 def test_missing_label_and_missing_file_are_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="label"):
         load_training_data(synthetic_snapshots(n_users=10, n_snapshots=2).drop("label"))

@@ -16,6 +16,7 @@ import polars as pl
 
 from features import registry
 from features.batch.dataset import content_digest, metadata_path, read_snapshot
+from features.feature_set import FeatureSet
 from propensity.errors import DataError
 from training.config import DataConfig
 
@@ -89,11 +90,20 @@ def load_training_data(source: str | Path | pl.DataFrame | Any) -> TrainingData:
     return TrainingData(frame=frame, digest=digest, source=origin, meta=meta)
 
 
-def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], list[str]]:
+def snapshot_feature_set(meta: dict[str, Any] | None) -> FeatureSet | None:
+    """The feature definitions a snapshot was built with (its metadata), None when it has none."""
+    specs = (meta or {}).get("feature_specs")
+    return FeatureSet.from_dicts(specs) if specs else None
+
+
+def select_features(frame: pl.DataFrame, cfg: DataConfig, meta: dict[str, Any] | None = None
+                    ) -> tuple[list[str], list[str]]:
     """The (numeric, categorical) model inputs: the configured list, else registry features + extras.
 
-    Sensitive attributes are excluded unless ``include_sensitive``; an explicitly listed column
-    missing from the frame is a :class:`DataError`.
+    The registry features are those the snapshot was built with (``meta["feature_specs"]``, written
+    by the feature build) when ``meta`` carries them, else the configured ones. Sensitive attributes
+    are excluded unless ``include_sensitive``; an explicitly listed column missing from the frame is
+    a :class:`DataError`.
     """
     if cfg.features is not None:
         missing = [c for c in cfg.features if c not in frame.columns]
@@ -101,7 +111,8 @@ def select_features(frame: pl.DataFrame, cfg: DataConfig) -> tuple[list[str], li
             raise DataError(f"configured feature columns not in the snapshot: {', '.join(missing)}")
         names = list(cfg.features)
     else:
-        names = [c for c in registry.model_features(include_sensitive=cfg.include_sensitive)
+        names = [c for c in registry.model_features(include_sensitive=cfg.include_sensitive,
+                                                    feature_set=snapshot_feature_set(meta))
                  if c in frame.columns]
         names += [c for c in cfg.extra_features if c in frame.columns and c not in names]
     names = [c for c in names if c not in cfg.drop_features]

@@ -194,7 +194,7 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         check_oracle_file(oracle)
     source = load_training_data(features)
     frame = source.frame if pre_transform is None else pre_transform.transform(source.frame)
-    numeric, categorical = select_features(frame, cfg.data)
+    numeric, categorical = select_features(frame, cfg.data, source.meta)
     split = time_split(frame, cfg.data, cfg.seed)
     numeric, categorical, empty = without_empty(split.train, numeric, categorical)
     if not numeric + categorical:
