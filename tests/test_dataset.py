@@ -176,7 +176,8 @@ def test_unknown_config_key_names_the_key_and_file(tmp_path: Path,
 def test_feature_build_ignores_every_event_at_or_after_the_latest_as_of(tmp_path: Path, config: Path) -> None:
     """Leakage, end to end: the whole build (registry features, engagement score, journey stage) on a
     generated shop equals the build on the same events cut at the latest ``as_of``; only labels move."""
-    from features.shop.generate import GenerateConfig, generate_shop
+    from features.shop.config import GenerateConfig
+    from features.shop.generate import generate_shop
 
     shop = generate_shop(GenerateConfig.model_validate(
         {"users": 400, "days": 30, "seed": 11, "malformed_share": 0, "duplicate_share": 0}))

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from propensity.progress import Step
+
 
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
@@ -39,11 +41,13 @@ def info(message: str) -> None:
 
 
 class Steps:
-    """Progress of one command on stderr: a live bar (with ETA once a message says "k/N") when stderr
-    is a terminal and the output is for humans; plain lines otherwise (pipes, CI, ``--json``).
+    """Progress of one command on stderr: a live bar with ETA when stderr is a terminal and the output
+    is for humans; plain lines otherwise (pipes, CI, ``--json``).
 
-    Call the instance with a stage's progress message. ``counter`` is a regex whose two groups are
-    the done and total counts (e.g. ``r"^trial (\\d+)/(\\d+)"``); other messages print above the bar.
+    Pass the instance as a stage's ``progress`` callback. :class:`propensity.progress.Step` messages
+    move the bar and name the running activity (plain output prints a step only when its activity
+    changes); ``counter`` is a regex whose two groups are the done and total counts of free-text
+    messages (e.g. ``r"^trial (\\d+)/(\\d+)"``); other messages print above the bar.
     ``seconds`` is the wall time since the command started.
     """
 
@@ -56,6 +60,7 @@ class Steps:
         self._counter = re.compile(counter) if counter else None
         self._live = not as_json and sys.stderr.isatty()
         self._bar: Any = None
+        self._activity = ""
         if self._live:
             from rich.console import Console
             from rich.progress import (
@@ -83,6 +88,9 @@ class Steps:
             self._bar.stop()
 
     def __call__(self, message: str) -> None:
+        if isinstance(message, Step):
+            self._step(message)
+            return
         found = self._counter.search(message) if self._counter else None
         if self._bar is None:
             info(message)
@@ -91,6 +99,14 @@ class Steps:
             done, total = int(found.group(1)), int(found.group(2))
             self._bar.update(self._task, completed=done, total=total)
         self._bar.console.print(message, highlight=False)
+
+    def _step(self, step: Step) -> None:
+        changed, self._activity = step.text != self._activity, step.text
+        if self._bar is None:
+            if changed:
+                info(step)
+            return
+        self._bar.update(self._task, completed=step.done, total=step.total, description=step.text)
 
     @property
     def seconds(self) -> float:

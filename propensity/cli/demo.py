@@ -82,7 +82,8 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     from features.ingest.validate import read_table, validate_events
     from features.segments.segmenter import Segmenter
     from features.segments.stage import segment_snapshot
-    from features.shop.generate import generate, load_generate_config, parse_disparity
+    from features.shop.config import load_generate_config, parse_disparity
+    from features.shop.generate import generate
     from propensity.cli.audit import print_audit
     from propensity.cli.segment import print_segments
     from propensity.cli.train import print_training
