@@ -79,7 +79,8 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     from fairness.promote import promote
     from fairness.stage import audit_model
     from features.batch.pipeline import build_features
-    from features.ingest.validate import read_table, validate_events
+    from features.ingest.tables import read_table
+    from features.ingest.validate import validate_events
     from features.segments.segmenter import Segmenter
     from features.segments.stage import segment_snapshot
     from features.shop.config import load_generate_config, parse_disparity
