@@ -110,9 +110,8 @@ def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
     """The report's title facts: experiment name, hypothesis and planned effect (``settings``),
     first-exposure period (UTC dates), unit count and a digest of the input files (sha256 of their
     bytes, in order; first 16 hex digits)."""
-    import hashlib
-
     from experiments.report import ReportMeta
+    from features.batch.dataset import files_digest
 
     period = None
     if timestamp_col and timestamp_col in frame.columns and frame.height:
@@ -120,13 +119,8 @@ def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
         if column.dtype.is_temporal():
             first, last = column.min(), column.max()
             period = f"{str(first)[:10]} to {str(last)[:10]} (first exposure, UTC)"
-    digest = hashlib.sha256()
-    for path in inputs:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
     planned = settings.planned_mde_relative if settings is not None else None
-    return ReportMeta(name, period, f"sha256:{digest.hexdigest()[:16]}", frame.height,
+    return ReportMeta(name, period, files_digest(list(inputs)), frame.height,
                       settings.hypothesis if settings is not None else None, planned)
 
 

@@ -136,7 +136,7 @@ def test_features_command_json_has_exactly_the_documented_keys(tmp_path: Path, c
     assert out["paths"]["snapshot"] == out["output"] and out["paths"]["quarantine"] == out["quarantine_path"]
     assert out["quarantined"] == 1
     assert out["quarantine_path"] == str(tmp_path / "F.quarantine.parquet")
-    assert "reading" in captured.err  # progress goes to stderr
+    assert "clean events" in captured.err  # progress notes go to stderr
     assert json.loads((tmp_path / "F.meta.json").read_text())["horizon"] == "36h"
 
 

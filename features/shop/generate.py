@@ -141,7 +141,7 @@ def _write_shop(shop: Shop, out_dir: str | Path, track: Tracker) -> ShopFiles:
     out.mkdir(parents=True, exist_ok=True)
     paths = ShopFiles(out / "events.parquet", out / "users.parquet", out / "oracle.parquet",
                       out / "shop.json", dict(shop.stats))
-    track.begin(f"writing {paths.events}")
+    track.begin("writing events, users and oracle")
     shop.events.write_parquet(paths.events)
     shop.users.write_parquet(paths.users)
     shop.oracle.write_parquet(paths.oracle)

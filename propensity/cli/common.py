@@ -45,9 +45,10 @@ class Steps:
     is for humans; plain lines otherwise (pipes, CI, ``--json``).
 
     Pass the instance as a stage's ``progress`` callback. :class:`propensity.progress.Step` messages
-    move the bar and name the running activity (plain output prints a step only when its activity
-    changes); ``counter`` is a regex whose two groups are the done and total counts of free-text
-    messages (e.g. ``r"^trial (\\d+)/(\\d+)"``); other messages print above the bar.
+    move the bar and name the running activity (plain output leaves them out: the bar is off, so a
+    quick command or a one-line error stays one line); ``counter`` is a regex whose two groups are
+    the done and total counts of free-text messages (e.g. ``r"^trial (\\d+)/(\\d+)"``); other
+    messages print above the bar.
     ``seconds`` is the wall time since the command started.
     """
 
@@ -60,7 +61,6 @@ class Steps:
         self._counter = re.compile(counter) if counter else None
         self._live = not as_json and sys.stderr.isatty()
         self._bar: Any = None
-        self._activity = ""
         if self._live:
             from rich.console import Console
             from rich.progress import (
@@ -89,7 +89,9 @@ class Steps:
 
     def __call__(self, message: str) -> None:
         if isinstance(message, Step):
-            self._step(message)
+            if self._bar is not None:
+                self._bar.update(self._task, completed=message.done, total=message.total,
+                                 description=message.text)
             return
         found = self._counter.search(message) if self._counter else None
         if self._bar is None:
@@ -99,14 +101,6 @@ class Steps:
             done, total = int(found.group(1)), int(found.group(2))
             self._bar.update(self._task, completed=done, total=total)
         self._bar.console.print(message, highlight=False)
-
-    def _step(self, step: Step) -> None:
-        changed, self._activity = step.text != self._activity, step.text
-        if self._bar is None:
-            if changed:
-                info(step)
-            return
-        self._bar.update(self._task, completed=step.done, total=step.total, description=step.text)
 
     @property
     def seconds(self) -> float:
