@@ -63,22 +63,11 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
     track.begin("reading the input")
     if sequential is not None:
         settings.sequential.enabled = sequential
-    if (exposures is None) != (events is None):
-        raise DataError("an exposure log needs events too (--exposures with --events)")
-    if exposures is not None and events is not None:
-        if data is not None:
-            raise DataError("give either --data or --exposures/--events, not both")
-        event_frame = read_table(events)
-        frame = units_from_exposures(read_table(exposures), event_frame, settings,
-                                     read_table(attributes) if attributes else None, experiment)
+    frame, event_frame = _read_units(data, exposures, events, attributes, experiment, settings)
+    if event_frame is not None:  # an exposure log: its units' columns
         metrics = list(metrics) or ["converted", "revenue"]
         timestamp_col = timestamp_col or "first_exposure"
         variant_col = "variant"
-    elif data is not None:
-        frame = read_table(data)
-        event_frame = None
-    else:
-        raise DataError("no input: give --data, or --exposures with --events")
     track.advance(_UNITS["read"])
     track.begin(f"testing {len(metrics)} metric(s) on {frame.height} units")
     result = analyze_experiment(frame, variant_col, control, metrics, covariate=covariate,
@@ -103,6 +92,24 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
         paths = write_report(result, report, title=f"Experiment report: {meta.name}", meta=meta)
     track.finish("analysis done")
     return result, verdicts, paths
+
+
+def _read_units(data: str | Path | None, exposures: str | Path | None, events: str | Path | None,
+                attributes: str | Path | None, experiment: str | None,
+                settings: ExperimentsConfig) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The unit-level frame (``data``, or built from an exposure log) and the events (exposure logs only)."""
+    if (exposures is None) != (events is None):
+        raise DataError("an exposure log needs events too (--exposures with --events)")
+    if exposures is not None and events is not None:
+        if data is not None:
+            raise DataError("give either --data or --exposures/--events, not both")
+        event_frame = read_table(events)
+        frame = units_from_exposures(read_table(exposures), event_frame, settings,
+                                     read_table(attributes) if attributes else None, experiment)
+        return frame, event_frame
+    if data is None:
+        raise DataError("no input: give --data, or --exposures with --events")
+    return read_table(data), None
 
 
 def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
