@@ -112,8 +112,14 @@ def _cell(v: Any) -> str:
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str], note: str = "") -> Table:
+    def value(row: dict[str, Any], column: str) -> str:
+        v = row.get(column)
+        if column in ("start", "window_start") and isinstance(v, str):  # ISO time: "YYYY-MM-DD HH:MM"
+            return v[:16].replace("T", " ")
+        return _cell(v)
+
     return Table(title, [c.replace("_", " ") for c in columns],
-                 [[_cell(r.get(c)) for c in columns] for r in rows], note or ("" if rows else "none"))
+                 [[value(r, c) for c in columns] for r in rows], note or ("" if rows else "none"))
 
 
 def _figures(docs: list[dict[str, Any]], ref_auc: float | None) -> list[Figure]:
@@ -135,11 +141,15 @@ def _decision(doc: dict[str, Any]) -> Decision:
     if not found:
         return Decision(f"No alerts in {len(docs)} windows: no drift, performance, volume or fairness "
                         "rule fired.", [], "pass")
-    kinds: dict[str, int] = {}
+    kinds: dict[str, list[str]] = {}
     for a in found:
-        kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
+        kinds.setdefault(a["kind"], []).append(str(a["subject"]))
     first = min(a["window_start"] for a in found)[:10]
-    lines = [f"{n} {kind} alert(s)" for kind, n in sorted(kinds.items())]
+    lines = []
+    for kind, subjects in sorted(kinds.items()):
+        named = list(dict.fromkeys(subjects))
+        more = ", ..." if len(named) > 5 else ""
+        lines.append(f"{len(subjects)} {kind} alert(s): {', '.join(named[:5])}{more}")
     lines.append("See the alerts table for each subject, value and threshold; investigate the first "
                  "window that alerted before retraining.")
     return Decision(f"{len(found)} alert(s) in {len(docs)} windows, first on {first}.", lines, "fail")
