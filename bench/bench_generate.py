@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features.shop.generate import generate, load_generate_config
+from features.shop.config import load_generate_config
+from features.shop.generate import generate
 
 
 def baseline(rows: int, out: Path) -> None:

@@ -38,6 +38,8 @@ class DemoSettings(StrictModel):
 
 
 class ExperimentsConfig(StrictModel):
+    name: str | None = Field(default=None, description="experiment name (report title)")
+    hypothesis: str | None = Field(default=None, description="what the experiment tests, in one sentence")
     alpha: float = Field(default=0.05, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1, description="planning / small-sample warning")
     correction: Literal["holm", "bh", "bonferroni", "none"] = "holm"

@@ -17,6 +17,10 @@ from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
 from propensity.errors import DataError
+from propensity.progress import Progress, Tracker
+
+# progress units of analyze_file's parts, about their share of the run time
+_UNITS = {"read": 2, "analyse": 3, "funnel": 2, "report": 5}
 
 
 def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings: ExperimentsConfig,
@@ -42,17 +46,58 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
                  expected_split: Sequence[float] | Mapping[str, float] | None = None,
                  config_path: str | Path | None = None, report: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, sequential: bool | None = None,
-                 name: str | None = None) -> tuple[ExperimentResult, list[str], dict[str, str]]:
+                 name: str | None = None, progress: Progress | None = None,
+                 ) -> tuple[ExperimentResult, list[str], dict[str, str]]:
     """Read unit-level ``data`` (or an exposure log + events), analyse, optionally write ``report``.
 
     With ``exposures`` and ``events`` the units are built by :func:`units_from_exposures` (metrics
     default to converted and revenue, the timestamp to first_exposure) and the result carries the
     funnel and the weekly cohorts. ``name`` titles the report (default: ``experiment`` or the input's
-    file name). Returns the result, the verdict lines and the report paths.
+    file name, or the config's ``name``); the config's ``hypothesis`` and ``planned_mde_relative``
+    head the report. ``progress`` receives :class:`~propensity.progress.Step` messages. Returns
+    the result, the verdict lines and the report paths.
     """
     settings = load_experiments_config(config_path, overrides)
+    track = Tracker(progress, sum(_UNITS.values()) - (0 if events is not None else _UNITS["funnel"])
+                    - (0 if report is not None else _UNITS["report"]), prefix="ab analyze")
+    track.begin("reading the input")
     if sequential is not None:
         settings.sequential.enabled = sequential
+    frame, event_frame = _read_units(data, exposures, events, attributes, experiment, settings)
+    if event_frame is not None:  # an exposure log: its units' columns
+        metrics = list(metrics) or ["converted", "revenue"]
+        timestamp_col = timestamp_col or "first_exposure"
+        variant_col = "variant"
+    track.advance(_UNITS["read"])
+    track.begin(f"testing {len(metrics)} metric(s) on {frame.height} units")
+    result = analyze_experiment(frame, variant_col, control, metrics, covariate=covariate,
+                                segment_col=segment_col, expected_split=expected_split,
+                                timestamp_col=timestamp_col, factors=factors, settings=settings)
+    track.advance(_UNITS["analyse"])
+    if event_frame is not None:
+        track.begin("funnel and weekly cohorts")
+        result.funnel = funnel_by_variant(frame, control, settings.funnel.steps, alpha=settings.alpha,
+                                          correction=settings.correction)
+        result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
+        track.advance(_UNITS["funnel"])
+    verdicts = verdict_lines(result)
+    paths: dict[str, str] = {}
+    if report is not None:
+        from experiments.report import write_report
+
+        track.begin(f"writing the report {report}")
+        title = name or settings.name or experiment or Path(data or exposures or "experiment").stem
+        meta = report_meta(frame, title, timestamp_col,
+                           [p for p in (data, exposures, events, attributes) if p is not None], settings)
+        paths = write_report(result, report, title=f"Experiment report: {meta.name}", meta=meta)
+    track.finish("analysis done")
+    return result, verdicts, paths
+
+
+def _read_units(data: str | Path | None, exposures: str | Path | None, events: str | Path | None,
+                attributes: str | Path | None, experiment: str | None,
+                settings: ExperimentsConfig) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The unit-level frame (``data``, or built from an exposure log) and the events (exposure logs only)."""
     if (exposures is None) != (events is None):
         raise DataError("an exposure log needs events too (--exposures with --events)")
     if exposures is not None and events is not None:
@@ -61,40 +106,19 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
         event_frame = read_table(events)
         frame = units_from_exposures(read_table(exposures), event_frame, settings,
                                      read_table(attributes) if attributes else None, experiment)
-        metrics = list(metrics) or ["converted", "revenue"]
-        timestamp_col = timestamp_col or "first_exposure"
-        variant_col = "variant"
-    elif data is not None:
-        frame = read_table(data)
-        event_frame = None
-    else:
+        return frame, event_frame
+    if data is None:
         raise DataError("no input: give --data, or --exposures with --events")
-    result = analyze_experiment(frame, variant_col, control, metrics, covariate=covariate,
-                                segment_col=segment_col, expected_split=expected_split,
-                                timestamp_col=timestamp_col, factors=factors, settings=settings)
-    if event_frame is not None:
-        result.funnel = funnel_by_variant(frame, control, settings.funnel.steps, alpha=settings.alpha,
-                                          correction=settings.correction)
-        result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
-    verdicts = verdict_lines(result)
-    paths: dict[str, str] = {}
-    if report is not None:
-        from experiments.report import write_report
-
-        title = name or experiment or Path(data or exposures or "experiment").stem
-        meta = report_meta(frame, title, timestamp_col,
-                           [p for p in (data, exposures, events, attributes) if p is not None])
-        paths = write_report(result, report, title=f"Experiment report: {meta.name}", meta=meta)
-    return result, verdicts, paths
+    return read_table(data), None
 
 
 def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
-                inputs: Sequence[str | Path]) -> Any:
-    """The report's title facts: experiment name, first-exposure period (UTC dates), unit count and a
-    digest of the input files (sha256 of their bytes, in order; first 16 hex digits)."""
-    import hashlib
-
+                inputs: Sequence[str | Path], settings: ExperimentsConfig | None = None) -> Any:
+    """The report's title facts: experiment name, hypothesis and planned effect (``settings``),
+    first-exposure period (UTC dates), unit count and a digest of the input files (sha256 of their
+    bytes, in order; first 16 hex digits)."""
     from experiments.report import ReportMeta
+    from features.batch.dataset import files_digest
 
     period = None
     if timestamp_col and timestamp_col in frame.columns and frame.height:
@@ -102,12 +126,9 @@ def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
         if column.dtype.is_temporal():
             first, last = column.min(), column.max()
             period = f"{str(first)[:10]} to {str(last)[:10]} (first exposure, UTC)"
-    digest = hashlib.sha256()
-    for path in inputs:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return ReportMeta(name, period, f"sha256:{digest.hexdigest()[:16]}", frame.height)
+    planned = settings.planned_mde_relative if settings is not None else None
+    return ReportMeta(name, period, files_digest(list(inputs)), frame.height,
+                      settings.hypothesis if settings is not None else None, planned)
 
 
 def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
@@ -133,9 +154,13 @@ def demo_experiment(out_dir: str | Path, config_path: str | Path | None = None,
         files = simulate_experiment(out, demo.users, demo.variants, demo.days, demo.seed)
         attributes = out / "attributes.parquet"
         read_table(files["units"]).select("user_id", "device", "pre_revenue").write_parquet(attributes)
+    control, *treatments = demo.variants
+    hypothesis = settings.hypothesis or (f"{' and '.join(treatments)} raise purchase conversion and revenue "
+                                         f"per user over the control {control}")
     result, verdicts, paths = analyze_file(
-        None, "variant", next(iter(demo.variants)), [], exposures=files["exposures"], events=files["events"],
+        None, "variant", control, [], exposures=files["exposures"], events=files["events"],
         attributes=attributes, covariate="pre_revenue", segment_col="device", config_path=config_path,
+        overrides={"hypothesis": hypothesis},
         report=out / "experiment_report.html", name="demo experiment (planted lifts "
         + ", ".join(f"{k} {v:+.0%}" for k, v in list(demo.variants.items())[1:]) + ")")
     return {"data": str(files.get("units", files["exposures"])), "exposures": str(files["exposures"]),

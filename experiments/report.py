@@ -29,12 +29,22 @@ SIGNIFICANT, NOT_SIGNIFICANT = PALETTE["blue"], PALETTE["grey"]
 
 @dataclass(frozen=True)
 class ReportMeta:
-    """What the report is about: the experiment's name, its data period and the input's digest."""
+    """What the report is about: the experiment's name, its data period, the input's digest, the
+    hypothesis and the planned effect (the relative lift the test was sized for, a share)."""
 
     name: str = "experiment"
     period: str | None = None
     digest: str | None = None
     units: int | None = None
+    hypothesis: str | None = None
+    planned_mde_relative: float | None = None
+
+    def purpose(self) -> tuple[tuple[str, str], ...]:
+        """The report's first facts: what the experiment set out to show."""
+        planned = (f"{self.planned_mde_relative:+.1%} relative lift (the minimum detectable effect the "
+                   "test was sized for)" if self.planned_mde_relative is not None else "not stated")
+        return (("Hypothesis", self.hypothesis or "not stated (give --hypothesis or 'hypothesis' in the "
+                 "config)"), ("Planned effect", planned))
 
 
 def _scale(metric: MetricResult) -> tuple[float, str]:
@@ -170,8 +180,12 @@ def _images(result: ExperimentResult) -> dict[str, tuple[bytes, str]]:
     return images
 
 
-def _markdown(result: ExperimentResult, title: str, images: dict[str, str]) -> str:
-    out = [f"# {title}", "", "## Decision", "", decision_headline(result), ""]
+def _markdown(result: ExperimentResult, header: Header, images: dict[str, str]) -> str:
+    facts = [*header.purpose, ("Analysed", header.subject), ("Data period", header.period or "unknown"),
+             ("Dataset digest", f"`{header.digest or 'unknown'}`"), *header.facts,
+             ("Generated", header.generated_at)]
+    out = [f"# {header.title}", ""] + [f"- **{name}**: {value}" for name, value in facts]
+    out += ["", "## Decision", "", decision_headline(result), ""]
     out += [f"- {line}" for line in verdict_lines(result)]
     if result.warnings:
         out += ["", "## Warnings", ""] + [f"- **{w}**" for w in result.warnings]
@@ -192,15 +206,18 @@ def _srm_line(result: ExperimentResult) -> str:
             f"(mismatch below {srm.threshold:g}): {state}.")
 
 
-def render_html(result: ExperimentResult, title: str, images: dict[str, tuple[bytes, str]],
-                meta: ReportMeta) -> str:
-    """The self-contained HTML page of ``result``."""
+def report_header(result: ExperimentResult, title: str, meta: ReportMeta) -> Header:
+    """The title block: purpose (hypothesis, planned effect) first, then what was analysed."""
     subject = (f"{meta.name}: variants {', '.join(result.variants)} (control {result.control}); "
                f"metrics {', '.join(result.metrics)}")
     facts = [("Units", f"{meta.units:,}")] if meta.units is not None else []
     facts += [("Decision rule", f"alpha {result.alpha:g}, {result.correction} correction"
                + (", sequential (always-valid)" if result.sequential_decision else ""))]
-    header = Header(title, subject, meta.period, meta.digest, facts=tuple(facts))
+    return Header(title, subject, meta.period, meta.digest, facts=tuple(facts), purpose=meta.purpose())
+
+
+def render_html(result: ExperimentResult, header: Header, images: dict[str, tuple[bytes, str]]) -> str:
+    """The self-contained HTML page of ``result``."""
     decision = Decision(decision_headline(result), verdict_lines(result),
                         "fail" if result.srm.mismatch else "neutral")
     figures = [Figure(name, png, caption) for name, (png, caption) in images.items()]
@@ -227,7 +244,8 @@ def write_report(result: ExperimentResult, path: str | Path, title: str = "Exper
         file = assets / f"plot_{i}.png"
         file.write_bytes(png)
         links[name] = f"{assets.name}/{file.name}"
-    path.write_text(render_html(result, title, images, meta or ReportMeta()))
+    header = report_header(result, title, meta or ReportMeta())
+    path.write_text(render_html(result, header, images))
     md = path.with_suffix(".md")
-    md.write_text(_markdown(result, title, links))
+    md.write_text(_markdown(result, header, links))
     return {"html": str(path), "markdown": str(md), "plots": str(assets)}

@@ -30,6 +30,7 @@ from features import registry
 from features.schema import age_band
 from propensity.errors import DataError, PropensityError
 from propensity.paths import work_dir
+from propensity.progress import Progress, Tracker
 from training.data import load_training_data
 from training.model import ConversionModel
 from training.registry import (
@@ -43,6 +44,8 @@ from training.registry import (
 
 COMPARED = ("auc", "accuracy", "selection_rate")
 MITIGATION_EXPERIMENT = "propensity-mitigation"
+# progress units of the audit's parts, about their share of the run time
+_UNITS = {"load": 1, "audit": 3, "explain": 4, "mitigate": 6, "report": 1}
 
 
 @dataclass
@@ -214,7 +217,8 @@ def _record(run_id: str | None, registered: tuple[str, str] | None, verdict: str
 def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
                 users_path: str | Path | None = None, cfg: FairnessConfig | None = None,
                 out_dir: str | Path | None = None, *,
-                mitigation: str = "auto", explain: bool = True, record: bool = True) -> AuditResult:
+                mitigation: str = "auto", explain: bool = True, record: bool = True,
+                progress: Progress | None = None) -> AuditResult:
     """Audit the model at ``model_uri`` (``models:/NAME/V``, ``models:/NAME@alias``, ``runs:/...``).
 
     ``features_path`` is a snapshot (file or frame) with ``label``; with ``snapshots: latest`` only
@@ -223,10 +227,14 @@ def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
     ``mitigation``: "auto" (fit and compare only when the gate fails), "always" or "never".
     ``out_dir`` (default ``<work>/audit/<name>-<version>``) receives fairness_report.html/.json.
     ``record``: log the report to the model's run and set the ``fairness_gate`` tags.
+    ``progress`` receives :class:`~propensity.progress.Step` messages.
     Raises :class:`PropensityError` for a model that cannot be loaded and :class:`DataError` for
     a bad snapshot or missing sensitive attributes.
     """
     cfg = cfg or load_fairness_config()
+    planned = ["load", "audit", "report"] + ["explain"] * explain + ["mitigate"] * (mitigation == "always")
+    track = Tracker(progress, sum(_UNITS[part] for part in planned), prefix="audit")
+    track.begin(f"loading {model_uri}")
     use_store(cfg.tracking.uri)
     registered = resolve_version(model_uri)
     model = load_model(model_uri)
@@ -238,28 +246,46 @@ def audit_model(model_uri: str, features_path: str | Path | pl.DataFrame,
         frame = frame.filter(pl.col("as_of") == pl.col("as_of").max())
     needed = list(dict.fromkeys(cfg.sensitive_features + [f for combo in cfg.intersections for f in combo]))
     frame = with_sensitive(frame, users_path, needed)
+    track.advance(_UNITS["load"])
+    track.begin(f"group metrics and their intervals on {frame.height} rows")
     audit = _audit(model, frame, cfg)
     verdict = evaluate_gate(audit, cfg.gate)
+    track.advance(_UNITS["audit"])
     extra: dict[str, Any] = {"model": {"uri": model_uri, "family": model.family,
                                        "registered": list(registered) if registered else None},
                              "data": {**_data_facts(frame, source.digest, source.source),
                                       "min_group_size": cfg.min_group_size}}
     images: dict[str, str] = {}
     if explain:
+        track.begin("SHAP explanations")
         section, images = explain_section(model, frame, cfg)
         extra.update(section)
-    mitigated = None
-    if mitigation == "always" or (mitigation == "auto" and not verdict.passed):
-        found = mitigation_comparison(model, frame, verdict, cfg)
-        if found is not None:
-            extra["mitigation"], mitigated = found
+        track.advance(_UNITS["explain"])
+    mitigated = _mitigate(model, frame, verdict, cfg, mitigation, extra, track)
+    track.begin("writing the report")
     doc = full_json(audit, verdict, extra)
     where = out_dir or work_dir() / "audit" / ("-".join(registered) if registered else "model")
     html_path, json_path = write_report(doc, images, where)
     run_id = model.metadata.get("run_id")
     if record:
         _record(run_id, registered, verdict.verdict, (html_path, json_path))
+    track.finish("audit done")
     return AuditResult(model_uri, audit, verdict, doc, html_path, json_path, run_id, registered, mitigated)
+
+
+def _mitigate(model: ConversionModel, frame: pl.DataFrame, verdict: GateVerdict, cfg: FairnessConfig,
+              mitigation: str, extra: dict[str, Any], track: Tracker) -> MitigatedModel | None:
+    """The mitigated model when ``mitigation`` asks for one (its comparison goes into ``extra``)."""
+    if not (mitigation == "always" or (mitigation == "auto" and not verdict.passed)):
+        return None
+    more = _UNITS["mitigate"] if mitigation == "auto" else 0  # not planned until the gate failed
+    track.begin("fitting a mitigated model", total=track.total + more)
+    found = mitigation_comparison(model, frame, verdict, cfg)
+    track.advance(_UNITS["mitigate"])
+    if found is None:
+        return None
+    extra["mitigation"], mitigated = found
+    return mitigated
 
 
 def register_mitigated(result: AuditResult, name: str | None = None) -> str:

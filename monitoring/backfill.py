@@ -12,7 +12,8 @@ from pathlib import Path
 import polars as pl
 
 from features.batch.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshots_at
-from features.ingest.validate import read_table, validate_events, validate_users
+from features.ingest.tables import read_table
+from features.ingest.validate import validate_events, validate_users
 from monitoring.log import LOG_SCHEMA
 
 Progress = Callable[[str], None]

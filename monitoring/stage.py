@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,12 @@ class MonitorResult:
     report: Path
     json_path: Path
     run_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # period, digest (of the inputs), reference_digest
 
     def to_json(self) -> dict[str, Any]:
         """The ``propensity monitor --json`` document."""
         return {"model": {"uri": self.model_uri, "name": self.model[0], "version": self.model[1]},
-                "windows": [w.to_json() for w in self.windows], "alerts": self.alerts,
+                "data": self.data, "windows": [w.to_json() for w in self.windows], "alerts": self.alerts,
                 "report": str(self.report), "run_id": self.run_id}
 
 
@@ -64,6 +65,17 @@ def _load_model(model_uri: str, cfg: MonitorConfig) -> tuple[Any, tuple[str, str
     registered = resolve_version(model_uri)
     model = load_model(model_uri)
     return model, registered or ("model", str(model.metadata.get("run_id", "unknown")))
+
+
+def _data_facts(windows: list[Window], inputs: list[str | Path | None],
+                reference: pl.DataFrame) -> dict[str, Any]:
+    """What was monitored: the windows' period (UTC), a digest of the input files and of the reference."""
+    from features.batch.dataset import content_digest, files_digest
+
+    first, last = min(w.start for w in windows), max(w.end for w in windows)
+    return {"period": f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC ({len(windows)} windows)",
+            "digest": files_digest([p for p in inputs if p is not None]),
+            "reference_digest": content_digest(reference)[:len("sha256:") + 16]}
 
 
 def _training_run(model: Any) -> Any:
@@ -200,8 +212,9 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     from monitoring.report import write_report
 
     out = Path(out_dir) if out_dir is not None else work_dir() / "monitor" / f"{name}-{version}"
+    facts = _data_facts(windows, [predictions, events, users], ref_frame)
     result = MonitorResult(model_uri, (name, version), windows, found, out / "monitor_report.html",
-                           out / "monitor.json")
+                           out / "monitor.json", data=facts)
     write_report(result, ref)
     if record and cfg.tracking.log_to_mlflow:
         from monitoring.tracking import log_monitoring_run

@@ -21,7 +21,9 @@ from reports import numbers
 
 @dataclass(frozen=True)
 class Header:
-    """The title block: ``title`` names the subject (experiment or model), ``period`` the data window."""
+    """The title block: ``title`` names the subject (experiment or model), ``period`` the data window.
+    ``purpose`` (name, text) pairs come first: what the analysis set out to show (an experiment's
+    hypothesis and planned effect); ``facts`` follow the data period and digest."""
 
     title: str
     subject: str
@@ -29,6 +31,7 @@ class Header:
     digest: str | None = None
     generated_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     facts: tuple[tuple[str, str], ...] = ()
+    purpose: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,12 +93,15 @@ def checkout_stays_clean() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def tracking_uri_stays_the_tests_own() -> Iterator[None]:
-    """``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` to ``os.environ`` (so that
-    subprocesses inherit it), and the project honours that variable everywhere: without this, a
-    later test in the same worker, or its subprocesses, would use an earlier test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """``mlflow.set_tracking_uri`` and ``mlflow.set_registry_uri`` export ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` to ``os.environ`` (so that subprocesses inherit them), and the project
+    honours them everywhere: without this, a later test in the same worker, or its subprocesses (the
+    demo's), would use an earlier test's store or registry."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -84,6 +85,36 @@ def test_analyze_json_follows_contract(capsys, units, tmp_path):
     html = report.read_text()
     assert "data:image/png;base64," in html and "after Holm" in html
     assert report.with_suffix(".md").exists()
+
+
+def test_report_states_the_experiment_its_hypothesis_and_planned_effect_first(capsys, units, tmp_path):
+    config = tmp_path / "checkout.yaml"
+    config.write_text("name: checkout-redesign\nhypothesis: The one-page checkout raises conversion.\n"
+                      "planned_mde_relative: 0.05\n")
+    report = tmp_path / "r.html"
+    _run(capsys, "ab", "analyze", "--data", units, "--control", "A", "--metric", "converted",
+         "--timestamp-col", "first_exposure", "--config", str(config), "--planned-mde", "0.03",
+         "--report", str(report), "--json")
+    html = report.read_text()
+    assert "<h1>Experiment report: checkout-redesign</h1>" in html
+    first = [html.index(s) for s in ("The one-page checkout raises conversion.", "+3.0% relative lift",
+                                     "Analysed", "Data period", "Dataset digest", "Generated",
+                                     "<h2>Decision</h2>")]
+    assert first == sorted(first)  # hypothesis and planned effect (the flag wins over the file) first
+    digest = hashlib.sha256(Path(units).read_bytes()).hexdigest()[:16]  # the input file's sha256sum
+    assert f"sha256:{digest}" in html
+    md = report.with_suffix(".md").read_text()
+    order = [md.index(s) for s in ("**Hypothesis**: The one-page checkout", "**Data period**", "## Decision")]
+    assert order == sorted(order)
+
+
+def test_a_report_without_a_hypothesis_says_how_to_give_one(capsys, units, tmp_path):
+    report = tmp_path / "r.html"
+    _run(capsys, "ab", "analyze", "--data", units, "--control", "A", "--metric", "converted",
+         "--report", str(report), "--name", "spring test", "--json")
+    html = report.read_text()
+    assert "Experiment report: spring test" in html and "give --hypothesis" in html
+    assert "+5.0% relative lift" in html  # the configured planned effect (configs/experiments.yaml)
 
 
 def test_analyze_summary_table_matches_unit_level(capsys, units, tmp_path):

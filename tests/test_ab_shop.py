@@ -10,7 +10,8 @@ import pytest
 from experiments import demo_experiment
 from experiments.simulate import simulate_on_shop
 from features.ingest.validate import validate_events
-from features.shop.generate import GenerateConfig, generate_shop
+from features.shop.config import GenerateConfig
+from features.shop.generate import generate_shop
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 

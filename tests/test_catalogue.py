@@ -7,7 +7,9 @@ import polars as pl
 import pytest
 
 from features.shop.catalogue import N_PRODUCTS, ORACLE_TOP, POPULARITY_EXPONENT, THEME_SIZE, Catalogue, Tastes
-from features.shop.generate import CATEGORIES, generate, load_generate_config
+from features.shop.config import load_generate_config
+from features.shop.generate import generate
+from features.shop.model import CATEGORIES
 
 
 def test_popularity_is_zipf_long_tailed() -> None:

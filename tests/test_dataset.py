@@ -136,7 +136,7 @@ def test_features_command_json_has_exactly_the_documented_keys(tmp_path: Path, c
     assert out["paths"]["snapshot"] == out["output"] and out["paths"]["quarantine"] == out["quarantine_path"]
     assert out["quarantined"] == 1
     assert out["quarantine_path"] == str(tmp_path / "F.quarantine.parquet")
-    assert "reading" in captured.err  # progress goes to stderr
+    assert "clean events" in captured.err  # progress notes go to stderr
     assert json.loads((tmp_path / "F.meta.json").read_text())["horizon"] == "36h"
 
 
@@ -176,7 +176,8 @@ def test_unknown_config_key_names_the_key_and_file(tmp_path: Path,
 def test_feature_build_ignores_every_event_at_or_after_the_latest_as_of(tmp_path: Path, config: Path) -> None:
     """Leakage, end to end: the whole build (registry features, engagement score, journey stage) on a
     generated shop equals the build on the same events cut at the latest ``as_of``; only labels move."""
-    from features.shop.generate import GenerateConfig, generate_shop
+    from features.shop.config import GenerateConfig
+    from features.shop.generate import generate_shop
 
     shop = generate_shop(GenerateConfig.model_validate(
         {"users": 400, "days": 30, "seed": 11, "malformed_share": 0, "duplicate_share": 0}))

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from features.definitions import AGGREGATES, BUILTIN, FeatureSet, FeatureSpec, parse_user_specs
-from features.ingest.validate import EVENT_SCHEMA
+from features.ingest.tables import EVENT_SCHEMA
 from features.live.profile import EventRecord, UserProfile, online_features, to_epoch_us
 from features.schema import EVENT_TYPES
 from propensity.errors import ConfigError

@@ -12,12 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.ingest.tables import EVENT_SCHEMA, USER_SCHEMA, read_table
 from features.ingest.validate import (
-    EVENT_SCHEMA,
-    USER_SCHEMA,
     check_bad_share,
     ingest_events,
-    read_table,
     validate_events,
     validate_users,
     write_quarantine,

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from content.evaluate import ranking_metrics
 from content.model import load_recommender
 from content.recommenders import CatalogueArrays, ContentBased, ItemKNN, Popularity, top_k
-from features.shop.generate import generate, load_generate_config
+from features.shop.config import load_generate_config
+from features.shop.generate import generate
 from propensity.cli.main import main
 
 

@@ -34,6 +34,7 @@ def test_experiment_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
     out = demo_experiment(tmp_path / "exp", cfg)
     html = Path(out["html"]).read_text()
     assert "Dataset digest" in html and "Data period" in html and "Generated" in html
+    assert html.index("Hypothesis") < html.index("Planned effect") < html.index("Analysed")  # purpose first
     assert html.index("Decision") < html.index("Tables")  # the decision comes before the evidence
     assert_renders_cleanly(Path(out["html"]), shots, "experiment", min_images=6)
 
@@ -98,6 +99,47 @@ def test_segments_report_renders_cleanly(tmp_path: Path, shots: Path) -> None:
     html = result.report_html.read_text()
     assert "Behavioural clusters" in html and "<script" not in html
     assert_renders_cleanly(result.report_html, shots, "segments", min_images=1)
+
+
+def _monitor_doc(days: int = 12) -> dict:
+    """A monitor.json document: labelled windows, then windows waiting for their labels, one alert."""
+    rng = np.random.default_rng(4)
+    windows = []
+    for i in range(days):
+        labelled = i < days - 4
+        windows.append({
+            "start": f"2026-10-{i + 1:02d}T00:00:00+00:00", "end": f"2026-10-{i + 2:02d}T00:00:00+00:00",
+            "model_version": "1" if i < 8 else "2", "predictions": int(rng.integers(1400, 1600)),
+            "mean_probability": 0.1 + 0.002 * i, "labelled": labelled,
+            "realized_rate": 0.1 if labelled else None, "realized_auc": 0.8 if labelled else None,
+            "log_loss": 0.31 if labelled else None, "ece": 0.01 if labelled else None,
+            "reliability": [{"mean_probability": 0.1, "realized_rate": 0.11},
+                            {"mean_probability": 0.3, "realized_rate": 0.27}] if labelled else None,
+            "estimated_auc": 0.79, "estimated_auc_low": 0.77, "estimated_auc_high": 0.81,
+            "estimated_log_loss": 0.3, "drift_week_over_week": {}, "volume_ratio": None,
+            "drift": {f"feature_{k}": {"psi": 0.01 * i * k, "p_value": 0.5} for k in range(12)},
+            "selection_ratio": {"country": 0.9}, "selection_ratio_high": {"country": 0.95}})
+    alert = {"window_start": windows[9]["start"], "model_version": "2", "kind": "drift",
+             "subject": "feature_11", "value": 0.99, "threshold": 0.2}
+    return {"model": {"uri": "models:/propensity-conversion@champion", "name": "propensity-conversion",
+                      "version": "2"},
+            "data": {"period": "2026-10-01 00:00 to 2026-10-13 00:00 UTC (12 windows)",
+                     "digest": "sha256:0123456789abcdef", "reference_digest": "sha256:fedcba9876543210"},
+            "windows": windows, "alerts": [alert], "report": "monitor_report.html", "run_id": None}
+
+
+def test_monitoring_report_renders_cleanly_with_its_title_block(tmp_path: Path, shots: Path) -> None:
+    from monitoring.report import render
+
+    page = tmp_path / "monitor_report.html"
+    page.write_text(render(_monitor_doc(), 0.81))
+    html = page.read_text()
+    for fact in ("Monitoring: propensity-conversion v2", "Data period", "2026-10-01 00:00 to 2026-10-13",
+                 "Dataset digest", "sha256:0123456789abcdef", "Generated"):
+        assert fact in html
+    assert html.index("1 alert(s) in 12 windows, first on 2026-10-10") < html.index("Performance and drift")
+    assert "<script" not in html
+    assert_renders_cleanly(page, shots, "monitoring", min_images=4)
 
 
 def test_disparity_intervals_cover_the_point_estimate_and_shrink_with_rows() -> None:

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from features.batch.snapshot import SNAPSHOT_SCHEMA, build_snapshot, build_snapshots, snapshot_times
-from features.ingest.validate import EVENT_SCHEMA, USER_SCHEMA
+from features.ingest.tables import EVENT_SCHEMA, USER_SCHEMA
 from features.registry import FEATURE_NAMES, KEY_COLUMNS, WINDOWS_DAYS
 from features.schema import DEVICES, EVENT_TYPES, SOURCES, age_band
 

@@ -17,7 +17,7 @@ import pytest
 
 from features.batch.engine import FeatureEngine, LocalEngine
 from features.batch.snapshot import snapshot_times
-from features.ingest.validate import EVENT_SCHEMA, USER_SCHEMA
+from features.ingest.tables import EVENT_SCHEMA, USER_SCHEMA
 from features.schema import DEVICES, EVENT_TYPES, SOURCES
 
 AS_OF = datetime(2024, 3, 1, tzinfo=UTC)

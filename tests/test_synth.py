@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from features.ingest.validate import validate_events, validate_users
 from features.schema import EVENT_COLUMNS, EVENT_TYPES, USER_COLUMNS, age_band
-from features.shop.generate import GenerateConfig, Shop, generate_shop, parse_disparity
+from features.shop.config import GenerateConfig, parse_disparity
+from features.shop.generate import Shop, generate_shop
 from propensity.cli.main import cli
 from propensity.errors import ConfigError
 

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from features.ingest.validate import validate_events
-from features.shop.generate import GenerateConfig, Shop, generate_shop
+from features.shop.config import GenerateConfig
+from features.shop.generate import Shop, generate_shop
 from features.shop.shifts import parse_shift
 from propensity.errors import ConfigError
 

@@ -63,6 +63,17 @@ def file_digest(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
 
 
+def files_digest(paths: list[str | Path]) -> str:
+    """``sha256:<first 16 hex>`` of the bytes of ``paths`` read in order (one file: its sha256sum),
+    the dataset digest a report shows for its inputs."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
 def write_snapshot(frame: pl.DataFrame, path: str | Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """Write ``frame`` to Parquet (µs timestamps) and its sidecar; returns the full metadata written.
 

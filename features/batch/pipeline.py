@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +15,12 @@ from features.batch.config import FeaturesConfig, format_duration, load_features
 from features.batch.dataset import file_digest, metadata_path, write_snapshot
 from features.batch.engine import make_engine
 from features.batch.snapshot import SNAPSHOT_EVENT_COLUMNS, snapshot_times
+from features.ingest.checks import Validated
 from features.ingest.eventtime import TimestampUnit
 from features.ingest.read import require_columns
+from features.ingest.tables import REQUIRED_EVENT_COLUMNS, read_raw
 from features.ingest.validate import (
-    REQUIRED_EVENT_COLUMNS,
-    Validated,
     check_bad_share,
-    read_raw,
     top_reasons,
     validate_events,
     validate_users,
@@ -31,8 +29,9 @@ from features.ingest.validate import (
 )
 from features.privacy import forgotten_users, resolve_ledger, scrub_forgotten
 from propensity.errors import DataError
+from propensity.progress import Progress, Tracker
 
-Progress = Callable[[str], None]
+_INGEST_UNITS, _SNAPSHOT_UNITS, _SEGMENT_UNITS = 4, 3, 2
 
 
 @dataclass(frozen=True)
@@ -97,68 +96,41 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
     event's user, label windows past the end of the data) gives ``warnings``.
     """
     started = time.perf_counter()
-    say = progress or (lambda _msg: None)
     cfg = config if isinstance(config, FeaturesConfig) else load_features_config(config)
     horizon = horizon or cfg.horizon
-    every = every or cfg.every
-    snapshots = snapshots or cfg.snapshots
-    as_ofs = snapshot_times(as_of, snapshots, every)
+    as_ofs = snapshot_times(as_of, snapshots or cfg.snapshots, every or cfg.every)
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise DataError(f"--out {out}: features are written as Parquet; use a .parquet file name")
-    unit = timestamp_unit or cfg.ingest.timestamp_unit
-
-    say(f"reading {events_path}")
-    raw_events = read_raw(events_path, SNAPSHOT_EVENT_COLUMNS)
-    require_columns(raw_events, REQUIRED_EVENT_COLUMNS, str(events_path))
-    events = with_rejected(validate_events(raw_events.frame, source=str(events_path), timestamp_unit=unit),
-                           raw_events)
-    parts = [events]
-    users = None
-    if users_path is not None:
-        say(f"reading {users_path}")
-        users = _read_users(users_path, cfg, unit)
-        parts.append(users)
+    # progress units, about each part's share of the run time
+    track = Tracker(progress, total=_INGEST_UNITS + _SNAPSHOT_UNITS * len(as_ofs)
+                    + (_SEGMENT_UNITS if cfg.segment_features else 0) + 1, prefix="features")
     forgotten = forgotten_users(resolve_ledger(cfg))
     q_path = quarantine_path_for(out)
-    # The quarantine file keeps raw rows: forgotten users' rows are left out of it too.
-    quarantined = write_quarantine([replace(p, quarantine=scrub_forgotten(p.quarantine, forgotten))
-                                    for p in parts], q_path)
-    for part in parts:
-        check_bad_share(part, cfg.ingest.max_bad_share, q_path if quarantined else None)
-    say(f"{events.clean.height} clean events, {events.duplicates} duplicates, {quarantined} rows quarantined")
+    unit = timestamp_unit or cfg.ingest.timestamp_unit
+    events, users, quarantined = _ingest(events_path, users_path, cfg, unit, forgotten, q_path, track)
+    parts = [events] + ([users] if users is not None else [])
     warnings = _input_warnings(events, users, as_ofs, horizon)
 
-    say(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
+    track.begin(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
     feature_set = cfg.feature_set
     with make_engine(cfg) as engine:
         frame = engine.build(events.clean, users.clean if users else None, as_ofs, horizon,
                              consent_default=cfg.ingest.consent_default, exclude_users=forgotten,
                              feature_set=feature_set)
+    track.advance(_SNAPSHOT_UNITS * len(as_ofs))
     feature_names = list(feature_set.names)
     if cfg.segment_features:
         from features.segments.stage import SEGMENT_FEATURES, add_segment_features
 
-        say("adding engagement scores and journey stages")
+        track.begin("adding engagement scores and journey stages")
         frame = add_segment_features(frame, events.clean, None)
         feature_names += list(SEGMENT_FEATURES)
-    sources = {"events": file_digest(events_path),
-               "users": file_digest(users_path) if users_path is not None else None}
-    say(f"writing {out}")
-    meta = write_snapshot(frame, out, {
-        "as_of": [t.isoformat() for t in as_ofs],
-        "horizon": format_duration(horizon),
-        "horizon_seconds": horizon.total_seconds(),
-        "features": feature_names,
-        "feature_specs": feature_set.to_dicts(),
-        "engine": cfg.engine,
-        "sources": sources,
-        "ingest": {part.source: _ingest_counts(part) for part in parts},
-        "quarantine_path": str(q_path) if quarantined else None,
-        "forgotten_users_in_ledger": len(forgotten),
-        "created_at": datetime.now(UTC).isoformat(),
-        "consent_default": cfg.ingest.consent_default,
-    })
+        track.advance(_SEGMENT_UNITS)
+    track.begin(f"writing {out}")
+    meta = write_snapshot(frame, out, _metadata(cfg, as_ofs, horizon, feature_names, events_path, users_path,
+                                                parts, q_path if quarantined else None, len(forgotten)))
+    track.finish(f"wrote {out}")
     return FeatureBuildResult(
         output=out, metadata_path=metadata_path(out), rows=meta["rows"], users=meta["users"],
         label_rate=meta["label_rate"], quarantined=quarantined,
@@ -167,6 +139,54 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
         seconds=time.perf_counter() - started, metadata=meta,
         quarantine_reasons=top_reasons(parts), warnings=warnings,
     )
+
+
+def _metadata(cfg: FeaturesConfig, as_ofs: list[datetime], horizon: timedelta, feature_names: list[str],
+              events_path: str | Path, users_path: str | Path | None, parts: list[Validated],
+              q_path: Path | None, n_forgotten: int) -> dict[str, Any]:
+    """The sidecar's description of a build (write_snapshot adds counts and the digest)."""
+    return {
+        "as_of": [t.isoformat() for t in as_ofs],
+        "horizon": format_duration(horizon),
+        "horizon_seconds": horizon.total_seconds(),
+        "features": feature_names,
+        "feature_specs": cfg.feature_set.to_dicts(),
+        "engine": cfg.engine,
+        "sources": {"events": file_digest(events_path),
+                    "users": file_digest(users_path) if users_path is not None else None},
+        "ingest": {part.source: _ingest_counts(part) for part in parts},
+        "quarantine_path": str(q_path) if q_path else None,
+        "forgotten_users_in_ledger": n_forgotten,
+        "created_at": datetime.now(UTC).isoformat(),
+        "consent_default": cfg.ingest.consent_default,
+    }
+
+
+def _ingest(events_path: str | Path, users_path: str | Path | None, cfg: FeaturesConfig,
+            unit: TimestampUnit | None, forgotten: set[str], q_path: Path,
+            track: Tracker) -> tuple[Validated, Validated | None, int]:
+    """Read and validate the events (and users), write the quarantine file; returns the validated
+    events, users and the number of quarantined rows. :class:`DataError` when too many rows are bad."""
+    track.begin(f"reading {events_path}")
+    raw_events = read_raw(events_path, SNAPSHOT_EVENT_COLUMNS)
+    require_columns(raw_events, REQUIRED_EVENT_COLUMNS, str(events_path))
+    events = with_rejected(validate_events(raw_events.frame, source=str(events_path), timestamp_unit=unit),
+                           raw_events)
+    track.advance(_INGEST_UNITS - 1)
+    users = None
+    if users_path is not None:
+        track.begin(f"reading {users_path}")
+        users = _read_users(users_path, cfg, unit)
+    track.advance(1)
+    parts = [events] + ([users] if users is not None else [])
+    # The quarantine file keeps raw rows: forgotten users' rows are left out of it too.
+    quarantined = write_quarantine([replace(p, quarantine=scrub_forgotten(p.quarantine, forgotten))
+                                    for p in parts], q_path)
+    for part in parts:
+        check_bad_share(part, cfg.ingest.max_bad_share, q_path if quarantined else None)
+    track.note(f"{events.clean.height} clean events, {events.duplicates} duplicates, "
+               f"{quarantined} rows quarantined")
+    return events, users, quarantined
 
 
 def _read_users(path: str | Path, cfg: FeaturesConfig, unit: TimestampUnit | None) -> Validated:

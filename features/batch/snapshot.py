@@ -26,7 +26,7 @@ from features.batch.evaluate import FIXED_POINT, all_aggregations, finishers
 from features.batch.evaluate import fixed as _fixed
 from features.definitions import FeatureSet
 from features.feature_set import active_feature_set
-from features.ingest.validate import EVENT_SCHEMA, USER_SCHEMA, UTC_US
+from features.ingest.tables import EVENT_SCHEMA, USER_SCHEMA, UTC_US
 from features.registry import FEATURE_NAMES, KEY_COLUMNS, LABEL_COLUMN
 from features.special import cart_aggregates, cart_columns, cart_sessions, profile_columns
 

@@ -19,8 +19,12 @@ from features.segments.journey import journey_stages, machine_for
 from features.segments.report import cluster_profile, group_profile, html_report, markdown_table, pca_plot
 from features.segments.segmenter import Segmenter
 from propensity.errors import DataError
+from propensity.progress import Progress, Tracker
 
 SEGMENT_FEATURES = ("engagement_score", "journey_stage")  # event-derived columns a snapshot may carry
+# progress units of segment_snapshot's parts, about their share of the run time
+_UNITS = {"read": 1, "cluster": 6, "write": 3}
+_UNITS_EVENTS = 4  # engagement scores and journey stages from an events file
 _PROFILE_COLUMNS = ["cluster", "size", "share", "conversion_rate", "lift", "description", "top_features"]
 
 
@@ -115,27 +119,38 @@ def _read_events(path: Path) -> pl.DataFrame:
 
 
 def segment_snapshot(features_path: str | Path, out_dir: str | Path, cfg: SegmentsConfig | None = None,
-                     events_path: str | Path | None = None) -> SegmentResult:
+                     events_path: str | Path | None = None,
+                     progress: Progress | None = None) -> SegmentResult:
     """Fit a :class:`Segmenter` on the snapshot at ``features_path`` and write to ``out_dir``:
     ``assignments.parquet`` (keys, score, stage, segment, cluster), ``profile.csv``, ``profile.md``,
-    ``clusters_pca.png`` and ``segmenter.joblib``."""
+    ``clusters_pca.png`` and ``segmenter.joblib``. ``progress`` receives
+    :class:`~propensity.progress.Step` messages."""
     cfg = cfg or load_segments_config()
+    track = Tracker(progress, sum(_UNITS.values()) + (_UNITS_EVENTS if events_path is not None else 0),
+                    prefix="segment")
     notes: list[str] = []
+    track.begin(f"reading {features_path}")
     snapshot, digest = _read_snapshot(Path(features_path), notes)
     if snapshot.height == 0:
         raise DataError(f"{features_path}: the snapshot has no rows")
     missing = [c for c in ("engagement_score", "journey_stage") if c not in snapshot.columns]
+    track.advance(_UNITS["read"])
     if missing and events_path is not None:
+        track.begin(f"engagement scores and journey stages from {events_path}")
         snapshot = add_segment_features(snapshot, _read_events(Path(events_path)), cfg)
         notes.append(f"computed {', '.join(missing)} from {events_path}")
+        track.advance(_UNITS_EVENTS)
     elif missing:
         notes.append(f"snapshot has no {', '.join(missing)} column: segmented on what exists "
                      "(pass --events to compute them)")
+    track.begin(f"clustering {snapshot.height} rows")
     segmenter = Segmenter(cfg).fit(snapshot, digest=digest)
     if segmenter.missing_features_:
         notes.append("clustering features absent from the snapshot: "
                      + ", ".join(segmenter.missing_features_))
     assigned = segmenter.transform(snapshot)
+    track.advance(_UNITS["cluster"])
+    track.begin(f"writing profiles and the report to {out_dir}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in ("user_id", "as_of", "engagement_score", "journey_stage", "segment", "cluster",
@@ -147,17 +162,8 @@ def segment_snapshot(features_path: str | Path, out_dir: str | Path, cfg: Segmen
     profile.write_csv(profile_csv)
     segment_summary = group_profile(assigned, "segment") if "engagement_score" in assigned.columns else None
     stage_summary = group_profile(assigned, "journey_stage") if "journey_stage" in assigned.columns else None
-    profile_md = out / "profile.md"
-    md = ["# Segment profile", "", f"{assigned.height} rows, {segmenter.cluster_model_.method}, "
-          f"{segmenter.n_clusters_} clusters; fitted on `{segmenter.fitted_on_digest_}`.", "",
-          "## Behavioural clusters", "",
-          markdown_table(profile, [c for c in _PROFILE_COLUMNS if c in profile.columns])]
-    for title, table, column in (("Engagement segments", segment_summary, "segment"),
-                                 ("Journey stages", stage_summary, "journey_stage")):
-        if table is not None:
-            md += [f"## {title}", "", markdown_table(table, [column, *table.columns[1:]])]
-    md += [f"- {note}" for note in notes]
-    profile_md.write_text("\n".join(md) + "\n")
+    profile_md = _write_profile_md(out / "profile.md", assigned, segmenter, profile,
+                                   {"segment": segment_summary, "journey_stage": stage_summary}, notes)
     plot_path = pca_plot(assigned, segmenter, out / "clusters_pca.png", sample=cfg.clustering.plot_sample,
                          seed=cfg.clustering.random_state)
     segmenter_path = segmenter.save(out / "segmenter.joblib")
@@ -166,7 +172,24 @@ def segment_snapshot(features_path: str | Path, out_dir: str | Path, cfg: Segmen
                            segmenter.n_clusters_, segmenter.cluster_model_.silhouette, segmenter.features_,
                            segmenter.fitted_on_digest_, notes, str(features_path), _period(assigned))
     result.report_html = html_report(result, out / "segments_report.html")
+    track.finish("segments written")
     return result
+
+
+def _write_profile_md(path: Path, assigned: pl.DataFrame, segmenter: Segmenter, profile: pl.DataFrame,
+                      summaries: dict[str, pl.DataFrame | None], notes: list[str]) -> Path:
+    """``profile.md``: the cluster profile and the segment and stage summaries as Markdown tables."""
+    md = ["# Segment profile", "", f"{assigned.height} rows, {segmenter.cluster_model_.method}, "
+          f"{segmenter.n_clusters_} clusters; fitted on `{segmenter.fitted_on_digest_}`.", "",
+          "## Behavioural clusters", "",
+          markdown_table(profile, [c for c in _PROFILE_COLUMNS if c in profile.columns])]
+    for title, column in (("Engagement segments", "segment"), ("Journey stages", "journey_stage")):
+        table = summaries[column]
+        if table is not None:
+            md += [f"## {title}", "", markdown_table(table, [column, *table.columns[1:]])]
+    md += [f"- {note}" for note in notes]
+    path.write_text("\n".join(md) + "\n")
+    return path
 
 
 def _period(frame: pl.DataFrame) -> str | None:

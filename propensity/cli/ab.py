@@ -120,8 +120,16 @@ def _parse_split(text: str | None) -> Any:
 @click.option("--equal-var", is_flag=True, default=None, help="Student instead of Welch t-test")
 @click.option("--sequential", is_flag=True, default=None, help="decide on always-valid p-values")
 @click.option("--looks", type=int, default=None, help="times results were examined (peeking warning)")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="experiment config (default configs/experiments.yaml; may name the experiment, its "
+                   "hypothesis and planned effect)")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="write an HTML report (+ .md)")
+@click.option("--name", default=None, help="experiment name for the report title [config: name, else "
+                                           "--experiment or the input file name]")
+@click.option("--hypothesis", default=None, help="what the experiment tests, shown first in the report "
+                                                 "[config: hypothesis]")
+@click.option("--planned-mde", type=float, default=None,
+              help="relative lift the test was sized for, e.g. 0.05 [config: planned_mde_relative]")
 @click.option("--json", "as_json", is_flag=True)
 def analyze(data: str | None, exposures: str | None, events: str | None, attributes: str | None,
             experiment: str | None, variant_col: str, control: str, metrics: tuple[str, ...],
@@ -129,7 +137,7 @@ def analyze(data: str | None, exposures: str | None, events: str | None, attribu
             factors: tuple[str, ...],
             expected_split: str | None, correction: str | None, alpha: float | None, equal_var: bool | None,
             sequential: bool | None, looks: int | None, config_path: str | None, report: str | None,
-            as_json: bool) -> None:
+            name: str | None, hypothesis: str | None, planned_mde: float | None, as_json: bool) -> None:
     """Significance analysis of an experiment (SRM, tests, corrections, CUPED, sequential, report)."""
     from experiments.pipeline import analyze_file
 
@@ -139,8 +147,9 @@ def analyze(data: str | None, exposures: str | None, events: str | None, attribu
             attributes=attributes, experiment=experiment, covariate=covariate, segment_col=segment_col,
             timestamp_col=timestamp_col, factors=list(factors), expected_split=_parse_split(expected_split),
             config_path=config_path, report=report,
-            overrides={"correction": correction, "alpha": alpha, "equal_var": equal_var, "looks": looks},
-            sequential=sequential)
+            overrides={"correction": correction, "alpha": alpha, "equal_var": equal_var, "looks": looks,
+                       "hypothesis": hypothesis, "planned_mde_relative": planned_mde},
+            sequential=sequential, name=name, progress=steps)
     named = {"report_html": paths.get("html"), "report_md": paths.get("markdown"),
              "plots": paths.get("plots")}
     if as_json:

@@ -47,7 +47,8 @@ def audit(model_uri: str, features_path: Path, users_path: Path | None, config_p
     if tracking_uri:
         cfg.tracking.uri = tracking_uri
     with Steps(f"auditing {model_uri}", as_json=as_json) as steps:
-        result = audit_model(model_uri, features_path, users_path, cfg, out_dir, mitigation=mitigation)
+        result = audit_model(model_uri, features_path, users_path, cfg, out_dir, mitigation=mitigation,
+                             progress=steps)
     mitigated_version = None
     if register_mitigated and result.mitigated_model is not None:
         mitigated_version = register(result)

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from propensity.progress import Step
+
 
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
@@ -39,11 +41,14 @@ def info(message: str) -> None:
 
 
 class Steps:
-    """Progress of one command on stderr: a live bar (with ETA once a message says "k/N") when stderr
-    is a terminal and the output is for humans; plain lines otherwise (pipes, CI, ``--json``).
+    """Progress of one command on stderr: a live bar with ETA when stderr is a terminal and the output
+    is for humans; plain lines otherwise (pipes, CI, ``--json``).
 
-    Call the instance with a stage's progress message. ``counter`` is a regex whose two groups are
-    the done and total counts (e.g. ``r"^trial (\\d+)/(\\d+)"``); other messages print above the bar.
+    Pass the instance as a stage's ``progress`` callback. :class:`propensity.progress.Step` messages
+    move the bar and name the running activity (plain output leaves them out: the bar is off, so a
+    quick command or a one-line error stays one line); ``counter`` is a regex whose two groups are
+    the done and total counts of free-text messages (e.g. ``r"^trial (\\d+)/(\\d+)"``); other
+    messages print above the bar.
     ``seconds`` is the wall time since the command started.
     """
 
@@ -83,6 +88,11 @@ class Steps:
             self._bar.stop()
 
     def __call__(self, message: str) -> None:
+        if isinstance(message, Step):
+            if self._bar is not None:
+                self._bar.update(self._task, completed=message.done, total=message.total,
+                                 description=message.text)
+            return
         found = self._counter.search(message) if self._counter else None
         if self._bar is None:
             info(message)

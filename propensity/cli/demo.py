@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from propensity.cli.common import Steps, emit_json, info, took
+from propensity.progress import Step
 
 
 @dataclass
@@ -37,6 +38,13 @@ class DemoResult:
 
 
 _say: Any = info  # where stage headers and timings go (the demo's progress display while it runs)
+
+
+def _notes(message: str) -> None:
+    """A stage's progress inside the demo: its notes (counts), not its steps (the demo's bar counts
+    stages)."""
+    if not isinstance(message, Step):
+        info(message)
 
 
 def _stage(title: str) -> float:
@@ -79,10 +87,12 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     from fairness.promote import promote
     from fairness.stage import audit_model
     from features.batch.pipeline import build_features
-    from features.ingest.validate import read_table, validate_events
+    from features.ingest.tables import read_table
+    from features.ingest.validate import validate_events
     from features.segments.segmenter import Segmenter
     from features.segments.stage import segment_snapshot
-    from features.shop.generate import generate, load_generate_config, parse_disparity
+    from features.shop.config import load_generate_config, parse_disparity
+    from features.shop.generate import generate
     from propensity.cli.audit import print_audit
     from propensity.cli.segment import print_segments
     from propensity.cli.train import print_training
@@ -99,7 +109,7 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     t = _stage("1/7 generate a synthetic shop")
     spec = parse_disparity(disparity).model_dump() if disparity else None
     gen_cfg = load_generate_config(users=users, days=days, seed=seed, disparity=spec)
-    shop = generate(out / "shop", gen_cfg, progress=info)
+    shop = generate(out / "shop", gen_cfg, progress=_notes)
     s = shop.stats
     info(f"{s['users']} users, {s['days']} days: {s['events']} event rows ({s['duplicates']} duplicates, "
          f"{s['malformed']} malformed), {s['purchases']} purchases -> {shop.events.parent}")
@@ -114,7 +124,7 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     n_snapshots = max(2, min(4, (as_of - start - timedelta(days=7)) // spacing + 1))
     features_path = out / "features.parquet"
     built = build_features(shop.events, shop.users, as_of, horizon, n_snapshots, spacing, features_path,
-                           progress=info)
+                           progress=_notes)
     rate = "n/a" if built.label_rate is None else f"{built.label_rate:.1%}"
     info(f"{built.rows} rows ({built.users} users, {n_snapshots} snapshots every 7d up to {as_of.date()}), "
          f"label rate {rate}, {built.quarantined} rows quarantined -> {built.output}")

@@ -37,8 +37,8 @@ from propensity.cli.common import Steps, emit_json, took
 def generate(users: int | None, days: int | None, out: Path | None, seed: int | None,
              start: datetime | None, horizon_days: int | None, disparity: str | None,
              shifts: tuple[str, ...], no_sale: bool, config_path: Path | None, as_json: bool) -> None:
+    from features.shop.config import load_generate_config, parse_disparity
     from features.shop.generate import generate as run
-    from features.shop.generate import load_generate_config, parse_disparity
     from features.shop.shifts import parse_shift
     from propensity.paths import work_dir
 

@@ -36,7 +36,7 @@ def segment(features_path: str, out_dir: str, config_path: str | None, events_pa
         cfg.clustering.k = k
     with Steps(f"segmenting {features_path}", as_json=as_json) as steps:
         steps(f"segmenting {features_path} ...")
-        result = segment_snapshot(features_path, out_dir, cfg, events_path=events_path)
+        result = segment_snapshot(features_path, out_dir, cfg, events_path=events_path, progress=steps)
     if as_json:
         emit_json({**result.to_dict(), "paths": segment_paths(result), "seconds": steps.seconds})
         return
