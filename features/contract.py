@@ -93,6 +93,14 @@ USER_FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("consent", "bool", doc="personalization consent; absent: configurable default"),
 )}
 
+# Columns of a users file that describe a row rather than the user: not attributes, never stored on
+# the profile or used as features. ``updated_at``: several rows of one user are an error unless this
+# column is present, then the latest row wins (the one timestamp rule of features.ingest.eventtime).
+USER_ROW_FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("updated_at", "timestamp", doc="optional; with several rows of one user the latest wins"),
+)}
+UPDATED_AT = "updated_at"
+
 
 @lru_cache(maxsize=8)
 def _configured_age_range(config_dir: str) -> tuple[int, int]:
@@ -137,7 +145,8 @@ def markdown_tables() -> str:
             out.append(f"| `{f.name}` | {f.kind} | {required} | {'; '.join(allowed)} | {notes} |")
         return out
 
-    return "\n".join(["events:", "", *rows(EVENT_FIELDS), "", "users:", "", *rows(USER_FIELDS)]) + "\n"
+    return "\n".join(["events:", "", *rows(EVENT_FIELDS), "", "users:", "", *rows(USER_FIELDS),
+                      *rows(USER_ROW_FIELDS)[2:]]) + "\n"
 
 
 def _g(x: float | None) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.contract import EVENT_FIELDS, user_fields
+from features.contract import EVENT_FIELDS, UPDATED_AT, user_fields
 from features.ingest.checks import (
     ROW,
     RowChecks,
@@ -41,7 +41,6 @@ from features.ingest.tables import (
 )
 from propensity.errors import DataError
 
-UPDATED_AT = "updated_at"  # optional users column: the latest row of a user wins
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
