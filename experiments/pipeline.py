@@ -12,7 +12,7 @@ import polars as pl
 from experiments.aggregate import read_table, require_columns
 from experiments.analysis import analyze_experiment
 from experiments.config import ExperimentsConfig, load_experiments_config
-from experiments.exposure import cohort_activity, outcomes_from_exposures
+from experiments.exposure import cohort_activity, first_exposures, outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
@@ -32,6 +32,21 @@ def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings
         attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
         units = units.join(attrs, on="user_id", how="left")
     return units
+
+
+def read_exposures(path: str | Path) -> pl.DataFrame:
+    """An exposure table (user_id, variant, first_exposure, experiment if known) from ``path``: a
+    table of first exposures, the service's JSON Lines exposure log, or its prediction log (a
+    Parquet folder or file, or ``redis://HOST:PORT/DB#STREAM``)."""
+    source = str(path)
+    if source.startswith(("redis://", "rediss://")) or Path(path).is_dir():
+        from monitoring.log import scan_prediction_log
+
+        log = scan_prediction_log(path)
+        names = log.collect_schema().names()
+        return first_exposures(log.select(c for c in ("user_id", "experiment", "variant", "time")
+                                          if c in names).collect())
+    return first_exposures(read_table(path))
 
 
 def analyze_file(data: str | Path | None, variant_col: str, control: str, metrics: Sequence[str], *,
@@ -59,7 +74,7 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
         if data is not None:
             raise DataError("give either --data or --exposures/--events, not both")
         event_frame = read_table(events)
-        frame = units_from_exposures(read_table(exposures), event_frame, settings,
+        frame = units_from_exposures(read_exposures(exposures), event_frame, settings,
                                      read_table(attributes) if attributes else None, experiment)
         metrics = list(metrics) or ["converted", "revenue"]
         timestamp_col = timestamp_col or "first_exposure"
@@ -91,7 +106,8 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
 def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
                 inputs: Sequence[str | Path]) -> Any:
     """The report's title facts: experiment name, first-exposure period (UTC dates), unit count and a
-    digest of the input files (sha256 of their bytes, in order; first 16 hex digits)."""
+    digest of the input files (sha256 of their bytes, in order, a folder's Parquet files by name;
+    first 16 hex digits)."""
     import hashlib
 
     from experiments.report import ReportMeta
@@ -104,9 +120,14 @@ def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,
             period = f"{str(first)[:10]} to {str(last)[:10]} (first exposure, UTC)"
     digest = hashlib.sha256()
     for path in inputs:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        if str(path).startswith(("redis://", "rediss://")):  # a stream: its name, not its moving content
+            digest.update(str(path).rsplit("#", 1)[-1].encode())
+            continue
+        files = sorted(Path(path).rglob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+        for file in files:  # a prediction log folder: its files in name order
+            with open(file, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
     return ReportMeta(name, period, f"sha256:{digest.hexdigest()[:16]}", frame.height)
 
 
