@@ -1,6 +1,7 @@
 """The prediction log's cost (issue 14): `/predict` throughput with the log on against off, same run.
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog [--rounds 3] [--seconds 10] [--json out.json]
+    PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog --inprocess [--rounds 5] [--json out.json]
 
 Per round, in a rotated order so load changes hit both alike: ``propensity serve`` from this
 checkout (1 worker, in-process store, the default serving configuration with the access log off),
@@ -9,6 +10,12 @@ work folder, every feature vector kept); 2,000 live users loaded through PUT /us
 POST /events, a 3 s warm-up, then wrk at 16 connections for ``--seconds``. After each "on" server
 stops, the rows on disk are counted against the requests wrk sent (nothing may be missing).
 Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
+
+``--inprocess``: the same comparison without HTTP, on the engine the service runs
+(``serving.loader.build_engine``, default configuration): the wall time of ``engine.predict`` for
+every user in turn, three times, with the log off and on (rotated order per round); the "on" time
+includes the background thread's writes and a final flush, so the ratio is the log's whole CPU cost
+per answer, free of the HTTP stack's noise.
 """
 
 from __future__ import annotations
@@ -78,18 +85,64 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
     return result
 
 
+def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict[str, Any]:
+    """answers/s of ``engine.predict`` with the prediction log off and on (see the module doc)."""
+    import time
+
+    from features.live.profile import normalize_event
+    from serving.loader import build_engine
+
+    os.environ["PROPENSITY_HOME"] = str(workdir / "inprocess")
+    engines = {}
+    for on in (False, True):
+        engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}},
+                              log_predictions=on)
+        for user in shop[1]:
+            engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
+        engine.store.add_events([normalize_event(e) for e in shop[0]])
+        engines["on" if on else "off"] = engine
+    users = sorted({e["user_id"] for e in shop[0]}) * 3
+    out: list[dict[str, float]] = []
+    for i in range(rounds):
+        run: dict[str, float] = {}
+        for kind in (["off", "on"] if i % 2 == 0 else ["on", "off"]):
+            engine = engines[kind]
+            t0 = time.perf_counter()
+            for user in users:
+                engine.predict({"user_id": user})
+            if engine.prediction_log is not None:
+                engine.prediction_log.flush()
+            run[kind] = len(users) / (time.perf_counter() - t0)
+        run["ratio"] = run["on"] / run["off"]
+        print(json.dumps({"round": i + 1, **run}), flush=True)
+        out.append(run)
+    log = engines["on"].prediction_log
+    log.close()
+    return {"rounds": out, "median_ratio": statistics.median(r["ratio"] for r in out),
+            "median_answers_per_s": {k: statistics.median(r[k] for r in out) for k in ("off", "on")},
+            "written": log.written, "dropped": log.dropped, "answers": len(users) * rounds}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--inprocess", action="store_true", help="the engine without HTTP (see above)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-predlog-"))
     shop = _shop(args.users)
     model_path = workdir / "model.pkl"
     _train(shop, model_path)
-    rounds = []
+    if args.inprocess:
+        found = {"users": args.users, **inprocess(workdir, model_path, shop, args.rounds),
+                 "load_average": os.getloadavg()}
+        print(json.dumps({k: v for k, v in found.items() if k != "rounds"}, indent=2))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(found, indent=2))
+        return found
+    rounds: list[dict[str, Any]] = []
     for i in range(args.rounds):
         order = [False, True] if i % 2 == 0 else [True, False]
         run = {("on" if on else "off"): measure(on, workdir, model_path, shop, args.seconds) for on in order}
@@ -101,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "users": args.users, "seconds": args.seconds, "rounds": rounds, "median": median,
         "ratio_of_medians": median["on"]["requests_per_s"] / median["off"]["requests_per_s"],
-        "median_of_ratios": statistics.median(r["ratio"] for r in rounds), "load_average": os.getloadavg()}
+        "median_of_ratios": statistics.median(float(r["ratio"]) for r in rounds),
+        "load_average": os.getloadavg()}
     print(json.dumps({k: v for k, v in results.items() if k != "rounds"}, indent=2))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))
