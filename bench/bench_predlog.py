@@ -12,10 +12,11 @@ stops, the rows on disk are counted against the requests wrk sent (nothing may b
 Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
 
 ``--inprocess``: the same comparison without HTTP, on the engine the service runs
-(``serving.loader.build_engine``, default configuration): the wall time of ``engine.predict`` for
-every user in turn, three times, with the log off and on (rotated order per round); the "on" time
-includes the background thread's writes and a final flush, so the ratio is the log's whole CPU cost
-per answer, free of the HTTP stack's noise.
+(``serving.loader.build_engine``, default configuration, every feature vector logged): per round
+the wall time of ``engine.predict`` for every user in turn, three times, without the log and with
+it, then the time to write what it queued (one flush, timed apart); reports both throughputs, the
+write time per answer and its share of the answering time (timed seconds apart, so less exposed
+to the machine's load than two whole server runs).
 """
 
 from __future__ import annotations
@@ -86,40 +87,47 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
 
 
 def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict[str, Any]:
-    """answers/s of ``engine.predict`` with the prediction log off and on (see the module doc)."""
+    """The log's cost on one engine (see the module doc): per round, the wall time of answering
+    every user three times without the log, then with it (queueing only), then of writing what it
+    queued; the log's share of the work is (queueing extra + writing) / answering without it."""
     import time
 
     from features.live.profile import normalize_event
-    from serving.loader import build_engine
+    from serving.loader import logged_feature_kinds, build_engine
+    from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
 
-    os.environ["PROPENSITY_HOME"] = str(workdir / "inprocess")
-    engines = {}
-    for on in (False, True):
-        engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}},
-                              log_predictions=on)
-        for user in shop[1]:
-            engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
-        engine.store.add_events([normalize_event(e) for e in shop[0]])
-        engines["on" if on else "off"] = engine
+    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
+    for user in shop[1]:
+        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
+    engine.store.add_events([normalize_event(e) for e in shop[0]])
+    log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), feature_schema(logged_feature_kinds(engine)),
+                        flush_rows=10**9, flush_every_s=3600, max_buffer_rows=10**9)  # writes timed apart
     users = sorted({e["user_id"] for e in shop[0]}) * 3
+
+    def answer_all() -> float:
+        t0 = time.perf_counter()
+        for user in users:
+            engine.predict({"user_id": user})
+        return time.perf_counter() - t0
+
     out: list[dict[str, float]] = []
     for i in range(rounds):
-        run: dict[str, float] = {}
-        for kind in (["off", "on"] if i % 2 == 0 else ["on", "off"]):
-            engine = engines[kind]
-            t0 = time.perf_counter()
-            for user in users:
-                engine.predict({"user_id": user})
-            if engine.prediction_log is not None:
-                engine.prediction_log.flush()
-            run[kind] = len(users) / (time.perf_counter() - t0)
-        run["ratio"] = run["on"] / run["off"]
+        engine.prediction_log = None
+        off = answer_all()
+        engine.prediction_log = log
+        on = answer_all()
+        t0 = time.perf_counter()
+        log.flush()
+        write = time.perf_counter() - t0
+        run = {"off_answers_per_s": len(users) / off, "on_answers_per_s": len(users) / (on + write),
+               "write_us_per_answer": write / len(users) * 1e6, "write_share": write / off,
+               "wall_ratio": off / (on + write)}
         print(json.dumps({"round": i + 1, **run}), flush=True)
         out.append(run)
-    log = engines["on"].prediction_log
     log.close()
-    return {"rounds": out, "median_ratio": statistics.median(r["ratio"] for r in out),
-            "median_answers_per_s": {k: statistics.median(r[k] for r in out) for k in ("off", "on")},
+    keys = out[0].keys()
+    median = {k: statistics.median(r[k] for r in out) for k in keys}
+    return {"rounds": out, "median": median, "ratio_from_write_share": 1 / (1 + median["write_share"]),
             "written": log.written, "dropped": log.dropped, "answers": len(users) * rounds}
 
 

@@ -136,7 +136,7 @@ def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | 
                               decide=_rules(cfg), challenger=challenger, exposure_log=exposures,
                               segmenter=segmenter, metrics=metrics)
     if log_predictions:
-        engine.prediction_log = open_prediction_log(cfg, _feature_kinds(engine), metrics)
+        engine.prediction_log = open_prediction_log(cfg, logged_feature_kinds(engine), metrics)
     return engine
 
 
@@ -150,7 +150,7 @@ def _exposure_log(cfg: ServingConfig, log_predictions: bool) -> ExposureLog | No
     return ExposureLog(work_dir() / "exposures.jsonl")
 
 
-def _feature_kinds(engine: PredictionEngine) -> dict[str, str]:
+def logged_feature_kinds(engine: PredictionEngine) -> dict[str, str]:
     """The logged features: those the engine computes, with the engagement score."""
     kinds = {f.name: f.kind for f in engine.feature_set.features}
     kinds.setdefault("engagement_score", "numeric")
