@@ -93,15 +93,16 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
     import time
 
     from features.live.profile import normalize_event
-    from serving.loader import logged_feature_kinds, build_engine
+    from serving.loader import build_engine, logged_feature_kinds
     from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
 
     engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
     for user in shop[1]:
         engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
     engine.store.add_events([normalize_event(e) for e in shop[0]])
-    log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), feature_schema(logged_feature_kinds(engine)),
-                        flush_rows=10**9, flush_every_s=3600, max_buffer_rows=10**9)  # writes timed apart
+    schema = feature_schema(logged_feature_kinds(engine))
+    log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), schema, flush_rows=10**9,
+                        flush_every_s=3600, max_buffer_rows=10**9)  # its writes are timed apart
     users = sorted({e["user_id"] for e in shop[0]}) * 3
 
     def answer_all() -> float:
