@@ -90,7 +90,7 @@ class PredictionEngine:
         self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
         self._known_features = frozenset(self.feature_set.names) | _SEGMENT_COLUMNS
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
-        self._answers: OrderedDict[tuple, tuple[float, dict[str, Any], dict[str, Any]]] = OrderedDict()
+        self._answers: OrderedDict[tuple, tuple[float, dict[str, Any], dict[str, Any] | None]] = OrderedDict()
 
     # -- profiles -------------------------------------------------------------------------------
 
@@ -229,7 +229,9 @@ class PredictionEngine:
             answer["features"] = json_ready(features)
             answer["worker_pid"] = os.getpid()
         if plan.cache_key is not None:
-            self._answers[plan.cache_key] = (time.monotonic(), answer, features)
+            # The vector is kept only for the prediction log (cache hits are logged with it too).
+            kept = features if self.prediction_log is not None else None
+            self._answers[plan.cache_key] = (time.monotonic(), answer, kept)
             if len(self._answers) > self.cfg.cache.max_users:
                 self._answers.popitem(last=False)
         return self._exposed(answer, features)
