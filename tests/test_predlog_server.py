@@ -27,9 +27,7 @@ from server_support import start_server
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
 from features.batch.snapshot import build_snapshot
-from monitoring.config import load_monitor_config
 from monitoring.log import scan_prediction_log
-from monitoring.stage import monitor
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -139,13 +137,22 @@ def _monitor_reads_the_log(shop: dict, folder: Path, n: int) -> None:
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", (shop["tmp"] / "art").as_uri()))
     model_uri = register_model(shop["model"])
     events, users = clean_frames(shop["events"], shop["raw_users"])
-    reference = build_snapshot(events, users, AS_OF - timedelta(days=7), timedelta(days=7))
-    cfg = load_monitor_config(overrides={"tracking": {"uri": uri, "log_to_mlflow": False}})
-    result = monitor(model_uri, predictions=folder, events=shop["tmp"] / "events.jsonl", reference=reference,
-                     cfg=cfg, out_dir=shop["tmp"] / "monitor", record=False)
-    assert sum(w.predictions for w in result.windows) == n
-    assert {w.model_version for w in result.windows} == {"file"}
-    assert any(w.drift for w in result.windows)  # the logged feature vectors were read
+    build_snapshot(events, users, AS_OF - timedelta(days=7), timedelta(days=7)).write_parquet(
+        shop["tmp"] / "reference.parquet")
+    config = shop["tmp"] / "monitor.yaml"
+    config.write_text(f"tracking: {{uri: '{uri}', log_to_mlflow: false}}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPENSITY_HOME": str(shop["tmp"] / "mon"),
+           "MLFLOW_TRACKING_URI": uri}
+    tmp = shop["tmp"]
+    cmd = [sys.executable, "-m", "propensity.cli", "monitor", "--model", model_uri, "--predictions",
+           str(folder), "--events", str(tmp / "events.jsonl"), "--reference", str(tmp / "reference.parquet"),
+           "--config", str(config), "--out", str(tmp / "monitor"), "--no-record", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=shop["tmp"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    windows = json.loads(done.stdout)["windows"]
+    assert sum(w["predictions"] for w in windows) == n
+    assert {w["model_version"] for w in windows} == {"file"}
+    assert all("events_30d" in w["drift"] for w in windows)  # the logged feature vectors were read
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
