@@ -19,6 +19,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "training": ("bench.bench_training", [], ["--rows", "50000", "--search-seconds", "20", "--repeats", "1"]),
     "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),
     "serving": ("bench.bench_serving", [], ["--users", "2000", "--seconds", "5"]),
+    "predlog": ("bench.bench_predlog", [], ["--rounds", "1", "--seconds", "5", "--users", "500"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
 }
 

@@ -1,7 +1,9 @@
 """Exposure log + outcome events (SPEC events contract) -> one row per exposed user.
 
 Exposure log columns: ``user_id``, ``variant``, ``first_exposure`` (time) and optionally
-``experiment``. A conversion is a ``purchase`` event in [first exposure, first exposure + window).
+``experiment``; or what the service writes (a ``time`` per answer: the prediction log, or the
+JSON Lines exposure log), whose first time per user, experiment and variant is the first exposure
+(:func:`first_exposures`). A conversion is a ``purchase`` event in [first exposure, first exposure + window).
 Events before the first exposure never count; repeated ``event_id`` values count once.
 """
 
@@ -28,6 +30,23 @@ def _utc(frame: pl.DataFrame, col: str) -> pl.Expr:
             return expr.dt.replace_time_zone("UTC")
         return expr.dt.convert_time_zone("UTC")
     raise DataError(f"column '{col}' is not a timestamp (type {dtype})")
+
+
+def first_exposures(log: pl.DataFrame) -> pl.DataFrame:
+    """An exposure table from a log of answers (``user_id``, ``variant``, ``time``, optionally
+    ``experiment``): one row per user, experiment and variant with ``first_exposure`` = its earliest
+    ``time``. Answers outside any experiment (null ``experiment``, or no user) are left out; a table
+    that already has ``first_exposure`` is returned as it is."""
+    if "first_exposure" in log.columns:
+        return log
+    require_columns(log, ["user_id", "variant", "time"], "exposure log")
+    keys = ["user_id", "experiment", "variant"] if "experiment" in log.columns else ["user_id", "variant"]
+    enrolled = log.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
+    if enrolled.is_empty():
+        raise DataError("exposure log: no answer was given inside an experiment "
+                        "(serving experiment.enabled was off while it was written)")
+    return (enrolled.with_columns(_utc(enrolled, "time").alias("time"))
+            .group_by(keys).agg(pl.col("time").min().alias("first_exposure")).sort("first_exposure"))
 
 
 def exposed_users(exposures: pl.DataFrame, experiment: str | None = None) -> pl.DataFrame:

@@ -12,7 +12,7 @@ import polars as pl
 from experiments.aggregate import read_table, require_columns
 from experiments.analysis import analyze_experiment
 from experiments.config import ExperimentsConfig, load_experiments_config
-from experiments.exposure import cohort_activity, outcomes_from_exposures
+from experiments.exposure import cohort_activity, first_exposures, outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
@@ -36,6 +36,21 @@ def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings
         attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
         units = units.join(attrs, on="user_id", how="left")
     return units
+
+
+def read_exposures(path: str | Path) -> pl.DataFrame:
+    """An exposure table (user_id, variant, first_exposure, experiment if known) from ``path``: a
+    table of first exposures, the service's JSON Lines exposure log, or its prediction log (a
+    Parquet folder or file, or ``redis://HOST:PORT/DB#STREAM``)."""
+    source = str(path)
+    if source.startswith(("redis://", "rediss://")) or Path(path).is_dir():
+        from monitoring.log import scan_prediction_log
+
+        log = scan_prediction_log(path)
+        names = log.collect_schema().names()
+        return first_exposures(log.select(c for c in ("user_id", "experiment", "variant", "time")
+                                          if c in names).collect())
+    return first_exposures(read_table(path))
 
 
 def analyze_file(data: str | Path | None, variant_col: str, control: str, metrics: Sequence[str], *,
@@ -104,7 +119,7 @@ def _read_units(data: str | Path | None, exposures: str | Path | None, events: s
         if data is not None:
             raise DataError("give either --data or --exposures/--events, not both")
         event_frame = read_table(events)
-        frame = units_from_exposures(read_table(exposures), event_frame, settings,
+        frame = units_from_exposures(read_exposures(exposures), event_frame, settings,
                                      read_table(attributes) if attributes else None, experiment)
         return frame, event_frame
     if data is None:

@@ -1,8 +1,9 @@
 """The prediction log: one record per answered prediction, and how outcomes are joined to it.
 
-This is the one place the schema is defined. The service appends these records (Parquet files in a
-folder, or one file); ``propensity monitor --predictions LOG`` and the backfill mode both produce
-and read this shape.
+This is the one place the schema is defined. The service appends these records (serving/predlog.py:
+Parquet files in a folder, or a Redis stream); ``propensity monitor --predictions LOG`` and the
+backfill mode both produce and read this shape. LOG is a Parquet file, a folder of them (searched
+recursively), or ``redis://HOST:PORT/DB#STREAM_KEY`` (the stream the service writes).
 
 | column | type | notes |
 |---|---|---|
@@ -11,6 +12,7 @@ and read this shape.
 | user_id | string | |
 | model_name, model_version | string | the registered model that answered |
 | variant | string | experiment arm (``champion``/``challenger``/...) or null |
+| experiment | string | the experiment the user was enrolled in when it answered (null: none) |
 | probability | float64 | P(convert within the horizon) |
 | segment, journey_stage, decision | string | as answered (null when not computed) |
 | source | string | where the features came from: ``profile`` (online store), ``features`` (sent |
@@ -24,17 +26,21 @@ it is *labelled* once ``time + horizon`` is not after the latest event time seen
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from propensity.errors import DataError
+from propensity.redact import redact
 
 UTC_US = pl.Datetime("us", "UTC")
 LOG_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(), "time": UTC_US, "user_id": pl.String(), "model_name": pl.String(),
-    "model_version": pl.String(), "variant": pl.String(), "probability": pl.Float64(),
+    "model_version": pl.String(), "variant": pl.String(), "experiment": pl.String(),
+    "probability": pl.Float64(),
     "segment": pl.String(), "journey_stage": pl.String(), "decision": pl.String(), "source": pl.String(),
 }
 REQUIRED = ("time", "user_id", "model_version", "probability")
@@ -45,16 +51,32 @@ def scan_prediction_log(path: str | Path) -> pl.LazyFrame:
 
     Raises :class:`DataError` for a missing path or a log without the required columns.
     """
+    if str(path).startswith(("redis://", "rediss://")):
+        return _normalized(read_prediction_stream(str(path)).lazy(), redact(str(path)))
     path = Path(path)
     if path.is_dir():
         files = sorted(path.rglob("*.parquet"))
         if not files:
             raise DataError(f"{path}: no .parquet files in the prediction log folder")
-        lf = pl.scan_parquet(files)
+        lf = _scan_files(files)
     elif path.exists():
         lf = pl.scan_parquet(path)
     else:
         raise DataError(f"{path}: prediction log not found")
+    return _normalized(lf, str(path))
+
+
+def _scan_files(files: list[Path]) -> pl.LazyFrame:
+    """One scan of files whose columns may differ (a service restarted with a model computing other
+    features): the union of their columns, null where a file lacks one."""
+    union: dict[str, pl.DataType] = {}
+    for file in files:
+        for name, dtype in pl.read_parquet_schema(file).items():
+            union.setdefault(name, dtype)
+    return pl.scan_parquet(files, schema=union, missing_columns="insert", extra_columns="ignore")
+
+
+def _normalized(lf: pl.LazyFrame, path: str) -> pl.LazyFrame:
     names = lf.collect_schema().names()
     missing = [c for c in REQUIRED if c not in names]
     if missing:
@@ -68,6 +90,34 @@ def scan_prediction_log(path: str | Path) -> pl.LazyFrame:
         time = time.str.to_datetime(time_zone="UTC")
     return lf.with_columns(time.dt.cast_time_unit("us").alias("time"),
                            pl.col("model_version").cast(pl.String))
+
+
+def read_prediction_stream(url: str, batch: int = 10_000) -> pl.DataFrame:
+    """Every record of the Redis stream ``redis://HOST:PORT/DB#STREAM_KEY`` (one JSON object per
+    entry, field ``record``) as a frame; DataError when the URL names no stream or it is empty."""
+    import redis
+
+    address, _, key = url.partition("#")
+    if not key:
+        raise DataError(f"{redact(url)}: name the stream after '#', e.g. redis://127.0.0.1:6379/0#propensity:predictions")
+    client = redis.Redis.from_url(address, socket_connect_timeout=2.0)
+    lines: list[bytes] = []
+    start = "-"
+    try:
+        while True:
+            entries: Any = client.xrange(key, min=start, max="+", count=batch)
+            lines.extend(fields[b"record"] for _, fields in entries)
+            if len(entries) < batch:
+                break
+            start = "(" + entries[-1][0].decode()
+    except redis.RedisError as exc:
+        raise DataError(f"{redact(address)}: cannot read the prediction stream ({exc})") from None
+    finally:
+        client.close()
+    if not lines:
+        raise DataError(f"{redact(address)}#{key}: the prediction stream is empty or absent")
+    return pl.read_ndjson(io.BytesIO(b"\n".join(lines)), infer_schema_length=None,
+                          schema_overrides={"model_version": pl.String()})
 
 
 def with_outcomes(log: pl.LazyFrame, purchases: pl.LazyFrame, horizon: timedelta,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -60,8 +61,28 @@ class ExperimentConfig(StrictModel):
     salt: str = "propensity"
     challenger_share: float = Field(default=0.1, ge=0, le=1)
     challenger_model: str = "models:/propensity-conversion@challenger"
-    exposure_log: str | None = Field(default=None,
-                                      description="JSONL path; null = <work_dir>/exposures.jsonl")
+    exposure_log: str | None = Field(
+        default=None, description="a separate JSONL exposure log; null = the prediction log is the exposure "
+                                  "log (<work_dir>/exposures.jsonl when the prediction log is off)")
+
+
+class PredictionLogConfig(StrictModel):
+    """The prediction log (serving/predlog.py): every answer, written off the request path."""
+
+    enabled: bool = True
+    backend: Literal["auto", "file", "redis"] = Field(
+        default="auto", description="auto = a Redis stream when the store is Redis, else Parquet files")
+    path: str | None = Field(default=None,
+                             description="folder of the Parquet files; null = <work_dir>/predictions")
+    stream: str = Field(default="predictions", description="Redis stream key, after store.key_prefix")
+    stream_max_len: int = Field(default=1_000_000, ge=1000,
+                                description="Redis stream entries kept (approximate trimming)")
+    feature_share: float = Field(default=1.0, ge=0, le=1,
+                                 description="share 0..1 of records that carry the feature vector")
+    flush_rows: int = Field(default=5000, ge=1, description="write when this many records wait")
+    flush_every_s: float = Field(default=5.0, gt=0, le=3600, description="write at least this often, seconds")
+    max_buffer_rows: int = Field(default=100_000, ge=1,
+                                 description="records held in memory at most; beyond, dropped and counted")
 
 
 class ServingConfig(StrictModel):
@@ -88,6 +109,7 @@ class ServingConfig(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ingest: OnlineIngestConfig = Field(default_factory=OnlineIngestConfig)
     default_decision: str = "default"

@@ -84,12 +84,13 @@ class PredictionEngine:
         self.exposures = exposure_log
         self.segmenter = segmenter
         self.metrics = metrics  # serving.metrics.ServiceMetrics (or None: nothing counted)
+        self.prediction_log: Any = None  # serving.predlog.PredictionLog, set by the loader (or None)
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
         # The features the models were trained with (their stored specs), not this machine's config.
         self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
         self._known_features = frozenset(self.feature_set.names) | _SEGMENT_COLUMNS
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
-        self._answers: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._answers: OrderedDict[tuple, tuple[float, dict[str, Any], dict[str, Any] | None]] = OrderedDict()
 
     # -- profiles -------------------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class PredictionEngine:
             key = (user_id, version, raw_as_of, ctx_key, debug)
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return self._exposed(hit[1], cached=True), None
+                return self._exposed(hit[1], hit[2], cached=True), None
         state = self._state(user_id)
         profile = state.profile
         if profile.deleted:
@@ -174,10 +175,13 @@ class PredictionEngine:
             features["segment"] = segment_for(float(score), self.seg_cfg)
         return _Plan(user_id, features, context, source, debug, cache_key, loaded, variant)
 
-    def _exposed(self, answer: dict[str, Any], cached: bool = False) -> dict[str, Any]:
-        """Count every prediction served, cached or not, and record its exposure when experimenting."""
+    def _exposed(self, answer: dict[str, Any], features: Mapping[str, Any] | None,
+                 cached: bool = False) -> dict[str, Any]:
+        """Count and log every prediction served, cached or not; record its exposure when experimenting."""
         if self.metrics is not None:
             self.metrics.prediction(answer, cached)
+        if self.prediction_log is not None:
+            self.prediction_log.append(answer, features)
         if self.exposures is not None and self.cfg.experiment.enabled and answer["user_id"]:
             self.exposures.record(answer["user_id"], self.cfg.experiment.name, answer["variant"],
                                   answer["model"]["name"], answer["model"]["version"])
@@ -225,10 +229,12 @@ class PredictionEngine:
             answer["features"] = json_ready(features)
             answer["worker_pid"] = os.getpid()
         if plan.cache_key is not None:
-            self._answers[plan.cache_key] = (time.monotonic(), answer)
+            # The vector is kept only for the prediction log (cache hits are logged with it too).
+            kept = features if self.prediction_log is not None else None
+            self._answers[plan.cache_key] = (time.monotonic(), answer, kept)
             if len(self._answers) > self.cfg.cache.max_users:
                 self._answers.popitem(last=False)
-        return self._exposed(answer)
+        return self._exposed(answer, features)
 
     def predict_batch(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``/predict`` for each request, same order; a bad item raises DataError naming its index."""

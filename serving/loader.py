@@ -18,6 +18,7 @@ from propensity.errors import ConfigError
 from propensity.paths import work_dir
 from serving.config import ServingConfig, load_serving_config
 from serving.engine import LoadedModel, PredictionEngine
+from serving.predlog import open_prediction_log
 from serving.scoring import ExposureLog
 from training.registry import load_model as registry_load
 from training.registry import resolve_version, use_store
@@ -106,10 +107,11 @@ def preload_users(store: ProfileStore, users_path: str, consent_default: bool = 
 
 
 def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | None = None,
-                 metrics: Any = None) -> PredictionEngine:
+                 metrics: Any = None, log_predictions: bool = False) -> PredictionEngine:
     """The engine described by ``settings`` (config path, model URI, store overrides, users file);
     ``carried`` (the model a bento carries) replaces the configured champion; ``metrics``
-    (:class:`serving.metrics.ServiceMetrics`) counts what it serves."""
+    (:class:`serving.metrics.ServiceMetrics`) counts what it serves; with ``log_predictions`` (the
+    service) every answer goes to the configured prediction log (serving/predlog.py)."""
     settings = settings if settings is not None else settings_from_env()
     cfg = resolve_config(settings.get("config_path"), settings.get("model_uri"), settings.get("store"),
                          settings.get("tracking_uri"))
@@ -117,7 +119,7 @@ def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | 
     challenger = exposures = None
     if cfg.experiment.enabled:
         challenger = load_model(cfg.experiment.challenger_model, cfg)
-        exposures = ExposureLog(cfg.experiment.exposure_log or work_dir() / "exposures.jsonl")
+        exposures = _exposure_log(cfg, log_predictions)
     store = make_profile_store(cfg.store)
     # A store down at start-up is not fatal: /readyz says 503 and requests get 503 until it answers.
     if settings.get("users_path") and not settings.get("users_preloaded"):
@@ -130,9 +132,29 @@ def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | 
         from features.segments.segmenter import Segmenter
 
         segmenter = Segmenter.load(cfg.segmenter)
-    return PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
-                            decide=_rules(cfg), challenger=challenger, exposure_log=exposures,
-                            segmenter=segmenter, metrics=metrics)
+    engine = PredictionEngine(cfg, store, champion, load_segments_config(cfg.segments_config),
+                              decide=_rules(cfg), challenger=challenger, exposure_log=exposures,
+                              segmenter=segmenter, metrics=metrics)
+    if log_predictions:
+        engine.prediction_log = open_prediction_log(cfg, logged_feature_kinds(engine), metrics)
+    return engine
+
+
+def _exposure_log(cfg: ServingConfig, log_predictions: bool) -> ExposureLog | None:
+    """A separate JSONL exposure log: when configured, or when there is no prediction log (which
+    otherwise is the exposure log: ``propensity ab analyze --exposures <work_dir>/predictions``)."""
+    if cfg.experiment.exposure_log is not None:
+        return ExposureLog(cfg.experiment.exposure_log)
+    if log_predictions and cfg.prediction_log.enabled:
+        return None
+    return ExposureLog(work_dir() / "exposures.jsonl")
+
+
+def logged_feature_kinds(engine: PredictionEngine) -> dict[str, str]:
+    """The logged features: those the engine computes, with the engagement score."""
+    kinds = {f.name: f.kind for f in engine.feature_set.features}
+    kinds.setdefault("engagement_score", "numeric")
+    return kinds
 
 
 def forget_online_user(user_id: str, config_path: str | None = None) -> bool:

@@ -4,7 +4,10 @@
 - ``propensity_events_total{outcome}``: events applied, duplicate, dropped (user deleted), refused
   (the request failed validation);
 - ``propensity_cache_hits_total``: answers served from the per-user prediction cache;
-- ``propensity_score``: a histogram of the probabilities served.
+- ``propensity_score``: a histogram of the probabilities served;
+- ``propensity_prediction_log_written_total``: records written to the prediction log;
+- ``propensity_prediction_log_dropped_total{reason}``: records that could not be (``buffer_full``,
+  ``write_error``, ``closed``), see serving/predlog.py.
 
 BentoML's metric wrappers share the worker processes' multiprocess registry, so every worker's
 counts add up. Label children are cached: one dictionary lookup per answer on the hot path.
@@ -36,6 +39,12 @@ class ServiceMetrics:
         self._score = bentoml.metrics.Histogram(
             name="propensity_score", documentation="Probabilities served (share 0..1)",
             buckets=SCORE_BUCKETS)
+        self._log_written = bentoml.metrics.Counter(
+            name="propensity_prediction_log_written_total", documentation="Prediction log records written")
+        self._log_dropped = bentoml.metrics.Counter(
+            name="propensity_prediction_log_dropped_total",
+            documentation="Prediction log records that could not be written, by reason",
+            labelnames=["reason"])
         self._children: dict[tuple[str, str, str, str], Any] = {}
 
     def prediction(self, answer: Mapping[str, Any], cached: bool) -> None:
@@ -55,3 +64,11 @@ class ServiceMetrics:
         for outcome, n in zip(EVENT_OUTCOMES, (applied, duplicate, dropped, refused), strict=True):
             if n:
                 self._events.labels(outcome).inc(n)
+
+    def log_written(self, n: int) -> None:
+        """Count ``n`` prediction log records written (called by the log's flushing thread)."""
+        self._log_written.inc(n)
+
+    def log_dropped(self, reason: str, n: int) -> None:
+        """Count ``n`` prediction log records lost for ``reason``."""
+        self._log_dropped.labels(reason).inc(n)

@@ -72,7 +72,7 @@ class PropensityService:
     def __init__(self) -> None:
         # A bento always serves the model it carries; from a checkout, the configured one.
         self.engine = build_engine(SETTINGS, carried=carried_model(PropensityService),
-                                   metrics=ServiceMetrics())
+                                   metrics=ServiceMetrics(), log_predictions=True)
         set_service_version()
         # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
         self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
@@ -91,6 +91,12 @@ class PropensityService:
     async def _schedule_gc(self) -> None:
         """Collections run between requests on this worker's event loop (serving.gc_policy)."""
         gc_policy.schedule_collection(_CFG.gc_every_s)
+
+    @bentoml.on_shutdown
+    def _close_prediction_log(self) -> None:
+        """Write the prediction log's pending records before the worker exits."""
+        if self.engine.prediction_log is not None:
+            self.engine.prediction_log.close()
 
     def __is_ready__(self) -> bool:
         return self.engine.store.ping()

@@ -65,12 +65,18 @@ def file_digest(path: str | Path) -> dict[str, Any]:
 
 def files_digest(paths: list[str | Path]) -> str:
     """``sha256:<first 16 hex>`` of the bytes of ``paths`` read in order (one file: its sha256sum),
-    the dataset digest a report shows for its inputs."""
+    the dataset digest a report shows for its inputs. A folder (a prediction log) counts as its
+    Parquet files in name order; a Redis stream address as its stream name (not its moving content)."""
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        if str(path).startswith(("redis://", "rediss://")):
+            digest.update(str(path).rsplit("#", 1)[-1].encode())
+            continue
+        files = sorted(Path(path).rglob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+        for file in files:
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
     return "sha256:" + digest.hexdigest()[:16]
 
 

@@ -100,8 +100,10 @@ def _parse_split(text: str | None) -> Any:
 @ab.command("analyze")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="unit-level rows or a per-variant summary table (.parquet, .csv, .jsonl)")
-@click.option("--exposures", type=click.Path(dir_okay=False), default=None,
-              help="exposure log (user_id, variant, first_exposure[, experiment]) instead of --data")
+@click.option("--exposures", default=None,
+              help="exposure log instead of --data: user_id, variant, first_exposure[, experiment], or "
+                   "what the service writes (its prediction log folder <work>/predictions, a Redis "
+                   "stream redis://HOST:PORT/DB#STREAM, or exposures.jsonl): first time per user")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="events (SPEC contract)")
 @click.option("--attributes", type=click.Path(dir_okay=False), default=None,
               help="per-user columns (covariates, segments) joined to the exposure log")

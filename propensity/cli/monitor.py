@@ -15,8 +15,9 @@ from propensity.cli.common import emit_json, info
                     "realised and estimated AUC, calibration, drift against the training data, "
                     "selection-rate ratios, alerts, an HTML report and a monitoring run in MLflow.")
 @click.option("--model", "model_uri", required=True, help="models:/NAME/V, models:/NAME@alias or runs:/...")
-@click.option("--predictions", type=click.Path(path_type=Path), default=None,
-              help="Prediction log: a Parquet file or folder (schema: monitoring/log.py).")
+@click.option("--predictions", default=None,
+              help="Prediction log: a Parquet file or folder (what the service writes, "
+                   "<work>/predictions), or redis://HOST:PORT/DB#STREAM (schema: monitoring/log.py).")
 @click.option("--events", type=click.Path(path_type=Path), default=None,
               help="Events file: outcomes (purchases); in backfill mode also the snapshots scored.")
 @click.option("--users", type=click.Path(path_type=Path), default=None, help="Users (CRM) file.")
@@ -31,7 +32,7 @@ from propensity.cli.common import emit_json, info
               help="Monitor config YAML [configs/monitor.yaml].")
 @click.option("--no-record", is_flag=True, help="Do not log a monitoring run to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def monitor(model_uri: str, predictions: Path | None, events: Path | None, users: Path | None,
+def monitor(model_uri: str, predictions: str | None, events: Path | None, users: Path | None,
             start: datetime | None, end: datetime | None, every: str | None, reference: Path | None,
             out: Path | None, config_path: Path | None, no_record: bool, as_json: bool) -> None:
     from features.batch.config import parse_duration

@@ -1,0 +1,175 @@
+"""The prediction log's cost (issue 14): `/predict` throughput with the log on against off, same run.
+
+    PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog [--rounds 3] [--seconds 10] [--json out.json]
+    PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog --inprocess [--rounds 5] [--json out.json]
+
+Per round, in a rotated order so load changes hit both alike: ``propensity serve`` from this
+checkout (1 worker, in-process store, the default serving configuration with the access log off),
+once with ``prediction_log.enabled: false`` and once with the default log (Parquet files in the
+work folder, every feature vector kept); 2,000 live users loaded through PUT /users and
+POST /events, a 3 s warm-up, then wrk at 16 connections for ``--seconds``. After each "on" server
+stops, the rows on disk are counted against the requests wrk sent (nothing may be missing).
+Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
+
+``--inprocess``: the same comparison without HTTP, on the engine the service runs
+(``serving.loader.build_engine``, default configuration, every feature vector logged): per round
+the wall time of ``engine.predict`` for every user in turn, three times, without the log and with
+it, then the time to write what it queued (one flush, timed apart); reports both throughputs, the
+write time per answer and its share of the answering time (timed seconds apart, so less exposed
+to the machine's load than two whole server runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.bench_serving import ROOT, _free_port, _ingest, _shop, _stop, _train, _wait_ready
+
+
+def wrk(url: str, users: list[str], seconds: int, workdir: Path) -> dict[str, float]:
+    """requests/s, p99 (ms), requests sent and non-2xx of POST /predict at 16 connections."""
+    script = workdir / "predict.lua"
+    ids = ",".join(f'"{u}"' for u in users)
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local ids = {{{ids}}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n"
+        '  local body = \'{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"}\'\n'
+        '  return wrk.format(nil, "/predict", nil, body)\nend\n')
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
+            "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds: int) -> dict[str, Any]:
+    """One server (log on or off): load the users, warm up, measure; with the log, count its rows."""
+    run_dir = Path(tempfile.mkdtemp(prefix="on-" if log_on else "off-", dir=workdir))
+    config = run_dir / "serving.yaml"
+    config.write_text(f"access_log: false\nprediction_log:\n  enabled: {str(log_on).lower()}\n")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPENSITY_HOME": str(run_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model_path),
+                             "--port", str(port), "--config", str(config)], cwd=ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    users = sorted({e["user_id"] for e in shop[0]})
+    try:
+        _wait_ready(url, proc)
+        _ingest(url, shop[1], shop[0])
+        warm = wrk(url, users, 3, run_dir)
+        result: dict[str, Any] = wrk(url, users, seconds, run_dir)
+    finally:
+        _stop(proc)  # SIGTERM: the service writes what its log still holds
+    if log_on:
+        import polars as pl
+
+        files = sorted((run_dir / "predictions").rglob("*.parquet"))
+        rows = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
+        result["log_rows"] = rows
+        result["log_files"] = len(files)
+        result["requests_sent"] = warm["requests"] + result["requests"]  # wrk may leave some unanswered
+    return result
+
+
+def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict[str, Any]:
+    """The log's cost on one engine (see the module doc): per round, the wall time of answering
+    every user three times without the log, then with it (queueing only), then of writing what it
+    queued; the log's share of the work is (queueing extra + writing) / answering without it."""
+    import time
+
+    from features.live.profile import normalize_event
+    from serving.loader import build_engine, logged_feature_kinds
+    from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
+
+    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
+    for user in shop[1]:
+        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
+    engine.store.add_events([normalize_event(e) for e in shop[0]])
+    schema = feature_schema(logged_feature_kinds(engine))
+    log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), schema, flush_rows=10**9,
+                        flush_every_s=3600, max_buffer_rows=10**9)  # its writes are timed apart
+    users = sorted({e["user_id"] for e in shop[0]}) * 3
+
+    def answer_all() -> float:
+        t0 = time.perf_counter()
+        for user in users:
+            engine.predict({"user_id": user})
+        return time.perf_counter() - t0
+
+    out: list[dict[str, float]] = []
+    for i in range(rounds):
+        engine.prediction_log = None
+        off = answer_all()
+        engine.prediction_log = log
+        on = answer_all()
+        t0 = time.perf_counter()
+        log.flush()
+        write = time.perf_counter() - t0
+        run = {"off_answers_per_s": len(users) / off, "on_answers_per_s": len(users) / (on + write),
+               "write_us_per_answer": write / len(users) * 1e6, "write_share": write / off,
+               "wall_ratio": off / (on + write)}
+        print(json.dumps({"round": i + 1, **run}), flush=True)
+        out.append(run)
+    log.close()
+    keys = out[0].keys()
+    median = {k: statistics.median(r[k] for r in out) for k in keys}
+    return {"rounds": out, "median": median, "ratio_from_write_share": 1 / (1 + median["write_share"]),
+            "written": log.written, "dropped": log.dropped, "answers": len(users) * rounds}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--inprocess", action="store_true", help="the engine without HTTP (see above)")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-predlog-"))
+    shop = _shop(args.users)
+    model_path = workdir / "model.pkl"
+    _train(shop, model_path)
+    if args.inprocess:
+        found = {"users": args.users, **inprocess(workdir, model_path, shop, args.rounds),
+                 "load_average": os.getloadavg()}
+        print(json.dumps({k: v for k, v in found.items() if k != "rounds"}, indent=2))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(found, indent=2))
+        return found
+    rounds: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        order = [False, True] if i % 2 == 0 else [True, False]
+        run = {("on" if on else "off"): measure(on, workdir, model_path, shop, args.seconds) for on in order}
+        run["ratio"] = run["on"]["requests_per_s"] / run["off"]["requests_per_s"]
+        print(json.dumps({"round": i + 1, **run}), flush=True)
+        rounds.append(run)
+    median = {k: {m: statistics.median(r[k][m] for r in rounds) for m in ("requests_per_s", "p99_ms")}
+              for k in ("off", "on")}
+    results: dict[str, Any] = {
+        "users": args.users, "seconds": args.seconds, "rounds": rounds, "median": median,
+        "ratio_of_medians": median["on"]["requests_per_s"] / median["off"]["requests_per_s"],
+        "median_of_ratios": statistics.median(float(r["ratio"]) for r in rounds),
+        "load_average": os.getloadavg()}
+    print(json.dumps({k: v for k, v in results.items() if k != "rounds"}, indent=2))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

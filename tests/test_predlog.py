@@ -1,0 +1,180 @@
+"""The prediction log writer (serving/predlog.py) and its readers, in process: rows and types,
+feature sampling, atomic files, bounded memory, counted drops, the Redis stream, and the exposure
+view that `propensity ab analyze` reads."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import redis
+from conftest import REDIS_HOST, REDIS_PORT, _require
+
+from experiments.exposure import first_exposures
+from experiments.pipeline import read_exposures
+from monitoring.log import LOG_SCHEMA, scan_prediction_log
+from propensity.errors import DataError
+from serving.predlog import (
+    ParquetFolderSink,
+    PredictionLog,
+    RedisStreamSink,
+    feature_schema,
+    records_frame,
+)
+
+KINDS = {"events_30d": "numeric", "days_since_last_event": "numeric", "country": "categorical",
+         "segment": "categorical", "engagement_score": "numeric"}
+
+
+def _answer(i: int, variant: str = "champion", user: str | None = None) -> dict:
+    return {"user_id": user if user is not None else f"u{i}", "probability": i / 100,
+            "segment": "hot" if i % 2 else None, "journey_stage": "browse", "decision": "default",
+            "variant": variant, "source": "profile", "model": {"name": "m", "version": "3"}}
+
+
+def _features(i: int) -> dict:
+    return {"events_30d": float(i), "days_since_last_event": math.nan, "country": "fr", "segment": "hot",
+            "engagement_score": 0.5, "not_a_feature": 1}
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.written = 0
+        self.dropped: dict[str, int] = {}
+
+    def log_written(self, n: int) -> None:
+        self.written += n
+
+    def log_dropped(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
+    records = [(1_700_000_000_000_000 + i, _answer(i), _features(i)) for i in range(4)]
+    records.append((1_700_000_000_000_009, _answer(9, user=""), None))  # raw features, cache-less
+    frame = records_frame(records, feature_schema(KINDS), 1.0, np.random.default_rng(0), "p", 10, "exp")
+    assert frame.columns[:len(LOG_SCHEMA)] == list(LOG_SCHEMA)
+    assert {c: frame.schema[c] for c in LOG_SCHEMA} == LOG_SCHEMA
+    assert frame["request_id"].to_list() == ["p-10", "p-11", "p-12", "p-13", "p-14"]
+    assert frame["time"][0].timestamp() == pytest.approx(1_700_000_000.0)
+    assert frame["model_version"].to_list() == ["3"] * 5
+    assert frame["experiment"].to_list() == ["exp"] * 4 + [None]  # no user: no enrolment
+    assert frame["segment"].to_list() == [None, "hot", None, "hot", "hot"]  # the answer's, not the vector's
+    assert frame["events_30d"].to_list() == [0.0, 1.0, 2.0, 3.0, None]
+    assert frame["days_since_last_event"].null_count() == 5  # NaN is stored as null
+    assert frame.schema["country"] == pl.String and "not_a_feature" not in frame.columns
+
+
+def test_features_of_odd_types_are_coerced_not_lost() -> None:
+    odd = {"events_30d": "7", "country": 3, "days_since_last_event": "soon"}
+    frame = records_frame([(0, _answer(0), odd)], feature_schema(KINDS), 1.0, np.random.default_rng(0),
+                          "p", 0)
+    got = frame.row(0, named=True)
+    assert (got["events_30d"], got["country"], got["days_since_last_event"]) == (7.0, "3", None)
+
+
+def test_feature_share_samples_the_vectors_not_the_records() -> None:
+    records = [(i, _answer(i), _features(i)) for i in range(4000)]
+    frame = records_frame(records, feature_schema(KINDS), 0.25, np.random.default_rng(1), "p", 0)
+    share = frame["events_30d"].is_not_null().mean()
+    assert frame.height == 4000 and abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
+
+
+def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> None:
+    counts = Counts()
+    log = PredictionLog(ParquetFolderSink(tmp_path / "log"), feature_schema(KINDS), flush_rows=40,
+                        flush_every_s=60, counters=counts)
+    for i in range(40):
+        log.append(_answer(i), _features(i))
+    deadline = time.monotonic() + 20
+    while log.written < 40 and time.monotonic() < deadline:  # the size trigger, long before the timer
+        time.sleep(0.05)
+    assert log.written == 40
+    for i in range(40, 100):
+        log.append(_answer(i), _features(i))
+    log.close()
+    files = sorted((tmp_path / "log").rglob("*"))
+    assert not [f for f in files if f.name.endswith(".tmp")]
+    assert len([f for f in files if f.suffix == ".parquet"]) == 2
+    frame = scan_prediction_log(tmp_path / "log").collect().sort("probability")
+    assert frame.height == 100 and frame["request_id"].n_unique() == 100
+    assert frame["user_id"].to_list() == [f"u{i}" for i in range(100)]
+    assert (log.written, counts.written, counts.dropped) == (100, 100, {})
+    log.append(_answer(0), None)  # after close: counted, not written
+    assert counts.dropped == {"closed": 1}
+
+
+def test_the_queue_is_bounded_and_the_overflow_counted(tmp_path: Path) -> None:
+    counts = Counts()
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=1000,
+                        flush_every_s=60, max_buffer_rows=5, counters=counts)
+    for i in range(8):
+        log.append(_answer(i), None)
+    log.close()
+    assert counts.dropped == {"buffer_full": 3} and counts.written == 5
+    assert scan_prediction_log(tmp_path).collect().height == 5
+
+
+def test_an_unwritable_target_counts_its_records_as_dropped(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    counts = Counts()
+    log = PredictionLog(ParquetFolderSink(blocker / "log"), feature_schema(KINDS), flush_every_s=60,
+                        counters=counts)
+    for i in range(7):
+        log.append(_answer(i), _features(i))
+    assert log.flush() == 0
+    log.close()
+    assert counts.dropped == {"write_error": 7} and counts.written == 0
+
+
+def test_the_redis_stream_holds_the_records(tmp_path: Path) -> None:
+    _require("Redis", REDIS_HOST, REDIS_PORT)
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    key = f"test:{uuid.uuid4().hex[:10]}:predictions"
+    log = PredictionLog(RedisStreamSink(url, key, 10_000), feature_schema(KINDS), flush_rows=30,
+                        flush_every_s=60)
+    try:
+        for i in range(50):
+            log.append(_answer(i), _features(i))
+        log.close()
+        frame = scan_prediction_log(f"{url}#{key}").collect().sort("probability")
+        assert frame.height == 50 and frame["user_id"].to_list() == [f"u{i}" for i in range(50)]
+        assert frame.schema["time"] == LOG_SCHEMA["time"] and frame["events_30d"].to_list() == list(
+            map(float, range(50)))
+    finally:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT).delete(key)
+
+
+def test_first_exposure_is_the_first_answer_per_user_and_variant(tmp_path: Path) -> None:
+    log = PredictionLog(ParquetFolderSink(tmp_path / "log"), feature_schema(KINDS), experiment="exp1",
+                        flush_every_s=60)
+    for i in range(6):  # u0..u2, each answered twice; anonymous answers are not exposures
+        log.append(_answer(i, "challenger" if i % 3 == 1 else "champion", user=f"u{i % 3}"), None)
+        log.append(_answer(i, user=""), None)
+    log.close()
+    times = scan_prediction_log(tmp_path / "log").collect().filter(pl.col("user_id") != "")
+    expected = times.group_by("user_id").agg(pl.col("time").min()).sort("user_id")
+    exposures = read_exposures(tmp_path / "log").sort("user_id")
+    assert exposures["user_id"].to_list() == ["u0", "u1", "u2"]
+    assert exposures["variant"].to_list() == ["champion", "challenger", "champion"]
+    assert exposures["experiment"].to_list() == ["exp1"] * 3
+    assert exposures["first_exposure"].to_list() == expected["time"].to_list()
+
+
+def test_the_jsonl_exposure_log_and_first_exposure_tables_are_still_read(tmp_path: Path) -> None:
+    jsonl = tmp_path / "exposures.jsonl"
+    line = '{"user_id": "a", "experiment": "e", "variant": "champion", "time": "2026-01-0%dT00:00:00Z"}\n'
+    jsonl.write_text(line % 2 + line % 1)
+    got = read_exposures(jsonl)
+    assert got.height == 1 and str(got["first_exposure"][0])[:10] == "2026-01-01"
+    table = pl.DataFrame({"user_id": ["a"], "variant": ["B"], "first_exposure": ["2026-01-01T00:00:00Z"]})
+    assert first_exposures(table) is table
+    with pytest.raises(DataError, match="inside an experiment"):
+        first_exposures(pl.DataFrame({"user_id": ["a"], "variant": ["champion"], "experiment": [None],
+                                      "time": ["2026-01-01T00:00:00Z"]}))
