@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "ceiling": ("bench.bench_ceiling", ["--rounds", "3", "--seconds", "10", "--soak-minutes", "10"],
                 ["--rounds", "1", "--seconds", "5", "--soak-minutes", "2"]),
     "engine": ("bench.bench_engine", [], ["--requests", "4000", "--rounds", "1"]),
+    "asgi": ("bench.bench_asgi", [], ["--requests", "2000", "--rounds", "1"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
 }
 
