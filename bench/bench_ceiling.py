@@ -1,7 +1,7 @@
 """The service against BentoML's own ceiling (issue 12), every run in the same session, repeated.
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.bench_ceiling [--rounds 3] [--seconds 10]
-        [--before DIR] [--soak 600] [--json out.json]
+        [--before DIR] [--soak-minutes 10] [--json out.json]
 
 Per round, interleaved so the machine's load hits every server alike (wrk, loopback, 2 and 16
 connections, 2,000 live users loaded through PUT /users and POST /events, answers for "now",
@@ -14,8 +14,11 @@ the default serving configuration with the access log off):
 - ``service_before``: ``propensity serve`` from ``--before DIR`` (a checkout of an older commit,
   e.g. ``git archive BASE | tar -x -C DIR``), when given.
 
-``--soak S``: afterwards, the service under 16 connections for S seconds; its resident memory
-(all processes of the server) is sampled every 10 s and reported at 60 s and at the end.
+``--soak-minutes M`` (or ``--soak S`` seconds): afterwards, the service under 16 connections for
+that long; its resident memory (all processes of the server) is sampled every 10 s and reported
+after 1 minute and at the end, with the growth between them (the issue's bound: within 10%).
+``--soak-only`` skips the rounds. The table of the rounds (medians and ratios to the tuned no-op)
+is printed as Markdown at the end, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -155,6 +158,31 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+LABELS = {"bentoml_default": "BentoML no-op, default",
+          "bentoml_tuned": "BentoML no-op, frozen heap + GC off (tuned)",
+          "starlette": "bare Starlette no-op", "service_before": "service before", "service": "**service**"}
+
+
+def markdown(rounds: list[dict[str, Any]]) -> str:
+    """The rounds and their medians as one Markdown table, ratios to the tuned no-op of the same round."""
+    head = ("| round | server | req/s c2 | p99 ms c2 | req/s c16 | p99 ms c16 | req/s vs tuned (c16) "
+            "| p99 vs tuned (c2) | p99 vs tuned (c16) | non-2xx |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    median = _summary(rounds)
+    for name, run in [*((str(i + 1), r) for i, r in enumerate(rounds)), ("median", median)]:
+        tuned = run["bentoml_tuned"]
+        for kind in [k for k in LABELS if k in run]:
+            c2, c16 = run[kind]["c2"], run[kind]["c16"]
+            lines.append(
+                f"| {name} | {LABELS[kind]} | {c2['requests_per_s']:,.0f} | {c2['p99_ms']:.1f} "
+                f"| {c16['requests_per_s']:,.0f} | {c16['p99_ms']:.1f} "
+                f"| {c16['requests_per_s'] / tuned['c16']['requests_per_s']:.2f} "
+                f"| {c2['p99_ms'] / tuned['c2']['p99_ms']:.2f} "
+                f"| {c16['p99_ms'] / tuned['c16']['p99_ms']:.2f} "
+                f"| {c2['non_2xx'] + c16['non_2xx']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -162,8 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", type=Path, default=None, help="checkout of the commit to compare with")
     parser.add_argument("--soak", type=int, default=0, help="seconds of the memory run (0: none)")
+    parser.add_argument("--soak-minutes", type=float, default=0, help="minutes of the memory run (0: none)")
+    parser.add_argument("--soak-only", action="store_true", help="only the memory run, no rounds")
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
+    soak_s = args.soak or int(args.soak_minutes * 60)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
     shop = _shop(args.users)
     model_path = workdir / "model.pkl"
@@ -172,16 +203,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.before is not None:
         kinds.append("service_before")
     rounds = []
-    for i in range(args.rounds):
+    load_before = os.getloadavg()
+    for i in range(0 if args.soak_only else args.rounds):
         order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]  # rotate: no kind always runs first
         run = {kind: measure(kind, workdir, model_path, shop, args.seconds, args.before) for kind in order}
         print(json.dumps({"round": i + 1, **run}), flush=True)
         rounds.append(run)
     results: dict[str, Any] = {"users": args.users, "seconds": args.seconds, "rounds": rounds,
-                               "median": _summary(rounds), "load_average": os.getloadavg()}
-    if args.soak:
-        results["soak"] = soak(workdir, model_path, shop, args.soak)
+                               "median": _summary(rounds) if rounds else {},
+                               "load_average": {"start": load_before, "end": os.getloadavg()}}
+    if soak_s:
+        results["soak"] = soak(workdir, model_path, shop, soak_s)
     print(json.dumps({k: v for k, v in results.items() if k != "rounds"}, indent=2))
+    if rounds:
+        print(markdown(rounds))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))
     return results

@@ -20,6 +20,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),
     "serving": ("bench.bench_serving", [], ["--users", "2000", "--seconds", "5"]),
     "predlog": ("bench.bench_predlog", [], ["--rounds", "1", "--seconds", "5", "--users", "500"]),
+    # issue 12: the service beside BentoML's ceilings (one same-run table), its own per-request work
+    # in-process, and resident memory over a 10-minute run (quick: 2 minutes)
+    "ceiling": ("bench.bench_ceiling", ["--rounds", "3", "--seconds", "10", "--soak-minutes", "10"],
+                ["--rounds", "1", "--seconds", "5", "--soak-minutes", "2"]),
+    "engine": ("bench.bench_engine", [], ["--requests", "4000", "--rounds", "1"]),
+    "asgi": ("bench.bench_asgi", [], ["--requests", "2000", "--rounds", "1"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
 }
 

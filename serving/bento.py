@@ -3,9 +3,12 @@
 The chosen registered version (``--model`` > ``PROPENSITY_MODEL`` > ``model:`` of
 ``configs/serving.yaml``, from the store ``MLFLOW_TRACKING_URI`` names) is imported into the BentoML
 model store as ``propensity-model:<name>-v<version>`` (the pickled :class:`ConversionModel` and its
-registry coordinates). The bento lists that model, installs the project's runtime requirements
-pinned with their whole dependency closure (not the development lock), and its service always
-serves the model it carries (:func:`carried_model`), whatever registry the serving machine sees.
+registry coordinates). With the champion/challenger split on (``experiment.enabled``), the
+challenger version (``experiment.challenger_model``) is imported the same way and travels too;
+the bento's labels ``champion`` and ``challenger`` name which carried model plays which part. The
+bento lists its models, installs the project's runtime requirements pinned with their whole
+dependency closure (not the development lock), and its service always serves the models it carries
+(:func:`carried_models`), whatever registry the serving machine sees.
 """
 
 from __future__ import annotations
@@ -83,18 +86,26 @@ def _tag_part(name: str) -> str:
 
 def build_bento(model_uri: str | None = None, config_path: str | None = None,
                 tracking_uri: str | None = None) -> BuildResult:
-    """Import the model (see :func:`import_model`) and build the bento that carries it."""
+    """Import the model (and the challenger when the split is on, see :func:`import_model`) and
+    build the bento that carries them."""
     import bentoml
 
     from training.requirements import locked_runtime_requirements
 
     tag, uri, name, version = import_model(model_uri, config_path, tracking_uri)
+    labels = {"project": "propensity", "model": f"{_tag_part(name)}-v{version}",
+              "champion": _version_part(tag)}
+    models: list[Any] = [tag]
+    experiment = load_serving_config(config_path).experiment
+    if experiment.enabled:
+        challenger = import_model(experiment.challenger_model, config_path, tracking_uri)[0]
+        labels["challenger"] = _version_part(challenger)
+        models += [challenger] if challenger != tag else []
     requirements = locked_runtime_requirements()
     bento = bentoml.bentos.build(
         "serving.service:PropensityService", name=BENTO_NAME, build_ctx=str(ROOT),
         description=_description(), include=INCLUDE, exclude=["tests/", "work/", "bench/", "__pycache__/"],
-        labels={"project": "propensity", "model": f"{_tag_part(name)}-v{version}"},
-        models=[tag],
+        labels=labels, models=models,
         # Pinned closure, no re-lock: `bentoml build` would otherwise install uv to lock it.
         python={"packages": requirements, "lock_packages": False},
         docker={"python_version": PYTHON_VERSION},
@@ -111,19 +122,36 @@ def _description() -> str:
         return "propensity"
 
 
+def _version_part(tag: str) -> str:
+    return tag.split(":", 1)[1]
+
+
 def carried_model(service: Any) -> LoadedModel | None:
-    """The model a bento carries (None when the service runs from a checkout, not from a bento)."""
+    """The champion a bento carries (None when the service runs from a checkout, not from a bento)."""
+    return carried_models(service)[0]
+
+
+def carried_models(service: Any) -> tuple[LoadedModel | None, LoadedModel | None]:
+    """(champion, challenger) a bento carries; None for a part it does not carry (a checkout: both)."""
     bento = getattr(service, "bento", None)
     if bento is None:
-        return None
+        return None, None
+    stored = [m.tag for m in bento.info.models if m.tag.name == BENTO_MODEL]
+    if not stored:
+        return None, None
+    labels = bento.info.labels or {}
+    by_version = {str(t.version): t for t in stored}
+    champion = by_version.get(labels.get("champion", ""), stored[0])  # older bentos: their one model
+    challenger = by_version.get(labels["challenger"]) if "challenger" in labels else None
+    return _load_carried(champion), _load_carried(challenger) if challenger is not None else None
+
+
+def _load_carried(tag: Any) -> LoadedModel:
     import bentoml
 
     from training.model import ConversionModel
 
-    tags = [m.tag for m in bento.info.models if m.tag.name == BENTO_MODEL]
-    if not tags:
-        return None
-    stored = bentoml.models.get(tags[0])
+    stored = bentoml.models.get(tag)
     meta = stored.info.metadata
     return LoadedModel(ConversionModel.load(stored.path_of(PICKLE)), str(meta["model_name"]),
                        str(meta["model_version"]))

@@ -88,6 +88,10 @@ class PredictionEngine:
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
         # The features the models were trained with (their stored specs), not this machine's config.
         self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
+        for loaded in (champion, challenger):  # the models' serving caches, before the heap is frozen
+            prepare = getattr(loaded.model if loaded else None, "prepare_serving", None)
+            if prepare is not None:
+                prepare()
         self._known_features = frozenset(self.feature_set.names) | _SEGMENT_COLUMNS
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
         self._answers: OrderedDict[tuple, tuple[float, dict[str, Any], dict[str, Any] | None]] = OrderedDict()

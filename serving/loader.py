@@ -107,18 +107,20 @@ def preload_users(store: ProfileStore, users_path: str, consent_default: bool = 
 
 
 def build_engine(settings: dict[str, Any] | None = None, carried: LoadedModel | None = None,
-                 metrics: Any = None, log_predictions: bool = False) -> PredictionEngine:
+                 metrics: Any = None, carried_challenger: LoadedModel | None = None,
+                 log_predictions: bool = False) -> PredictionEngine:
     """The engine described by ``settings`` (config path, model URI, store overrides, users file);
-    ``carried`` (the model a bento carries) replaces the configured champion; ``metrics``
-    (:class:`serving.metrics.ServiceMetrics`) counts what it serves; with ``log_predictions`` (the
-    service) every answer goes to the configured prediction log (serving/predlog.py)."""
+    ``carried`` and ``carried_challenger`` (the models a bento carries) replace the configured
+    champion and challenger; ``metrics`` (:class:`serving.metrics.ServiceMetrics`) counts what it
+    serves; with ``log_predictions`` (the service) every answer goes to the configured prediction
+    log (serving/predlog.py)."""
     settings = settings if settings is not None else settings_from_env()
     cfg = resolve_config(settings.get("config_path"), settings.get("model_uri"), settings.get("store"),
                          settings.get("tracking_uri"))
     champion = carried or load_model(cfg.model, cfg)
     challenger = exposures = None
     if cfg.experiment.enabled:
-        challenger = load_model(cfg.experiment.challenger_model, cfg)
+        challenger = carried_challenger or load_model(cfg.experiment.challenger_model, cfg)
         exposures = _exposure_log(cfg, log_predictions)
     store = make_profile_store(cfg.store)
     # A store down at start-up is not fatal: /readyz says 503 and requests get 503 until it answers.

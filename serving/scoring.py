@@ -51,9 +51,9 @@ class ProfileState:
         """The features of ``feature_set`` (default: the configured set) plus ``engagement_score``,
         ``journey_stage`` and ``segment`` at ``as_of``."""
         out = online_features(self.profile, as_of_us, feature_set)
-        out["engagement_score"] = self.engagement.score_at(as_of_us)
+        out["engagement_score"], segment = self.engagement.score_and_segment_at(as_of_us)
         out["journey_stage"] = self.journey.stage_at(as_of_us)
-        out["segment"] = self.engagement.segment_at(as_of_us)
+        out["segment"] = segment
         return out
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.privacy import LedgerSync, apply_ledger, open_ledger, resolve_ledger
 from serving import gc_policy
 from serving.auth import Authenticator, insecure_from_env, load_keys
-from serving.bento import carried_model
+from serving.bento import carried_models
 from serving.errors import error_response, install_log_filter, is_store_outage, logger
 from serving.loader import build_engine, resolve_config, settings_from_env
 from serving.metrics import ServiceMetrics
@@ -70,8 +70,9 @@ class PropensityService:
     """Conversion propensity for the content engine, from the live profile store."""
 
     def __init__(self) -> None:
-        # A bento always serves the model it carries; from a checkout, the configured one.
-        self.engine = build_engine(SETTINGS, carried=carried_model(PropensityService),
+        # A bento always serves the models it carries; from a checkout, the configured ones.
+        champion, challenger = carried_models(PropensityService)
+        self.engine = build_engine(SETTINGS, carried=champion, carried_challenger=challenger,
                                    metrics=ServiceMetrics(), log_predictions=True)
         set_service_version()
         # One ledger location for every process: the runner resolved it; a bento resolves it the same way.

@@ -86,12 +86,18 @@ def test_the_bento_lists_the_model_it_carries(built: Built) -> None:
 
 
 def test_the_bento_installs_pinned_runtime_requirements_only(built: Built) -> None:
-    lines = (built.bento / "env" / "python" / "requirements.txt").read_text().split()
-    pins = dict(line.split("==") for line in lines if "==" in line)
-    names = {n.lower() for n in pins}
+    from packaging.requirements import Requirement
+
+    lines = (built.bento / "env" / "python" / "requirements.txt").read_text().splitlines()
+    reqs = [Requirement(line) for line in lines if "==" in line and not line.startswith("#")]
+    pins = {r.name.lower(): str(r.specifier).removeprefix("==") for r in reqs}
     for runtime in ("bentoml", "mlflow", "xgboost", "polars", "redis"):
-        assert pins[next(n for n in pins if n.lower() == runtime)] == metadata.version(runtime)
-    assert not names & {"pytest", "pytest-xdist", "mypy", "ruff", "hypothesis", "pyspark", "uv"}
+        assert pins[runtime] == metadata.version(runtime)
+    assert not set(pins) & {"pytest", "pytest-xdist", "mypy", "ruff", "hypothesis", "pyspark", "uv"}
+    # XGBoost without NVIDIA's NCCL: its CPU-only build where published, itself elsewhere
+    assert "nvidia-nccl-cu12" not in pins and pins["xgboost-cpu"] == metadata.version("xgboost")
+    assert [r.marker is not None and r.marker.evaluate() for r in reqs if r.name.startswith("xgboost")
+            ].count(True) == 1
 
 
 def test_the_dockerfile_installs_the_bento_requirements_and_runs_the_bento(built: Built) -> None:
@@ -109,6 +115,35 @@ def test_build_of_a_missing_model_names_the_store(built: Built) -> None:
                          env=built.env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "error:" in out.stderr and built.store in out.stderr and "nope" in out.stderr
+
+
+def test_the_challenger_travels_in_the_bento_when_the_split_is_on(built: Built) -> None:
+    import mlflow
+    import yaml
+
+    from training.registry import log_conversion_model, register, use_store
+
+    use_store(built.store)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("bento-test").experiment_id):
+        info = log_conversion_model(built.model)
+    assert register(info.model_uri, "propensity-conversion", "challenger", {}) == "2"
+    config = built.tmp / "split.yaml"
+    config.write_text("experiment:\n  enabled: true\n")
+    out = subprocess.run([PY, "-m", "propensity.cli", "build", "--json", "--config", str(config)], cwd=ROOT,
+                         env=built.env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    manifest = yaml.safe_load((Path(result["path"]) / "bento.yaml").read_text())
+    assert [m["tag"] for m in manifest["models"]] == ["propensity-model:propensity-conversion-v1",
+                                                      "propensity-model:propensity-conversion-v2"]
+    # what the bento's service loads: the carried champion and challenger (in the bento's BENTOML_HOME)
+    script = ("import sys, bentoml; from serving.bento import carried_models; "
+              "service = type('S', (), {'bento': bentoml.bentos.get(sys.argv[1])}); "
+              "print(*[m.version for m in carried_models(service)])")
+    out = subprocess.run([PY, "-c", script, result["bento_tag"]], cwd=ROOT, env=built.env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["1", "2"]
 
 
 # -- the clean environment (CI only) --------------------------------------------------------------

@@ -70,10 +70,25 @@ def test_a_missing_model_is_an_error_naming_the_store(clean_env, tmp_path) -> No
     assert store in str(err.value) and "nothing" in str(err.value)
 
 
-def test_artifacts_live_next_to_a_file_store_or_where_the_user_says(tmp_path) -> None:
+def test_artifacts_live_next_to_a_file_store_or_where_the_user_says(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", raising=False)
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     assert artifact_location(store) == (tmp_path / "store" / "mlartifacts").as_uri()
     assert artifact_location(store, "s3://bucket/artifacts") == "s3://bucket/artifacts"
+    monkeypatch.setenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", "gs://shared/mlflow")
+    assert artifact_location(store) == "gs://shared/mlflow"
+    assert artifact_location(store, "s3://bucket/artifacts") == "s3://bucket/artifacts"
+
+
+def test_a_shared_store_never_defaults_to_the_training_machines_disk(monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", raising=False)
+    assert artifact_location("http://mlflow.internal:5000") is None  # the server's proxied default
+    with pytest.raises(ConfigError) as err:
+        artifact_location("postgresql://ml:s3cret@db:5432/mlflow")
+    assert "tracking.artifact_location" in str(err.value) and "MLFLOW_DEFAULT_ARTIFACT_ROOT" in str(err.value)
+    assert "s3cret" not in str(err.value)
+    monkeypatch.setenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", "s3://bucket/mlflow")
+    assert artifact_location("postgresql://ml:s3cret@db:5432/mlflow") == "s3://bucket/mlflow"
 
 
 def test_gc_policy_collects_cycles_between_requests_with_the_collector_off() -> None:

@@ -24,14 +24,17 @@ import polars as pl
 import xgboost as xgb
 from mlflow.pyfunc import PythonModel
 
+from training.booster_calls import BoosterCalls, booster_calls
 from training.calibration import Calibrator
 from training.families import get_family
 from training.preprocess import FeatureEncoder, Frame
-from training.scorer import Reason, booster_reasons, explainer_reasons
+from training.scorer import Reason, booster_reasons, contribution_reasons, explainer_reasons
+from training.tree_arrays import TreeArrays, tree_arrays
 
 EPS = 1e-12
 SMALL_BATCH = 2048  # rows up to which one thread predicts faster than a pool
-_CACHES = ("_one_booster", "_explainer", "_raw_groups")
+ARRAY_BATCH = 64  # rows up to which the numpy forest (training.tree_arrays) beats XGBoost's calls
+_CACHES = ("_one_booster", "_booster_calls", "_tree_arrays", "_explainer", "_raw_groups")
 
 @dataclass
 class ConversionModel:
@@ -75,8 +78,13 @@ class ConversionModel:
         return self.encoder.transform(self._prepared(frame))
 
     def _raw_proba(self, X: np.ndarray) -> np.ndarray:
+        arrays = self.tree_arrays() if len(X) <= ARRAY_BATCH else None
+        if arrays is not None:
+            return arrays.predict(X)
         if self.booster is not None and len(X) <= SMALL_BATCH:
-            p = self._single_booster().inplace_predict(X, validate_features=False)
+            calls = self.booster_calls()
+            p = calls.predict(X) if calls is not None else \
+                self._single_booster().inplace_predict(X, validate_features=False)
             return np.asarray(p, dtype=np.float64)
         return get_family(self.family).predict(self.estimator, X)
 
@@ -111,6 +119,30 @@ class ConversionModel:
             self.__dict__["_one_booster"] = one
         return one
 
+    def booster_calls(self) -> BoosterCalls | None:
+        """The single-threaded booster's C calls without the wrapper's per-call cost (None: not an
+        XGBoost model, or a library whose numbers differ; then the public API serves)."""
+        if "_booster_calls" not in self.__dict__:
+            self.__dict__["_booster_calls"] = (booster_calls(self._single_booster(), self.encoder.n_columns_)
+                                               if self.booster is not None else None)
+        calls: BoosterCalls | None = self.__dict__["_booster_calls"]
+        return calls
+
+    def tree_arrays(self) -> TreeArrays | None:
+        """The booster as numpy node arrays for small batches (None: not an XGBoost model, or one
+        :func:`training.tree_arrays.tree_arrays` cannot reproduce exactly)."""
+        if "_tree_arrays" not in self.__dict__:
+            booster = self._single_booster() if self.booster is not None else None
+            self.__dict__["_tree_arrays"] = tree_arrays(booster) if booster is not None else None
+        arrays: TreeArrays | None = self.__dict__["_tree_arrays"]
+        return arrays
+
+    def prepare_serving(self) -> None:
+        """Build the serving caches now (at start-up, before the heap is frozen), not on the first request."""
+        if self.booster is not None:
+            self.booster_calls()
+            self.tree_arrays()
+
     def predict_one(self, features: Mapping[str, Any]) -> float:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
         return float(self.predict_rows([features])[0])
@@ -140,6 +172,11 @@ class ConversionModel:
             reasons = explainer_reasons(self, rows, top_k, approximate) if top_k > 0 else [[] for _ in rows]
             return probs, reasons
         X = self._rows(rows)
+        arrays = self.tree_arrays() if approximate and top_k > 0 and len(X) <= ARRAY_BATCH else None
+        if arrays is not None:  # probabilities and Saabas contributions in one walk of the trees
+            p, contributions = arrays.predict_with_contributions(X)
+            probs = self.calibrator.apply(p) if self.calibrator is not None else p
+            return probs, contribution_reasons(self, contributions, top_k)
         reasons = booster_reasons(self, X, top_k, approximate) if top_k > 0 else [[] for _ in rows]
         return self.predict_matrix(X), reasons
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 MODEL_ENV = "PROPENSITY_MODEL"
+ARTIFACT_ROOT_ENV = "MLFLOW_DEFAULT_ARTIFACT_ROOT"  # as `mlflow server --default-artifact-root` reads it
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:/(\d+|latest)|@([\w-]+))?")
 # The project's top-level packages a pickled model may reference (copied next to the model).
 _ROOT = Path(__file__).resolve().parent.parent
@@ -72,14 +73,26 @@ def use_store(uri: str | None = None) -> str:
     return resolved
 
 
-def artifact_location(uri: str, configured: str | None = None) -> str:
-    """Where a new experiment keeps its artifacts: ``configured``, else next to a file store
-    (``<folder of mlflow.db>/mlartifacts``), else ``<work_dir>/mlartifacts``; never the current folder."""
-    if configured:
-        return configured
+def artifact_location(uri: str, configured: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts, never the current folder nor a folder of the
+    machine that happens to train:
+
+    1. ``configured`` (``tracking.artifact_location``), else ``MLFLOW_DEFAULT_ARTIFACT_ROOT``;
+    2. a file store (SQLite): next to it, ``<folder of mlflow.db>/mlartifacts``, so they travel together;
+    3. a tracking server (``http(s)://``, ``databricks``): None, the server's own (proxied) default;
+    4. any other shared store (PostgreSQL, MySQL): a ConfigError asking for a location every machine
+       that reads the store can reach (``s3://...``, ``gs://...``, a shared mount).
+    """
+    chosen = configured or os.environ.get(ARTIFACT_ROOT_ENV)
+    if chosen:
+        return chosen
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return (work_dir() / "mlartifacts").resolve().as_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    raise ConfigError(f"tracking.artifact_location: the store {store_label(uri)} is shared, so its artifacts "
+                      f"need a location every machine can read (s3://..., gs://..., a shared mount); set "
+                      f"tracking.artifact_location or {ARTIFACT_ROOT_ENV}")
 
 
 def choose_model_uri(flag: str | None, configured: str) -> str:

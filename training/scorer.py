@@ -52,11 +52,19 @@ def booster_reasons(model: Any, X: np.ndarray, top_k: int, approximate: bool) ->
     columns (``name=value``) and missing indicators are summed back to their raw feature."""
     import xgboost as xgb
 
-    # One thread: on a busy 2-core box OpenMP start-up dominates a few rows by far.
-    out = model._single_booster().predict(xgb.DMatrix(X, nthread=1), pred_contribs=True,
-                                          approx_contribs=approximate, validate_features=False)
+    calls = model.booster_calls()
+    if calls is not None:  # the same C calls without the wrapper's ~0.3 ms (training.booster_calls)
+        out = calls.contributions(X, approximate)
+    else:  # one thread: on a busy 2-core box OpenMP start-up dominates a few rows by far
+        out = model._single_booster().predict(xgb.DMatrix(X, nthread=1), pred_contribs=True,
+                                              approx_contribs=approximate, validate_features=False)
+    return contribution_reasons(model, out, top_k)
+
+
+def contribution_reasons(model: Any, contributions: np.ndarray, top_k: int) -> list[list[Reason]]:
+    """Reasons of rows of encoded-column contributions (the last column the bias, left out)."""
     names, groups = _raw_groups(model)
-    totals = np.asarray(out, dtype=np.float64)[:, :-1] @ groups  # rows x raw features
+    totals = np.asarray(contributions, dtype=np.float64)[:, :-1] @ groups  # rows x raw features
     return [top_reasons(names, row, top_k) for row in totals]
 
 

@@ -3,7 +3,8 @@
 Which store, and registering/loading models, live in :mod:`training.registry`. Default store:
 ``sqlite:///<work_dir>/mlflow.db`` with artifacts next to it (``mlartifacts``). A PostgreSQL URL
 (``postgresql://user@host:5432/db``) in ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` is the scaled-out
-backend; nothing else changes.
+backend; its artifacts go where ``tracking.artifact_location`` or ``MLFLOW_DEFAULT_ARTIFACT_ROOT``
+says (a location every machine reading the store can reach, never the training machine's disk).
 """
 
 from __future__ import annotations

@@ -244,7 +244,12 @@ class EngagementState:
 
     def segment_at(self, as_of: datetime | str | int) -> str:
         """The segment name of :meth:`score_at` (``below_segment`` without history before ``as_of``)."""
+        return self.score_and_segment_at(as_of)[1]
+
+    def score_and_segment_at(self, as_of: datetime | str | int) -> tuple[float, str]:
+        """:meth:`score_at` and :meth:`segment_at` with the score computed once (the serving path)."""
         now = epoch_us(as_of)
+        score = self.score_at(now)
         if self._earliest is None or self._earliest >= now:
-            return self._cfg.below_segment
-        return segment_for(self.score_at(now), self._cfg)
+            return score, self._cfg.below_segment
+        return score, segment_for(score, self._cfg)
