@@ -195,6 +195,11 @@ class LogisticRegressionFamily(Family):
             ctx.report(N_STEPS - 1, _auc(ctx.y_val, self.predict(model, ctx.X_val)))
         return model
 
+    def predict(self, estimator: Any, X: np.ndarray) -> np.ndarray:
+        # In float64: scikit-learn computes a float32 matrix's dot product in float32, whose rounding
+        # depends on the batch shape (one row vs many differed by ~6e-8; serving batches rows).
+        return np.asarray(estimator.predict_proba(np.asarray(X, dtype=np.float64))[:, 1], dtype=np.float64)
+
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     XGBoostFamily(), HistGradientBoostingFamily(), RandomForestFamily(), LogisticRegressionFamily())}
