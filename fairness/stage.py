@@ -101,8 +101,8 @@ def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig, int
     return audit_arrays(y, model.predict_proba(frame), sensitive, top_share=cfg.selection.top_share,
                         probability=cfg.selection.probability, min_group_size=cfg.min_group_size,
                         intersections=cfg.intersections, y_pred=y_pred,
-                        n_boot=cfg.confidence.n_boot if intervals else 0,
-                        level=cfg.confidence.level, seed=cfg.confidence.seed)
+                        intervals=cfg.confidence.method if intervals and cfg.confidence.method != "off" else None,
+                        level=cfg.confidence.level, n_boot=cfg.confidence.n_boot, seed=cfg.confidence.seed)
 
 
 _ODDS_METRICS = ("equalized_odds", "equal_opportunity")  # metric name prefixes an odds constraint targets
