@@ -45,7 +45,8 @@ PLANTED = "country=fr:0.3"
 METHODS = ("point", "naive_bootstrap", "gate")
 
 
-def oracle_rows(users: int, seed: int, disparity: str | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def oracle_rows(users: int, seed: int,
+                disparity: str | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Labels, oracle scores and sensitive columns at the shop's last full snapshot."""
     import polars as pl
 
@@ -83,8 +84,8 @@ def naive_intervals(cells: np.ndarray, n_boot: int = 200, level: float = 0.95,
     out = {}
     for metric, values in samples.items():
         finite = np.array([v for v in values if math.isfinite(v)])
-        out[metric] = (float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail))) if finite.size \
-            else (math.nan, math.nan)
+        out[metric] = ((float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail)))
+                       if finite.size else (math.nan, math.nan))
     return out
 
 
@@ -98,7 +99,8 @@ def naive_verdict(audit: Any, y: np.ndarray, y_pred: np.ndarray, sensitive: dict
         names = [g["group"] for g in fa.judged()]
         if len(names) < 2:
             continue
-        intervals = naive_intervals(cell_counts(y, y_pred, group_labels(sensitive[feature]), names), seed=seed)
+        cells = cell_counts(y, y_pred, group_labels(sensitive[feature]), names)
+        intervals = naive_intervals(cells, seed=seed)
         for metric, (key, kind, _) in CHECKS.items():
             limit = getattr(cfg, key)
             if limit is not None and math.isfinite(fa.metrics[metric]):
@@ -140,11 +142,13 @@ def model_run(users: int, seed: int, disparity: str | None) -> dict[str, Any]:
         _cli(env, "generate", "--users", str(users), "--days", "40", "--seed", str(seed), "--out",
              str(tmp / "shop"), *planted)
         shop = tmp / "shop"
-        _cli(env, "features", "--events", str(shop / "events.parquet"), "--users", str(shop / "users.parquet"),
-             "--as-of", "2026-10-04", "--snapshots", "3", "--every", "7d", "--out", str(tmp / "F.parquet"))
-        trained = _cli(env, "train", "--profile", "demo", "--trials", "2", "--features", str(tmp / "F.parquet"))
-        doc = _cli(env, "audit", "--model", trained["model_uri"], "--features", str(tmp / "F.parquet"),
-                   "--users", str(shop / "users.parquet"), "--mitigation", "never", "--out", str(tmp / "audit"))
+        events, users_file = str(shop / "events.parquet"), str(shop / "users.parquet")
+        snapshot = str(tmp / "F.parquet")
+        _cli(env, "features", "--events", events, "--users", users_file, "--as-of", "2026-10-04",
+             "--snapshots", "3", "--every", "7d", "--out", snapshot)
+        trained = _cli(env, "train", "--profile", "demo", "--trials", "2", "--features", snapshot)
+        doc = _cli(env, "audit", "--model", trained["model_uri"], "--features", snapshot, "--users",
+                   users_file, "--mitigation", "never", "--out", str(tmp / "audit"))
     point = "fail" if any(c["passed"] is False for c in doc["checks"]) else "pass"
     return {"point": point, "gate": doc["verdict"],
             "gate_failing": [(f["metric"], f["feature"], round(f["value"], 3),

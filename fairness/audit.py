@@ -201,7 +201,8 @@ def disparity_metrics(groups: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def audit_arrays(y_true: np.ndarray, y_score: np.ndarray, sensitive: Mapping[str, Sequence[Any] | np.ndarray],
                  *, top_share: float | None = 0.2, probability: float | None = None, min_group_size: int = 50,
                  intersections: Sequence[Sequence[str]] = (), y_pred: np.ndarray | None = None,
-                 intervals: str | None = None, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Audit:
+                 intervals: str | None = None, level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> Audit:
     """Audit scores ``y_score`` (P(convert)) against labels ``y_true`` over each sensitive column.
 
     ``y_pred`` (0/1 decisions, e.g. of a mitigated model) replaces the threshold rule when given.

@@ -38,7 +38,8 @@ class GateVerdict:
     verdict: str
     failing: list[dict[str, Any]] = field(default_factory=list)
     undecided: list[dict[str, Any]] = field(default_factory=list)
-    # every enabled check: metric, feature, value, interval (95% by default), limit, kind ("min"/"max"), verdict
+    # every enabled check: metric, feature, value, interval (95% by default), limit, kind ("min"/"max"),
+    # verdict
     # (pass / fail / insufficient_evidence; None: not computable), passed (the point value is within)
     checks: list[dict[str, Any]] = field(default_factory=list)
 

@@ -114,7 +114,8 @@ def _boxes(cells: np.ndarray, rates: tuple[str, ...], level: float, method: str,
         low = np.array([np.nanquantile(s, tail) if np.isfinite(s).any() else np.nan for s in samples.T])
         high = np.array([np.nanquantile(s, 1 - tail) if np.isfinite(s).any() else np.nan for s in samples.T])
         valid = n > 0
-        out[rate] = (np.where(valid, np.fmin(low, point), np.nan), np.where(valid, np.fmax(high, point), np.nan))
+        out[rate] = (np.where(valid, np.fmin(low, point), np.nan),
+                     np.where(valid, np.fmax(high, point), np.nan))
     return out
 
 

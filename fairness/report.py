@@ -164,8 +164,7 @@ def _metrics_table(doc: dict[str, Any]) -> Table:
         for feature in features:
             value = doc["metrics"][metric].get(feature)
             check = limits.get((metric, feature))
-            verdict = check.get("verdict") if check is not None else None
-            mark = _MARKS.get(verdict, "")
+            mark = _MARKS.get(str(check.get("verdict")), "") if check is not None else ""
             interval = doc.get("metric_intervals", {}).get(metric, {}).get(feature)
             shown = num(value) if value is None else _with_interval({"value": value, "interval": interval})
             cells.append(shown + mark)
