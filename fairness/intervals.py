@@ -153,7 +153,8 @@ def cell_counts(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
                 judged: list[str]) -> np.ndarray:
     """``counts[g, y, decision]`` of the rows whose group is in ``judged`` (in that order)."""
     index = {name: i for i, name in enumerate(judged)}
-    g = np.array([index.get(v, -1) for v in groups])
+    names, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    g = np.array([index.get(str(name), -1) for name in names], dtype=np.int64)[inverse.reshape(-1)]
     rows = g >= 0
     cell = g[rows] * 4 + 2 * np.asarray(y_true)[rows].astype(int) + np.asarray(y_pred)[rows].astype(int)
     return np.bincount(cell, minlength=4 * len(judged)).reshape(len(judged), 2, 2)
