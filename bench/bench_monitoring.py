@@ -193,7 +193,8 @@ def gate_run(seed: int, users: int, disparity: str | None) -> dict[str, Any]:
                  "age_band": [age_band(int(a)) for a in rows["age"]]}
     out: dict[str, Any] = {"seed": seed, "users": users, "disparity": disparity}
     for label, n_boot in (("point", 0), ("confidence", 200)):
-        audit = audit_arrays(rows["y"].to_numpy(), rows["p_true"].to_numpy(), sensitive, n_boot=n_boot,
+        audit = audit_arrays(rows["y"].to_numpy(), rows["p_true"].to_numpy(), sensitive,
+                             intervals="wilson" if n_boot else None,
                              seed=seed)
         verdict = evaluate_gate(audit, GateConfig())
         out[label] = verdict.verdict

@@ -18,6 +18,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "segments": ("bench.bench_segments", [], ["--users", "100000"]),
     "training": ("bench.bench_training", [], ["--rows", "50000", "--search-seconds", "20", "--repeats", "1"]),
     "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),
+    "gate": ("bench.bench_gate", [], ["--seeds", "1-3", "--users", "2000"]),
     "serving": ("bench.bench_serving", [], ["--users", "2000", "--seconds", "5"]),
     "predlog": ("bench.bench_predlog", [], ["--rounds", "1", "--seconds", "5", "--users", "500"]),
     # issue 12: the service beside BentoML's ceilings (one same-run table), its own per-request work

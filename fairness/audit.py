@@ -8,15 +8,15 @@ calibration (mean predicted probability vs observed conversion rate). Groups wit
 between-group metrics (demographic parity difference/ratio, equalized odds difference, equal
 opportunity difference), which are computed over the remaining groups only.
 
-With ``n_boot`` > 0 every between-group metric also gets a percentile bootstrap confidence
-interval over the rows of the judged groups, decisions held fixed (:func:`metric_intervals`: the
-same resampling as Fairlearn ``MetricFrame(n_boot=..., ci_quantiles=...)``, computed on cell counts).
+With ``intervals`` set ("wilson" or "bootstrap") every between-group metric also gets a confidence
+interval that covers it with probability at least ``level`` and always contains the observed value
+(:mod:`fairness.intervals`: simultaneous per-group intervals combined conservatively, decisions held
+fixed; a plain bootstrap of a max-min spread is biased and was dropped).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 from sklearn.metrics import precision_score, roc_auc_score
+
+from fairness.intervals import Intervals, cell_counts, disparity_intervals
 
 MISSING_GROUP = "unknown"
 OK, INSUFFICIENT = "ok", "insufficient data"
@@ -94,6 +96,8 @@ class FeatureAudit:
     groups: list[dict[str, Any]]
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (low, high)
+    # metric -> group -> rate -> [low, high]: the simultaneous per-group intervals behind ``intervals``
+    group_intervals: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
     def judged(self) -> list[dict[str, Any]]:
         """The groups large enough to be judged."""
@@ -116,46 +120,27 @@ class Audit:
 
 
 def metric_intervals(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, judged: Sequence[str],
-                     n_boot: int, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Bootstrap intervals (central ``level``) of the between-group metrics over the ``judged`` groups.
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     method: str = "wilson") -> dict[str, tuple[float, float]]:
+    """Intervals of the between-group metrics over the ``judged`` groups, each covering its metric
+    with probability at least ``level`` (:func:`fairness.intervals.disparity_intervals`: simultaneous
+    per-group intervals, Wilson or bootstrap percentile, combined conservatively; decisions held
+    fixed). ``n_boot`` and ``seed`` matter only for ``method="bootstrap"``. Empty with fewer than two
+    judged groups."""
+    return _intervals(y_true, y_pred, groups, judged, n_boot, level, seed, method).metrics
 
-    The metrics depend on the rows only through the counts of each (group, label, decision) cell,
-    so resampling the rows with replacement (what Fairlearn's ``MetricFrame(n_boot=...)`` does) is
-    the same as drawing the cell counts from a multinomial with the observed cell shares; drawing
-    the counts directly takes milliseconds where resampling rows through pandas took minutes on the
-    2-core machine. tests/test_fairness_confidence.py checks the intervals against Fairlearn's.
-    """
-    rows = np.isin(groups, list(judged))
-    if len(judged) < 2 or n_boot < 1 or not rows.any():
-        return {}
-    names, g = np.unique(groups[rows], return_inverse=True)
-    cell = g * 4 + 2 * y_true[rows].astype(int) + y_pred[rows].astype(int)  # (group, y, decision)
-    counts = np.bincount(cell, minlength=4 * len(names)).astype(np.float64)
-    draws = np.random.default_rng(seed).multinomial(int(rows.sum()), counts / counts.sum(), size=n_boot)
-    c = draws.reshape(n_boot, len(names), 2, 2)  # [boot, group, y, decision]
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a group without positives has no TPR: NaN
-        selection = c[:, :, :, 1].sum(axis=2) / c.sum(axis=(2, 3))
-        tpr = c[:, :, 1, 1] / c[:, :, 1, :].sum(axis=2)
-        fpr = c[:, :, 0, 1] / c[:, :, 0, :].sum(axis=2)
-        spread = {name: np.nanmax(v, axis=1) - np.nanmin(v, axis=1)
-                  for name, v in (("selection", selection), ("tpr", tpr), ("fpr", fpr))}
-        ratio = np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1)
-    samples = {"demographic_parity_difference": spread["selection"], "demographic_parity_ratio": ratio,
-               "equalized_odds_difference": np.fmax(spread["tpr"], spread["fpr"]),
-               "equal_opportunity_difference": spread["tpr"]}
-    tail = (1 - level) / 2
-    out = {}
-    for metric, values in samples.items():
-        finite = values[np.isfinite(values)]
-        out[metric] = ((float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail))) if finite.size
-                       else (math.nan, math.nan))
-    return out
+
+def _intervals(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, judged: Sequence[str],
+               n_boot: int, level: float, seed: int, method: str) -> Intervals:
+    if len(judged) < 2 or not np.isin(groups, list(judged)).any():
+        return Intervals()
+    cells = cell_counts(y_true, y_pred, np.asarray(groups), list(judged))
+    return disparity_intervals(cells, level, method, n_boot, seed)
 
 
 def feature_audit(name: str, y_true: np.ndarray, y_score: np.ndarray, y_pred: np.ndarray,
-                  groups: np.ndarray, min_group_size: int, n_boot: int = 0, level: float = 0.95,
-                  seed: int = 0) -> FeatureAudit:
+                  groups: np.ndarray, min_group_size: int, intervals: str | None = None, level: float = 0.95,
+                  n_boot: int = 2000, seed: int = 0) -> FeatureAudit:
     """Per-group table and disparity metrics of one sensitive feature (see the module docstring)."""
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred).astype(int)
@@ -178,9 +163,12 @@ def feature_audit(name: str, y_true: np.ndarray, y_score: np.ndarray, y_pred: np
                      "calibration_gap": rates["mean_predicted"] - rates["observed_rate"]})
     rows.sort(key=lambda r: -int(r["count"]))
     judged = [r for r in rows if r["status"] == OK]
-    intervals = metric_intervals(y_true, y_pred, np.asarray(groups), [r["group"] for r in judged], n_boot,
-                                 level, seed)
-    return FeatureAudit(name, rows, disparity_metrics(judged), intervals)
+    names = [r["group"] for r in judged]
+    found = (_intervals(y_true, y_pred, np.asarray(groups), names, n_boot, level, seed, intervals)
+             if intervals else Intervals())
+    boxes = {metric: {group: {rate: [float(low[i]), float(high[i])] for rate, (low, high) in rates.items()}
+                      for i, group in enumerate(names)} for metric, rates in found.groups.items()}
+    return FeatureAudit(name, rows, disparity_metrics(judged), found.metrics, boxes)
 
 
 def _spread(values: list[float]) -> float:
@@ -213,13 +201,15 @@ def disparity_metrics(groups: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def audit_arrays(y_true: np.ndarray, y_score: np.ndarray, sensitive: Mapping[str, Sequence[Any] | np.ndarray],
                  *, top_share: float | None = 0.2, probability: float | None = None, min_group_size: int = 50,
                  intersections: Sequence[Sequence[str]] = (), y_pred: np.ndarray | None = None,
-                 n_boot: int = 0, level: float = 0.95, seed: int = 0) -> Audit:
+                 intervals: str | None = None, level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> Audit:
     """Audit scores ``y_score`` (P(convert)) against labels ``y_true`` over each sensitive column.
 
     ``y_pred`` (0/1 decisions, e.g. of a mitigated model) replaces the threshold rule when given.
     ``intersections`` lists combinations of sensitive columns audited as one more feature
-    ("gender*age_band", groups "F|25-34"). ``n_boot`` > 0 adds bootstrap intervals (central ``level``,
-    seeded by ``seed``).
+    ("gender*age_band", groups "F|25-34"). ``intervals`` ("wilson" or "bootstrap"; None: none) adds
+    an interval per disparity metric covering it with probability >= ``level`` (``n_boot`` resamples
+    seeded by ``seed`` for the bootstrap).
     """
     y_true = np.asarray(y_true).astype(int)
     y_score = np.asarray(y_score, dtype=np.float64)
@@ -242,5 +232,5 @@ def audit_arrays(y_true: np.ndarray, y_score: np.ndarray, sensitive: Mapping[str
     audit = Audit(threshold, share, len(y_true), overall)
     for name, groups in columns.items():
         audit.features[name] = feature_audit(name, y_true, y_score, y_pred, groups, min_group_size,
-                                             n_boot, level, seed)
+                                             intervals, level, n_boot, seed)
     return audit

@@ -28,11 +28,14 @@ class GateConfig(StrictModel):
 
 
 class ConfidenceConfig(StrictModel):
-    """Bootstrap intervals of the disparity metrics (Fairlearn ``MetricFrame`` ``n_boot``); 0 = off
-    (point values decide pass/fail)."""
+    """Intervals of the disparity metrics the gate judges (:mod:`fairness.intervals`): simultaneous
+    per-group intervals (``wilson`` score, or ``bootstrap`` percentile over ``n_boot`` resamples of
+    the rows as Fairlearn ``MetricFrame`` draws them) combined conservatively; ``off``: point values
+    decide pass/fail."""
 
-    n_boot: int = Field(default=200, ge=0)
-    level: float = Field(default=0.95, gt=0.0, lt=1.0)  # central interval, share 0..1
+    method: Literal["wilson", "bootstrap", "off"] = "wilson"
+    n_boot: int = Field(default=4000, ge=100)  # bootstrap only
+    level: float = Field(default=0.95, gt=0.0, lt=1.0)  # coverage of each metric's interval, share 0..1
     seed: int = 0
 
 

@@ -1,7 +1,8 @@
 """The promotion gate: configured limits on the audit's disparity metrics → a verdict, with culprits.
 
-Each enabled check of each audited feature is judged on the metric's bootstrap interval when the
-audit has one: ``fail`` when the whole interval lies beyond the limit, ``pass`` when it lies within,
+Each enabled check of each audited feature is judged on the metric's interval when the audit has
+one (:mod:`fairness.intervals`: it covers the metric with the configured confidence and contains the
+point value): ``fail`` when the whole interval lies beyond the limit, ``pass`` when it lies within,
 ``insufficient_evidence`` when it straddles the limit (too few rows to tell). Without an interval
 the point value decides (pass or fail). The gate's verdict is ``fail`` if any check fails, else
 ``insufficient_evidence`` if any check is undecided, else ``pass``; only ``fail`` blocks promotion.
@@ -37,7 +38,8 @@ class GateVerdict:
     verdict: str
     failing: list[dict[str, Any]] = field(default_factory=list)
     undecided: list[dict[str, Any]] = field(default_factory=list)
-    # every enabled check: metric, feature, value, 95% interval, limit, kind ("min"/"max"), verdict
+    # every enabled check: metric, feature, value, interval (95% by default), limit, kind ("min"/"max"),
+    # verdict
     # (pass / fail / insufficient_evidence; None: not computable), passed (the point value is within)
     checks: list[dict[str, Any]] = field(default_factory=list)
 

@@ -84,14 +84,17 @@ def group_intervals(group: dict[str, Any]) -> dict[str, list[float]]:
 
 def full_json(audit: Audit, verdict: GateVerdict, extra: dict[str, Any]) -> dict[str, Any]:
     """The report's JSON: the ``--json`` document plus full group rows (status, precision,
-    calibration, 95% intervals), 95% bootstrap intervals of the disparity metrics, overall numbers,
-    the selection rule and ``extra`` (model, data, SHAP, mitigation)."""
+    calibration, 95% Wilson intervals of each rate on its own), the intervals of the disparity
+    metrics the gate judged, the simultaneous per-group intervals they were built from
+    (``group_intervals[feature][metric][group][rate]``), overall numbers, the selection rule and
+    ``extra`` (model, data, SHAP, mitigation)."""
     doc = audit_json(audit, verdict)
     details = {f: [{**g, "intervals": group_intervals(g)} for g in fa.groups]
                for f, fa in audit.features.items()}
     doc["group_details"] = _clean(details)
     doc["metric_intervals"] = _clean({m: {f: fa.intervals.get(m) for f, fa in audit.features.items()}
                                       for m in METRICS})
+    doc["group_intervals"] = _clean({f: fa.group_intervals for f, fa in audit.features.items()})
     doc["overall"] = _clean(audit.overall)
     doc["selection"] = _clean({"threshold": audit.threshold, "top_share": audit.top_share,
                                "rows": audit.n_rows})
@@ -113,6 +116,7 @@ def _with_interval(check: dict[str, Any]) -> str:
     return estimate(check["value"], low, high, sign=False)
 
 
+_MARKS = {"pass": " ✓", "fail": " ✗ fails", "insufficient_evidence": " ? insufficient evidence"}
 _STATES = {
     "pass": "within the limit, with its whole 95% interval",
     "fail": "OUTSIDE the limit, with its whole 95% interval",
@@ -160,15 +164,16 @@ def _metrics_table(doc: dict[str, Any]) -> Table:
         for feature in features:
             value = doc["metrics"][metric].get(feature)
             check = limits.get((metric, feature))
-            judged = check is not None and check["passed"] is not None
-            mark = "" if not judged else (" ✓" if check["passed"] else " ✗ fails")  # type: ignore[index]
+            mark = _MARKS.get(str(check.get("verdict")), "") if check is not None else ""
             interval = doc.get("metric_intervals", {}).get(metric, {}).get(feature)
             shown = num(value) if value is None else _with_interval({"value": value, "interval": interval})
             cells.append(shown + mark)
         rows.append(cells)
     return Table("Disparity metrics", ["metric", "limit", *features], rows,
-                 "✓ within the limit, ✗ outside it; [95% bootstrap interval]. Metrics compare only the "
-                 "groups large enough to be judged.")
+                 "✓ pass: the whole interval is within the limit; ✗ fail: the whole interval is beyond it; "
+                 "? insufficient evidence: the interval straddles the limit. [interval covering the metric "
+                 "with 95% confidence, from simultaneous per-group intervals; it always contains the value]. "
+                 "Metrics compare only the groups large enough to be judged.")
 
 
 def _groups_table(feature: str, rows: list[dict[str, Any]], min_size: int | None) -> tuple[Table, list[str]]:

@@ -104,8 +104,12 @@ def _audit(model: ConversionModel, frame: pl.DataFrame, cfg: FairnessConfig, int
     return audit_arrays(y, model.predict_proba(frame), sensitive, top_share=cfg.selection.top_share,
                         probability=cfg.selection.probability, min_group_size=cfg.min_group_size,
                         intersections=cfg.intersections, y_pred=y_pred,
-                        n_boot=cfg.confidence.n_boot if intervals else 0,
-                        level=cfg.confidence.level, seed=cfg.confidence.seed)
+                        intervals=_interval_method(cfg) if intervals else None,
+                        level=cfg.confidence.level, n_boot=cfg.confidence.n_boot, seed=cfg.confidence.seed)
+
+
+def _interval_method(cfg: FairnessConfig) -> str | None:
+    return None if cfg.confidence.method == "off" else cfg.confidence.method
 
 
 _ODDS_METRICS = ("equalized_odds", "equal_opportunity")  # metric name prefixes an odds constraint targets

@@ -48,7 +48,7 @@ def _audit_doc(rng: np.random.Generator) -> tuple[dict, dict[str, str]]:
     y = rng.random(n) < 0.15
     score = np.clip(0.15 + 0.3 * y + rng.normal(0, 0.15, n) - 0.12 * (country == "fr"), 0, 1)
     gate = GateConfig()
-    audit = audit_arrays(y, score, {"country": country}, min_group_size=50)
+    audit = audit_arrays(y, score, {"country": country}, min_group_size=50, intervals="wilson")
     verdict = evaluate_gate(audit, gate)
     after = audit_arrays(y, score, {"country": country}, y_pred=(score > np.quantile(score, 0.3)).astype(int))
     rows = [{"model": label, **{k: a.overall[k] for k in ("auc", "accuracy", "selection_rate")},
@@ -75,6 +75,13 @@ def test_fairness_report_renders_cleanly_and_shows_limits_and_intervals(tmp_path
     ratio = next(c for c in saved["checks"] if c["metric"] == "demographic_parity_ratio")
     assert ratio["limit"] == 0.8  # the gate's limit sits in the JSON next to the value
     assert "Selection-rate ratio" in html and "≥ 0.8" in html  # human name, limit beside it
+    low, high = ratio["interval"]  # the interval the gate judged, its verdict beside the value
+    assert low <= ratio["value"] <= high and ratio["verdict"] in ("fail", "insufficient_evidence")
+    mark = "✗ fails" if ratio["verdict"] == "fail" else "? insufficient evidence"
+    assert mark in html
+    boxes = saved["group_intervals"]["country"]["demographic_parity_ratio"]
+    assert set(boxes) == {"de", "fr", "nl", "be"}  # the per-group intervals behind it
+    assert all(b["selection_rate"][0] <= b["selection_rate"][1] for b in boxes.values())
     be = next(g for g in saved["group_details"]["country"] if g["group"] == "be")
     low, high = be["intervals"]["tpr"]
     assert low <= be["tpr"] <= high and high - low > 0.3  # a 60-row group's TPR is uncertain

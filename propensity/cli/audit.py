@@ -33,7 +33,8 @@ def _fmt(value: object) -> str:
 @click.option("--mitigation", type=click.Choice(["auto", "always", "never"]), default="auto",
               help="Fit and compare a Fairlearn mitigation: when the gate fails (auto), always or never.")
 @click.option("--register-mitigated", is_flag=True, help="Register the mitigated model as a new version.")
-@click.option("--fail-on-gate", is_flag=True, help="Exit with status 1 when the gate fails.")
+@click.option("--fail-on-gate", is_flag=True,
+              help="Exit with status 1 when the gate fails (not on insufficient_evidence).")
 @click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON on stdout.")
 def audit(model_uri: str, features_path: Path, users_path: Path | None, config_path: Path | None,
           out_dir: Path | None, tracking_uri: str | None, mitigation: str, register_mitigated: bool,
@@ -61,7 +62,7 @@ def audit(model_uri: str, features_path: Path, users_path: Path | None, config_p
         info(took(steps.seconds))
     if mitigated_version is not None:
         info(f"mitigated model registered as version {mitigated_version} (alias mitigated)")
-    if fail_on_gate and not result.verdict.passed:
+    if fail_on_gate and result.verdict.blocks_promotion:  # fail; insufficient_evidence does not block
         sys.exit(1)
 
 
@@ -78,7 +79,9 @@ def print_audit(result: Any) -> None:
                  f"{_fmt(g['fpr']):>6} {_fmt(g['auc']):>6}  {g['status']}")
         info("  " + "  ".join(f"{m}={_fmt(v)}" for m, v in fa.metrics.items()))
     for f in result.verdict.failing:
-        info(f"FAIL {f['metric']} on {f['feature']}: {_fmt(f['value'])} (limit {f['limit']}; groups "
+        low, high = f["interval"] or (None, None)
+        within = f", interval {_fmt(low)}..{_fmt(high)}" if low is not None else ""
+        info(f"FAIL {f['metric']} on {f['feature']}: {_fmt(f['value'])}{within} (limit {f['limit']}; groups "
              f"{', '.join(f['groups'])})")
     for f in result.verdict.undecided:
         low, high = f["interval"]
