@@ -98,6 +98,8 @@ class ContentSetup:
     slots: dict[str, str] = field(default_factory=lambda: {"sidebar": "educational_content",
                                                            "carousel": "recommended_products"})
     exposures: ContentExposureLog | None = None
+    max_k: int = 50  # most products one /recommendations answer returns
+    rules: Any = None  # serving.rules.RuleSet: names the rule behind the hero slot's component
 
     def variant(self, user_id: str) -> str:
         shares = self.shares or {name: 1.0 / len(self.recommenders) for name in self.recommenders}
