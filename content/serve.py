@@ -74,10 +74,11 @@ class ContentExposureLog:
         self._lock = threading.Lock()
 
     def record(self, user_id: str, experiment: str, variant: str, slot: str, component: str,
-               products: Sequence[str]) -> None:
+               products: Sequence[str], at: datetime | None = None) -> None:
+        """One exposure; ``at`` (default now) is for replays and simulations."""
         line = json.dumps({"user_id": user_id, "experiment": experiment, "variant": variant, "slot": slot,
                            "component": component, "products": list(products),
-                           "time": datetime.now(UTC).isoformat()}) + "\n"
+                           "time": (at or datetime.now(UTC)).isoformat()}) + "\n"
         with self._lock:
             os.write(self._fd, line.encode())
 

@@ -12,6 +12,7 @@ import polars as pl
 from experiments.aggregate import read_table, require_columns
 from experiments.analysis import analyze_experiment
 from experiments.config import ExperimentsConfig, load_experiments_config
+from experiments.content_outcomes import CONTENT_METRICS, CONTENT_STEPS, content_outcomes, is_content_log
 from experiments.exposure import cohort_activity, outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
@@ -26,12 +27,30 @@ def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings
     ``attributes`` (one row per user_id: covariates, segments) joined on user_id."""
     units = outcomes_from_exposures(exposures, events, settings.conversion_window_days, experiment,
                                     settings.funnel.steps)
-    if attributes is not None:
-        require_columns(attributes, ["user_id"], "attributes")
-        extra = [c for c in attributes.columns if c not in units.columns]
-        attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
-        units = units.join(attrs, on="user_id", how="left")
-    return units
+    return _with_attributes(units, attributes)
+
+
+def _exposure_units(exposures: pl.DataFrame, events: pl.DataFrame, settings: ExperimentsConfig,
+                    attributes: pl.DataFrame | None, experiment: str | None
+                    ) -> tuple[pl.DataFrame, Sequence[str], list[str]]:
+    """(units, funnel steps, default metrics) of an exposure log: a content exposure log (it lists the
+    products shown) gets the outcomes of shown products (:mod:`experiments.content_outcomes`: clicks,
+    carts, purchases and revenue within ``recommendations.window_days``), any other log the
+    conversions of :func:`units_from_exposures`."""
+    if not is_content_log(exposures):
+        units = units_from_exposures(exposures, events, settings, attributes, experiment)
+        return units, settings.funnel.steps, ["converted", "revenue"]
+    units = content_outcomes(exposures, events, settings.recommendations.window_days, experiment)
+    return _with_attributes(units, attributes), CONTENT_STEPS, list(CONTENT_METRICS)
+
+
+def _with_attributes(units: pl.DataFrame, attributes: pl.DataFrame | None) -> pl.DataFrame:
+    if attributes is None:
+        return units
+    require_columns(attributes, ["user_id"], "attributes")
+    extra = [c for c in attributes.columns if c not in units.columns]
+    attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
+    return units.join(attrs, on="user_id", how="left")
 
 
 def analyze_file(data: str | Path | None, variant_col: str, control: str, metrics: Sequence[str], *,
@@ -45,23 +64,28 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
                  name: str | None = None) -> tuple[ExperimentResult, list[str], dict[str, str]]:
     """Read unit-level ``data`` (or an exposure log + events), analyse, optionally write ``report``.
 
-    With ``exposures`` and ``events`` the units are built by :func:`units_from_exposures` (metrics
-    default to converted and revenue, the timestamp to first_exposure) and the result carries the
-    funnel and the weekly cohorts. ``name`` titles the report (default: ``experiment`` or the input's
-    file name). Returns the result, the verdict lines and the report paths.
+    With ``exposures`` and ``events`` the units are built by :func:`_exposure_units` (metrics default
+    to converted and revenue, for a content exposure log to clicked, converted and revenue; the
+    timestamp to first_exposure) and the result carries the funnel and the weekly cohorts. ``name``
+    titles the report (default: ``experiment`` or the input's file name). Returns the result, the
+    verdict lines and the report paths.
     """
     settings = load_experiments_config(config_path, overrides)
     if sequential is not None:
         settings.sequential.enabled = sequential
     if (exposures is None) != (events is None):
         raise DataError("an exposure log needs events too (--exposures with --events)")
+    steps: Sequence[str] = settings.funnel.steps
+    content = False
     if exposures is not None and events is not None:
         if data is not None:
             raise DataError("give either --data or --exposures/--events, not both")
-        event_frame = read_table(events)
-        frame = units_from_exposures(read_table(exposures), event_frame, settings,
-                                     read_table(attributes) if attributes else None, experiment)
-        metrics = list(metrics) or ["converted", "revenue"]
+        event_frame, log = read_table(events), read_table(exposures)
+        frame, steps, default_metrics = _exposure_units(log, event_frame, settings,
+                                                        read_table(attributes) if attributes else None,
+                                                        experiment)
+        content = is_content_log(log)
+        metrics = list(metrics) or default_metrics
         timestamp_col = timestamp_col or "first_exposure"
         variant_col = "variant"
     elif data is not None:
@@ -73,9 +97,10 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
                                 segment_col=segment_col, expected_split=expected_split,
                                 timestamp_col=timestamp_col, factors=factors, settings=settings)
     if event_frame is not None:
-        result.funnel = funnel_by_variant(frame, control, settings.funnel.steps, alpha=settings.alpha,
+        result.funnel = funnel_by_variant(frame, control, steps, alpha=settings.alpha,
                                           correction=settings.correction)
-        result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
+        if not content:  # shown products' outcomes have no weekly cohorts
+            result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
     verdicts = verdict_lines(result)
     paths: dict[str, str] = {}
     if report is not None:
