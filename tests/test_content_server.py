@@ -159,8 +159,38 @@ def test_bad_requests_get_the_one_error_shape(server: Content, method: str, path
     assert r.json()["field"] == field and r.json()["error"]
 
 
+def _schema(doc: dict, ref: dict) -> dict:
+    return doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]] if "$ref" in ref else ref
+
+
 def test_openapi_shows_the_content_models(server: Content) -> None:
     with server.client() as c:
         doc = c.get("/docs.json").json()
-    text = json.dumps(doc)
-    assert "/content" in doc["paths"] and "ContentResponse" in text and "SlotAnswer" in text
+    content = doc["paths"]["/content"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(_schema(doc, content)["properties"]) == {"user_id", "slots"}
+    recs = [p for p in doc["paths"] if p.rstrip("/") == "/recommendations"]
+    assert recs, sorted(doc["paths"])
+    answer = doc["paths"][recs[0]]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(_schema(doc, answer)["properties"]) == {"user_id", "products", "variant"}
+    assert "SlotAnswer" in json.dumps(doc)
+
+
+def test_the_content_config_is_checked_on_load(tmp_path) -> None:
+    from content.online import load_content_setup
+    from content.online_config import ContentServingConfig
+    from propensity.config import load_config
+    from propensity.errors import ConfigError
+
+    assert load_content_setup(ContentServingConfig()) is None  # off by default
+    bad = {"shares": {"item_knn": 0.5, "other": 0.5}}
+    path = tmp_path / "content.yaml"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="shares"):
+        load_config(ContentServingConfig, path)
+    on = ContentServingConfig(enabled=True, recommenders={"a": str(tmp_path / "missing.joblib")},
+                              slots={"carousel": "no_such_component"})
+    with pytest.raises(ConfigError, match="content.slots.carousel: unknown component"):
+        load_content_setup(on)
+    on.slots = {"carousel": "recommended_products"}
+    with pytest.raises(ConfigError, match="content.recommenders"):
+        load_content_setup(on)
