@@ -20,6 +20,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "fairness": ("bench.bench_fairness", [], ["--rows", "5000", "--train-rows", "20000"]),
     "serving": ("bench.bench_serving", [], ["--users", "2000", "--seconds", "5"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
+    "content": ("bench.bench_content", ["--rounds", "4", "--seconds", "8"],
+                ["--rounds", "2", "--seconds", "3"]),
 }
 
 
