@@ -18,6 +18,7 @@ from test_serving_helpers import clean_frames, make_shop, train_model
 
 from content.model import RecommenderModel
 from content.recommenders import CatalogueArrays, ItemKNN, Popularity
+from serving.auth import hash_key
 from serving.content_models import ContentResponse, RecommendationsResponse
 
 pytestmark = pytest.mark.slow
@@ -46,13 +47,16 @@ def _recommenders(workdir: Path) -> dict[str, str]:
     return paths
 
 
+APP_KEY, FEED_KEY = "app-secret-0123456789abcdef", "feed-secret-0123456789abcdef"
+
+
 class Content:
     def __init__(self, url: str, workdir: Path) -> None:
         self.url, self.workdir = url, workdir
         self.exposures = workdir / "content.jsonl"
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def client(self, key: str = APP_KEY) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, headers={"authorization": f"Bearer {key}"})
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +73,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Content]:
                           "catalogue": str(workdir / "catalogue.parquet"),
                           "exposure_log": str(workdir / "content.jsonl"), "max_k": 20}}
     (workdir / "serving.yaml").write_text(json.dumps(config))
+    keys = f"app:predict+ingest:{hash_key(APP_KEY)},feed:ingest:{hash_key(FEED_KEY)}"
     proc, url = start_server(workdir, ["--model", str(workdir / "model.pkl"), "--config",
-                                       str(workdir / "serving.yaml")])
+                                       str(workdir / "serving.yaml")], env={"PROPENSITY_API_KEYS": keys})
     try:
         yield Content(url, workdir)
     finally:
@@ -157,6 +162,16 @@ def test_bad_requests_get_the_one_error_shape(server: Content, method: str, path
         r = c.post(path, json=body) if method == "post" else c.get(path)
     assert r.status_code == status, r.text
     assert r.json()["field"] == field and r.json()["error"]
+
+
+def test_both_routes_need_the_predict_scope(server: Content) -> None:
+    with server.client(FEED_KEY) as c:
+        content = c.post("/content", json={"user_id": "u1"})
+        recs = c.get("/recommendations", params={"user_id": "u1"})
+    with server.client("wrong") as c:
+        anonymous = c.get("/recommendations", params={"user_id": "u1"})
+    assert content.status_code == recs.status_code == 403 and recs.json()["field"] == "authorization"
+    assert anonymous.status_code == 401
 
 
 def _schema(doc: dict, ref: dict) -> dict:
