@@ -101,7 +101,9 @@ def _parse_split(text: str | None) -> Any:
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="unit-level rows or a per-variant summary table (.parquet, .csv, .jsonl)")
 @click.option("--exposures", type=click.Path(dir_okay=False), default=None,
-              help="exposure log (user_id, variant, first_exposure[, experiment]) instead of --data")
+              help="exposure log (user_id, variant, first_exposure[, experiment]) instead of --data; a "
+                   "content exposure log (it lists the products shown) is analysed on clicked, converted "
+                   "and revenue of the shown products")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="events (SPEC contract)")
 @click.option("--attributes", type=click.Path(dir_okay=False), default=None,
               help="per-user columns (covariates, segments) joined to the exposure log")
