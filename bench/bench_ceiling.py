@@ -36,7 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_serving import ROOT, _free_port, _ingest, _shop, _stop, _train, _wait_ready
+from bench.support import ROOT
+from bench.support import free_port as _free_port
+from bench.support import ingest as _ingest
+from bench.support import shop as _shop
+from bench.support import stop as _stop
+from bench.support import train as _train
+from bench.support import wait_ready as _wait_ready
 
 
 def noop_starlette_app() -> Any:

@@ -1,6 +1,6 @@
 """Content benchmark: rendering a component and suggesting products, next to a /predict engine call.
 
-    .venv/bin/python -m bench.bench_content [--users 300] [--rounds 5] [--json out.json]
+    .venv/bin/python -m bench.bench_content [--users 300] [--rounds 5] [--seconds 8] [--json out.json]
 
 In one process, interleaved in ``--rounds`` rounds so machine load hits every measurement alike:
 1. ``PredictionEngine.predict`` (in-process, prediction cache off, the 300-tree XGBoost model of
@@ -12,23 +12,34 @@ In one process, interleaved in ``--rounds`` rounds so machine load hits every me
    the same matrix.
 Reports median microseconds per call and each cost as a share of the engine call (target: a render
 <= 10% of /predict's engine time).
+
+5. over HTTP (``--seconds`` > 0): one `propensity serve` (1 worker, in-process store, prediction
+   cache off, content on with the item-to-item recommender and a 2,000-product catalogue), the
+   bench shop's users and events plus 10 product views each; then ``wrk`` (16 connections) on
+   ``/predict`` and on ``/content`` (slots hero + carousel: the prediction, the decision rule, 8
+   suggestions from the live profile, two renders and two exposure lines), alternating for
+   ``--rounds`` rounds. Target: /content p99 <= 1.5x /predict p99 at the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from bench.bench_serving import _shop, _train
+from bench.support import ROOT, free_port, ingest, shop, stop, train, wait_ready, wrk
 
 
 def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
@@ -41,15 +52,15 @@ def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
 def _engine(workdir: Path, users: int) -> tuple[Any, list[str], str]:
     from serving.loader import build_engine
 
-    shop = _shop(users)
+    events = shop(users)
     model_path = workdir / "model.pkl"
-    _train(shop, model_path)
+    train(events, model_path)
     config = workdir / "serving.yaml"
     config.write_text(json.dumps({"cache": {"enabled": False}}))
     engine = build_engine({"config_path": str(config), "model_uri": str(model_path)})
-    for i in range(0, len(shop[0]), 500):
-        engine.ingest(shop[0][i:i + 500])
-    return engine, sorted({e["user_id"] for e in shop[0]}), str(model_path)
+    for i in range(0, len(events[0]), 500):
+        engine.ingest(events[0][i:i + 500])
+    return engine, sorted({e["user_id"] for e in events[0]}), str(model_path)
 
 
 def _recommender() -> Any:
@@ -88,6 +99,61 @@ def _fit_ratio(rounds: int) -> dict[str, float]:
             "ratio": statistics.median(ours) / statistics.median(theirs), "distinct_pairs": float(matrix.nnz)}
 
 
+def _content_server(workdir: Path, model: Any) -> tuple[subprocess.Popen, str]:
+    """`propensity serve` with content on (the item-to-item recommender, a 2,000-product catalogue)."""
+    import polars as pl
+
+    model.save(workdir / "item_knn.joblib")
+    ids = model.products
+    pl.DataFrame({"product_id": ids, "name": [f"Item {p}" for p in ids], "category": ["shoes"] * len(ids),
+                  "price": [19.5 + i % 100 for i in range(len(ids))],
+                  "image_url": [f"https://img.example.com/{p}.jpg" for p in ids]}
+                 ).write_parquet(workdir / "catalogue.parquet")
+    config = workdir / "serving-content.yaml"
+    config.write_text(json.dumps({
+        "cache": {"enabled": False}, "access_log": False,
+        "content": {"enabled": True, "recommenders": {"item_knn": str(workdir / "item_knn.joblib")},
+                    "catalogue": str(workdir / "catalogue.parquet"),
+                    "exposure_log": str(workdir / "content_exposures.jsonl")}}))
+    port = free_port()
+    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model",
+                             str(workdir / "model.pkl"), "--port", str(port), "--workers", "1",
+                             "--config", str(config)], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _http(workdir: Path, model: Any, users: int, seconds: int, rounds: int) -> dict[str, Any]:
+    """/predict and /content p99 at the same wrk load, alternating rounds (section 5 of the docstring)."""
+    raw_events, raw_users = shop(users)
+    rng = np.random.default_rng(2)
+    known = sorted({e["user_id"] for e in raw_events})
+    now = datetime.now(UTC)
+    views = [{"event_id": f"bench-view-{u}-{i}", "user_id": u, "event": "product_view",
+              "timestamp": (now - timedelta(minutes=30 - i)).isoformat(),
+              "product_id": model.products[int(rng.zipf(1.3)) % len(model.products)]}
+             for u in known for i in range(10)]
+    proc, url = _content_server(workdir, model)
+    try:
+        wait_ready(url, proc)
+        ingest(url, raw_users, raw_events + views)
+        samples: dict[str, list[dict[str, float]]] = {"predict": [], "content": []}
+        for _ in range(rounds):
+            samples["predict"].append(wrk(url, known, seconds, workdir))
+            samples["content"].append(wrk(url, known, seconds, workdir, "/content",
+                                          ', "slots": ["hero", "carousel"]'))
+    finally:
+        stop(proc)
+    out: dict[str, Any] = {route: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                           for route, runs in samples.items()}
+    out["rounds"] = rounds
+    out["p99_ratio_content_to_predict"] = out["content"]["p99_ms"] / out["predict"]["p99_ms"]
+    out["throughput_ratio_content_to_predict"] = (out["content"]["requests_per_s"]
+                                                  / out["predict"]["requests_per_s"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from content.components import load_components, render_variables
     from content.serve import recommend_for
@@ -96,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--seconds", type=int, default=8, help="wrk seconds per HTTP round; 0 = no HTTP part")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-content-"))
     engine, users, _ = _engine(workdir, args.users)
@@ -123,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rounds": args.rounds, "us_per_call": median,
         "share_of_predict": {k: v / base for k, v in median.items() if k != "predict_engine"},
         "render_failures": dict(library.failures), "fit_1m": _fit_ratio(max(1, args.rounds // 2))}
+    if args.seconds > 0:
+        results["http"] = _http(workdir, model, args.users, args.seconds, max(2, args.rounds // 2))
     print(json.dumps(results, indent=2))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))

@@ -23,22 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.support import ROOT
+from bench.support import free_port as _free_port
+from bench.support import ingest as _ingest
+from bench.support import shop as _shop
+from bench.support import stop as _stop
+from bench.support import train as _train
+from bench.support import wait_ready as _wait_ready
+from bench.support import wrk as _wrk
+
 ENV_MODEL = "PROPENSITY_BENCH_MODEL"
 
 
@@ -71,52 +72,12 @@ if os.environ.get(ENV_MODEL) and os.environ.get("PROPENSITY_BENCH_BASELINE"):
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz", timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code in (200, 405):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("server not ready in time")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
-def _wrk(url: str, users: list[str], seconds: int, workdir: Path) -> dict[str, float]:
-    script = workdir / "predict.lua"
-    ids = ",".join(f'"{u}"' for u in users)
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local ids = {{{ids}}}\nlocal n = 0\n"
-        "request = function()\n  n = n + 1\n"
-        '  local body = \'{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"}\'\n'
-        '  return wrk.format(nil, "/predict", nil, body)\nend\n')
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-            "non_2xx": int(errors.group(1)) if errors else 0}
 
 
 def _baseline(model_path: Path, workers: int, seconds: int, users: list[str],
@@ -147,24 +108,6 @@ def _bentoml_ceiling(seconds: int, users: list[str], workdir: Path) -> dict[str,
         _stop(proc)
 
 
-def _ingest(url: str, users: list[dict], events: list[dict]) -> dict[str, float]:
-    with httpx.Client(base_url=url, timeout=60) as c:
-        for u in users:
-            c.put(f"/users/{u['user_id']}", json={k: v for k, v in u.items() if k != "user_id"})
-    batches = [events[i:i + 500] for i in range(0, len(events), 500)]
-
-    def send(batch: list[dict]) -> int:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            r = c.post("/events", json=batch)
-            r.raise_for_status()
-            return int(r.json()["applied"])
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(4) as pool:
-        applied = sum(pool.map(send, batches))
-    seconds = time.perf_counter() - t0
-    return {"events": len(events), "applied": applied, "seconds": seconds,
-            "events_per_s": len(events) / seconds}
 
 
 def _service(model_path: Path, backend: str, workers: int, cache: bool, approximate: bool, seconds: int,
@@ -202,34 +145,8 @@ def _service(model_path: Path, backend: str, workers: int, cache: bool, approxim
                 r.delete(key)
 
 
-def _shop(n_users: int) -> tuple[list[dict], list[dict]]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_serving_helpers import make_shop
-
-    return make_shop(n_users=n_users, seed=11)
 
 
-def _train(shop: tuple, path: Path) -> None:
-    import xgboost as xgb
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_serving_helpers import START, clean_frames
-
-    from features.batch.snapshot import build_snapshots_at
-    from features.registry import model_features
-    from training.model import ConversionModel
-    from training.preprocess import FeatureEncoder
-
-    events, users = clean_frames(*shop)
-    frame = build_snapshots_at(events, users, [START + timedelta(days=d) for d in (30, 37, 44)],
-                               timedelta(days=7))
-    numeric = [n for n in model_features() if n != "loyalty_tier"]
-    encoder = FeatureEncoder(numeric, ["loyalty_tier"]).fit(frame)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2,
-                         "seed": 0, "verbosity": 0},
-                        xgb.DMatrix(encoder.transform(frame), label=frame["label"].to_numpy()),
-                        num_boost_round=300)
-    ConversionModel(family="xgboost", encoder=encoder, estimator=booster).save(str(path))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

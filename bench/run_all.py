@@ -28,6 +28,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "engine": ("bench.bench_engine", [], ["--requests", "4000", "--rounds", "1"]),
     "asgi": ("bench.bench_asgi", [], ["--requests", "2000", "--rounds", "1"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
+    "content": ("bench.bench_content", ["--rounds", "4", "--seconds", "8"],
+                ["--rounds", "2", "--seconds", "3"]),
 }
 
 

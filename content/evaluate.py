@@ -52,16 +52,16 @@ def time_split(events: pl.DataFrame, products: list[str], weights: dict[str, flo
     last: datetime = events["timestamp"].max()  # type: ignore[assignment]
     cutoff = datetime(last.year, last.month, last.day, tzinfo=last.tzinfo) + timedelta(days=1 - test_days)
     users = sorted(events["user_id"].unique().to_list())
-    user_index = {u: i for i, u in enumerate(users)}
-    product_index = {p: i for i, p in enumerate(products)}
+    user_enum, product_enum = pl.Enum(users), pl.Enum(products)
     weighted = events.filter(pl.col("event").is_in(list(weights))).with_columns(
         pl.col("event").replace_strict(weights, return_dtype=pl.Float64).alias("w"))
     train = weighted.filter(pl.col("timestamp") < cutoff)
     test = events.filter((pl.col("timestamp") >= cutoff) & (pl.col("event") == "purchase"))
 
     def matrix(frame: pl.DataFrame, values: np.ndarray) -> sp.csr_matrix:
-        rows = np.array([user_index[u] for u in frame["user_id"].to_list()], dtype=np.int64)
-        cols = np.array([product_index[p] for p in frame["product_id"].to_list()], dtype=np.int64)
+        # Enum codes are the positions in ``users`` / ``products`` (an unknown product is an error)
+        rows = frame["user_id"].cast(user_enum).to_physical().to_numpy().astype(np.int64)
+        cols = frame["product_id"].cast(product_enum).to_physical().to_numpy().astype(np.int64)
         m = sp.csr_matrix((values, (rows, cols)), shape=(len(users), len(products)))
         m.sum_duplicates()
         return m

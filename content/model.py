@@ -37,7 +37,7 @@ class RecommenderModel:
 
     def history_matrix(self, histories: Iterable[Mapping[str, float]]) -> sp.csr_matrix:
         """One row per history; unknown product ids are ignored."""
-        index = {p: i for i, p in enumerate(self.products)}
+        index = self._index()
         rows, cols, vals = [], [], []
         n = 0
         for n, history in enumerate(histories, start=1):
@@ -49,13 +49,21 @@ class RecommenderModel:
                     vals.append(float(weight))
         return sp.csr_matrix((vals, (rows, cols)), shape=(n, len(self.products)))
 
+    def _index(self) -> dict[str, int]:
+        """product_id -> column, built once per loaded model (a request must not rebuild it)."""
+        index: dict[str, int] | None = self.__dict__.get("_product_index")
+        if index is None:
+            index = self.__dict__["_product_index"] = {p: i for i, p in enumerate(self.products)}
+        return index
+
     def recommend(self, history: Mapping[str, float], k: int,
                   exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` best (product_id, score) for one history, never a product of ``exclude``."""
         matrix = self.history_matrix([history])
-        excluded = self.history_matrix([{p: 1.0 for p in exclude}])
+        excluded = self.history_matrix([{p: 1.0 for p in exclude}]) if exclude else None
         scores = self.recommender.scores(matrix)
-        best = top_k(scores, k, self.popularity, excluded if excluded.nnz else None)[0]
+        best = top_k(scores, k, self.popularity, excluded if excluded is not None and excluded.nnz else None
+                     )[0]
         return [(self.products[i], float(scores[0, i])) for i in best if np.isfinite(scores[0, i])]
 
     def save(self, path: Path) -> None:

@@ -63,7 +63,7 @@ class RecResult:
     run_id: str
 
 
-def _catalogue(shop_dir: Path) -> tuple[list[str], CatalogueArrays]:
+def catalogue_arrays(shop_dir: Path) -> tuple[list[str], CatalogueArrays]:
     path = shop_dir / "catalogue.parquet"
     if not path.is_file():
         raise DataError(f"{path} not found: generate the shop again (`propensity generate`) "
@@ -93,7 +93,7 @@ def train_recommenders(shop_dir: Path, cfg: RecommendConfig | None = None,
             make_recommender(name, cfg.recommenders[name])
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"recommenders.{name}: {exc}") from None
-    products, catalogue = _catalogue(shop_dir)
+    products, catalogue = catalogue_arrays(shop_dir)
     split = time_split(read_shop_events(shop_dir), products, cfg.weights, cfg.test_days)
     rows = np.flatnonzero(np.diff(split.test.indptr) > 0)
     if len(rows) == 0:

@@ -74,10 +74,11 @@ class ContentExposureLog:
         self._lock = threading.Lock()
 
     def record(self, user_id: str, experiment: str, variant: str, slot: str, component: str,
-               products: Sequence[str]) -> None:
+               products: Sequence[str], at: datetime | None = None) -> None:
+        """One exposure; ``at`` (default now) is for replays and simulations."""
         line = json.dumps({"user_id": user_id, "experiment": experiment, "variant": variant, "slot": slot,
                            "component": component, "products": list(products),
-                           "time": datetime.now(UTC).isoformat()}) + "\n"
+                           "time": (at or datetime.now(UTC)).isoformat()}) + "\n"
         with self._lock:
             os.write(self._fd, line.encode())
 
@@ -98,6 +99,8 @@ class ContentSetup:
     slots: dict[str, str] = field(default_factory=lambda: {"sidebar": "educational_content",
                                                            "carousel": "recommended_products"})
     exposures: ContentExposureLog | None = None
+    max_k: int = 50  # most products one /recommendations answer returns
+    rules: Any = None  # serving.rules.RuleSet: names the rule behind the hero slot's component
 
     def variant(self, user_id: str) -> str:
         shares = self.shares or {name: 1.0 / len(self.recommenders) for name in self.recommenders}

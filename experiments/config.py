@@ -37,6 +37,29 @@ class DemoSettings(StrictModel):
         description="relative lift of the purchase propensity per variant; the first is the control")
 
 
+class RecommenderDemo(StrictModel):
+    """The demo's A/B of two recommenders on the shop, with simulated visitors
+    (:mod:`experiments.visitor_sim`: they respond by their true tastes, the shop's product oracle)."""
+
+    visitors: int = Field(default=5000, ge=100, description="shop users shown a carousel (at most all)")
+    k: int = Field(default=8, ge=1, le=50, description="products shown per visitor")
+    days: int = Field(default=7, ge=1, description="visitors arrive over this many days after the cut-off")
+    seed: int = 11
+    control: str = Field(default="content", description="recommender of configs/recommend.yaml")
+    treatment: str = Field(default="item_knn", description="recommender of configs/recommend.yaml")
+    click_scale: float = Field(default=1.0, gt=0, description="P(click) = 1 - exp(-click_scale * p_next)")
+    cart_rate: float = Field(default=0.35, ge=0, le=1, description="P(add to cart | click)")
+    purchase_rate: float = Field(default=0.5, ge=0, le=1, description="P(purchase | cart)")
+
+
+class RecommendationSettings(StrictModel):
+    """Outcomes of shown products (content exposure logs, :mod:`experiments.content_outcomes`)."""
+
+    demo: RecommenderDemo = RecommenderDemo()
+    window_days: float = Field(default=1.0, gt=0, description="a shown product's click, cart and purchase "
+                                                             "count within this many days of showing it")
+
+
 class ExperimentsConfig(StrictModel):
     name: str | None = Field(default=None, description="experiment name (report title)")
     hypothesis: str | None = Field(default=None, description="what the experiment tests, in one sentence")
@@ -53,6 +76,7 @@ class ExperimentsConfig(StrictModel):
     sequential: SequentialSettings = SequentialSettings()
     funnel: FunnelSettings = FunnelSettings()
     demo: DemoSettings = DemoSettings()
+    recommendations: RecommendationSettings = RecommendationSettings()
 
 
 def load_experiments_config(path: str | Path | None = None,

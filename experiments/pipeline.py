@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,26 @@ import polars as pl
 from experiments.aggregate import read_table, require_columns
 from experiments.analysis import analyze_experiment
 from experiments.config import ExperimentsConfig, load_experiments_config
+from experiments.content_outcomes import CONTENT_METRICS, CONTENT_STEPS, content_outcomes, is_content_log
 from experiments.exposure import cohort_activity, first_exposures, outcomes_from_exposures
 from experiments.funnel import funnel_by_variant
 from experiments.results import ExperimentResult
 from experiments.verdict import verdict_lines
 from propensity.errors import DataError
 from propensity.progress import Progress, Tracker
+
+
+@dataclass(frozen=True)
+class Units:
+    """What an analysis reads: the unit-level frame, the events (exposure logs only), the funnel
+    steps, the default metrics, and whether the log is a content exposure log."""
+
+    frame: pl.DataFrame
+    events: pl.DataFrame | None
+    steps: Sequence[str]
+    default_metrics: list[str]
+    content: bool
+
 
 # progress units of analyze_file's parts, about their share of the run time
 _UNITS = {"read": 2, "analyse": 3, "funnel": 2, "report": 5}
@@ -30,12 +45,30 @@ def units_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, settings
     ``attributes`` (one row per user_id: covariates, segments) joined on user_id."""
     units = outcomes_from_exposures(exposures, events, settings.conversion_window_days, experiment,
                                     settings.funnel.steps)
-    if attributes is not None:
-        require_columns(attributes, ["user_id"], "attributes")
-        extra = [c for c in attributes.columns if c not in units.columns]
-        attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
-        units = units.join(attrs, on="user_id", how="left")
-    return units
+    return _with_attributes(units, attributes)
+
+
+def _exposure_units(exposures: pl.DataFrame, events: pl.DataFrame, settings: ExperimentsConfig,
+                    attributes: pl.DataFrame | None, experiment: str | None
+                    ) -> tuple[pl.DataFrame, Sequence[str], list[str]]:
+    """(units, funnel steps, default metrics) of an exposure log: a content exposure log (it lists the
+    products shown) gets the outcomes of shown products (:mod:`experiments.content_outcomes`: clicks,
+    carts, purchases and revenue within ``recommendations.window_days``), any other log the
+    conversions of :func:`units_from_exposures`."""
+    if not is_content_log(exposures):
+        units = units_from_exposures(exposures, events, settings, attributes, experiment)
+        return units, settings.funnel.steps, ["converted", "revenue"]
+    units = content_outcomes(exposures, events, settings.recommendations.window_days, experiment)
+    return _with_attributes(units, attributes), CONTENT_STEPS, list(CONTENT_METRICS)
+
+
+def _with_attributes(units: pl.DataFrame, attributes: pl.DataFrame | None) -> pl.DataFrame:
+    if attributes is None:
+        return units
+    require_columns(attributes, ["user_id"], "attributes")
+    extra = [c for c in attributes.columns if c not in units.columns]
+    attrs = attributes.select("user_id", *extra).with_columns(pl.col("user_id").cast(pl.String))
+    return units.join(attrs, on="user_id", how="left")
 
 
 def read_exposures(path: str | Path) -> pl.DataFrame:
@@ -65,12 +98,13 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
                  ) -> tuple[ExperimentResult, list[str], dict[str, str]]:
     """Read unit-level ``data`` (or an exposure log + events), analyse, optionally write ``report``.
 
-    With ``exposures`` and ``events`` the units are built by :func:`units_from_exposures` (metrics
-    default to converted and revenue, the timestamp to first_exposure) and the result carries the
-    funnel and the weekly cohorts. ``name`` titles the report (default: ``experiment`` or the input's
-    file name, or the config's ``name``); the config's ``hypothesis`` and ``planned_mde_relative``
-    head the report. ``progress`` receives :class:`~propensity.progress.Step` messages. Returns
-    the result, the verdict lines and the report paths.
+    With ``exposures`` and ``events`` the units are built by :func:`_exposure_units` (metrics default
+    to converted and revenue, for a content exposure log to clicked, converted and revenue; the
+    timestamp to first_exposure) and the result carries the funnel and the weekly cohorts. ``name``
+    titles the report (default: ``experiment`` or the input's file name, or the config's ``name``);
+    the config's ``hypothesis`` and ``planned_mde_relative`` head the report. ``progress`` receives
+    :class:`~propensity.progress.Step` messages. Returns the result, the verdict lines and the
+    report paths.
     """
     settings = load_experiments_config(config_path, overrides)
     track = Tracker(progress, sum(_UNITS.values()) - (0 if events is not None else _UNITS["funnel"])
@@ -78,9 +112,10 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
     track.begin("reading the input")
     if sequential is not None:
         settings.sequential.enabled = sequential
-    frame, event_frame = _read_units(data, exposures, events, attributes, experiment, settings)
+    units = _read_units(data, exposures, events, attributes, experiment, settings)
+    frame, event_frame = units.frame, units.events
     if event_frame is not None:  # an exposure log: its units' columns
-        metrics = list(metrics) or ["converted", "revenue"]
+        metrics = list(metrics) or units.default_metrics
         timestamp_col = timestamp_col or "first_exposure"
         variant_col = "variant"
     track.advance(_UNITS["read"])
@@ -91,9 +126,10 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
     track.advance(_UNITS["analyse"])
     if event_frame is not None:
         track.begin("funnel and weekly cohorts")
-        result.funnel = funnel_by_variant(frame, control, settings.funnel.steps, alpha=settings.alpha,
+        result.funnel = funnel_by_variant(frame, control, units.steps, alpha=settings.alpha,
                                           correction=settings.correction)
-        result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
+        if not units.content:  # shown products' outcomes have no weekly cohorts
+            result.cohorts = cohort_activity(frame, event_frame, settings.funnel.cohort_weeks)
         track.advance(_UNITS["funnel"])
     verdicts = verdict_lines(result)
     paths: dict[str, str] = {}
@@ -111,20 +147,32 @@ def analyze_file(data: str | Path | None, variant_col: str, control: str, metric
 
 def _read_units(data: str | Path | None, exposures: str | Path | None, events: str | Path | None,
                 attributes: str | Path | None, experiment: str | None,
-                settings: ExperimentsConfig) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+                settings: ExperimentsConfig) -> Units:
     """The unit-level frame (``data``, or built from an exposure log) and the events (exposure logs only)."""
     if (exposures is None) != (events is None):
         raise DataError("an exposure log needs events too (--exposures with --events)")
+    steps: Sequence[str] = settings.funnel.steps
     if exposures is not None and events is not None:
         if data is not None:
             raise DataError("give either --data or --exposures/--events, not both")
         event_frame = read_table(events)
-        frame = units_from_exposures(read_exposures(exposures), event_frame, settings,
-                                     read_table(attributes) if attributes else None, experiment)
-        return frame, event_frame
+        log = _read_log(exposures)
+        frame, steps, default_metrics = _exposure_units(log, event_frame, settings,
+                                                        read_table(attributes) if attributes else None,
+                                                        experiment)
+        return Units(frame, event_frame, steps, default_metrics, is_content_log(log))
     if data is None:
         raise DataError("no input: give --data, or --exposures with --events")
-    return read_table(data), None
+    return Units(read_table(data), None, steps, [], False)
+
+
+def _read_log(path: str | Path) -> pl.DataFrame:
+    """A content exposure log as written (its rows list the products shown), else the first
+    exposures of :func:`read_exposures`."""
+    if not str(path).startswith(("redis://", "rediss://")) and not Path(path).is_dir():
+        table = read_table(path)
+        return table if is_content_log(table) else first_exposures(table)
+    return read_exposures(path)
 
 
 def report_meta(frame: pl.DataFrame, name: str, timestamp_col: str | None,

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from content.online_config import ContentServingConfig
 from features.ingest.eventtime import TimestampUnit
 from features.live.store import ProfileStoreConfig
 from propensity.config import StrictModel, load_config
@@ -112,6 +113,7 @@ class ServingConfig(StrictModel):
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ingest: OnlineIngestConfig = Field(default_factory=OnlineIngestConfig)
+    content: ContentServingConfig = Field(default_factory=ContentServingConfig)
     default_decision: str = "default"
     access_log: bool = Field(default=True, description="BentoML access log line per request")
     gc_every_s: float = Field(default=1.0, ge=0, le=3600,

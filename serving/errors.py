@@ -87,7 +87,7 @@ def _framework_message(status: int, data: Any, body: bytes) -> tuple[str, str | 
     detail = data.get("detail") if isinstance(data, dict) else None
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # pydantic errors
         first = detail[0]
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "root")]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "root", "query", "path")]
         field = ".".join(loc) or None
         return f"{field or 'body'}: {first.get('msg', 'invalid')}", field
     if isinstance(data, dict) and isinstance(data.get("error"), str):

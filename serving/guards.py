@@ -20,6 +20,8 @@ from propensity.errors import DataError
 
 MAX_ID_CHARS = 256  # user_id, event_id, session_id, product_id: characters
 MAX_STRING_CHARS = 1024  # any other string value: characters
+MAX_SLOTS = 10  # /content: slots per request
+MAX_SLOT_CHARS = 64
 MAX_DEPTH = 8  # JSON nesting: the deepest legitimate body (/predict_batch features) has 3 levels
 _ID_FIELDS = ("user_id", "event_id", "session_id", "product_id")
 _NUMERIC_FEATURES = frozenset(FEATURE_NAMES) - frozenset(CATEGORICAL_FEATURES) | {"engagement_score"}
@@ -94,6 +96,8 @@ def check_body(path: str, value: Any, limits: Limits) -> None:
     """Route-specific shape and size checks of a parsed body (see the module docstring)."""
     if path == "/predict":
         _check_predict(value, "")
+    elif path == "/content":
+        _check_content(value)
     elif path in ("/predict_batch", "/events"):
         if not isinstance(value, list):
             raise BodyError(422, "body: expected a JSON list")
@@ -141,6 +145,22 @@ def _check_predict(item: Any, where: str) -> None:
             raise BodyError(422, f"{prefix}{section}: expected a JSON object", f"{prefix}{section}")
         for key, value in values.items():
             _check_feature(f"{prefix}{section}.{key}", key, value)
+
+
+def _check_content(item: Any) -> None:
+    """``/content``: a /predict-like object plus ``slots``, a short list of short names."""
+    if not isinstance(item, dict):
+        raise BodyError(422, "body: expected a JSON object")
+    slots = item.get("slots")
+    _check_predict({k: v for k, v in item.items() if k != "slots"}, "")
+    if slots is None:
+        return
+    if not isinstance(slots, list) or len(slots) > MAX_SLOTS:
+        raise BodyError(422, f"slots: expected a list of at most {MAX_SLOTS} slot names", "slots")
+    for i, slot in enumerate(slots):
+        if not isinstance(slot, str) or not 0 < len(slot) <= MAX_SLOT_CHARS:
+            raise BodyError(422, f"slots[{i}]: expected a slot name of 1 to {MAX_SLOT_CHARS} characters",
+                            f"slots[{i}]")
 
 
 def _check_feature(name: str, key: str, value: Any) -> None:

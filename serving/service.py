@@ -16,13 +16,17 @@ from typing import Any, cast
 
 import bentoml
 from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from content.online import content_answer, load_content_setup, recommendations_answer
 from features.privacy import LedgerSync, apply_ledger, open_ledger, resolve_ledger
 from serving import gc_policy
+from serving.aliases import PathAliases
 from serving.auth import Authenticator, insecure_from_env, load_keys
 from serving.bento import carried_models
-from serving.errors import error_response, install_log_filter, is_store_outage, logger
+from serving.content_models import ContentRequest, ContentResponse, RecommendationsResponse
+from serving.errors import error_body, error_response, install_log_filter, is_store_outage, logger
 from serving.loader import build_engine, resolve_config, settings_from_env
 from serving.metrics import ServiceMetrics
 from serving.protection import ProtectionMiddleware, install_metrics_templates
@@ -56,6 +60,7 @@ def _failure(exc: Exception) -> Any:  # a 4xx/503 Response; routes declare their
 
 
 users_app = FastAPI(title="propensity users", description=PACKAGE_DESCRIPTION)
+recommendations_app = FastAPI(title="propensity recommendations", description=PACKAGE_DESCRIPTION)
 SETTINGS = settings_from_env()
 _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SETTINGS.get("store"),
                       SETTINGS.get("tracking_uri"))
@@ -66,6 +71,7 @@ install_log_filter()
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
                  metrics={"enabled": True}, logging={"access": {"enabled": _CFG.access_log}})
 @bentoml.asgi_app(users_app, path="/users")
+@bentoml.asgi_app(recommendations_app, path="/recommendations")
 class PropensityService:
     """Conversion propensity for the content engine, from the live profile store."""
 
@@ -86,6 +92,7 @@ class PropensityService:
             logger.warning("profile store down at start-up: answering 503 until it is back")
         # Start-up objects (MLflow, pandas, the model) never become garbage: freezing them keeps
         # every later collection from scanning millions of objects (p99 latency spikes).
+        self.content_setup = _content_setup(self.engine)
         gc_policy.freeze_startup_heap()
 
     @bentoml.on_startup
@@ -164,6 +171,46 @@ class PropensityService:
         except Exception as exc:
             return _failure(exc)
 
+    # -- content: rendered components and product suggestions (logic: content/online.py) -------------
+
+    @bentoml.api(route="/content")
+    async def content(self, request: ContentRequest, /) -> ContentResponse:
+        """Render content slots for a user: ``hero`` shows the decision rules' component, the other
+        slots their configured component, filled with products suggested from the live profile.
+        Scope: ``predict``."""
+        if self.content_setup is None:
+            return _content_off()
+        try:
+            self.ledger_sync.sync(self.engine.store)
+            return fast_json(await content_answer(self.engine, self.content_setup, request.user_id,
+                                                  request.context, request.slots))
+        except Exception as exc:
+            return _failure(exc)
+
+    @recommendations_app.get("/", response_model=RecommendationsResponse)
+    async def recommendations(self, user_id: str = Query(min_length=1, max_length=256),
+                              k: int = Query(default=10, ge=1, le=200)) -> Any:
+        """``k`` products for a user from the live profile (bought ones excluded) and the user's
+        recommender variant; every answer logs an exposure. Scope: ``predict``."""
+        if self.content_setup is None:
+            return _content_off()
+        try:
+            self.ledger_sync.sync(self.engine.store)
+            return fast_json(recommendations_answer(self.engine, self.content_setup, user_id, k))
+        except Exception as exc:
+            return _failure(exc)
+
+
+def _content_setup(engine: Any) -> Any:
+    """The content routes' start-up objects; None when ``content.enabled`` is false."""
+    cfg = engine.cfg
+    return load_content_setup(cfg.content, cfg.tracking_uri, cfg.rules)
+
+
+def _content_off() -> Any:
+    return JSONResponse(error_body("content serving is off (serving.yaml: content.enabled)", None),
+                        status_code=404)
+
 
 versioned(PropensityService)
 cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a bentoml Service
@@ -172,3 +219,4 @@ cast(Any, PropensityService).add_asgi_middleware(  # the decorator made it a ben
     authenticator=Authenticator(load_keys(_CFG.auth.keys),
                                 insecure=bool(SETTINGS.get("insecure")) or insecure_from_env()),
     shared_buckets=(_CFG.store.redis_url, _CFG.store.key_prefix) if _CFG.store.backend == "redis" else None)
+cast(Any, PropensityService).add_asgi_middleware(PathAliases)  # GET /recommendations without a slash

@@ -33,7 +33,7 @@ def test_every_stage_leaves_its_artefact(demo_run) -> None:
     assert Path(result["paths"]["out_dir"]) == home / "demo"
     assert result["seconds"] > 0 and "total: took" in log
     for key in ("events", "users", "oracle", "features", "segment_profile", "segment_plot",
-                "audit_report", "experiment_report"):
+                "audit_report", "experiment_report", "content_sample", "recommender_report"):
         path = Path(result["paths"][key])
         assert path.is_file() and path.stat().st_size > 0, key
     for n in range(1, 8):

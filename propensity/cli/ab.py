@@ -103,7 +103,9 @@ def _parse_split(text: str | None) -> Any:
 @click.option("--exposures", default=None,
               help="exposure log instead of --data: user_id, variant, first_exposure[, experiment], or "
                    "what the service writes (its prediction log folder <work>/predictions, a Redis "
-                   "stream redis://HOST:PORT/DB#STREAM, or exposures.jsonl): first time per user")
+                   "stream redis://HOST:PORT/DB#STREAM, or exposures.jsonl): first time per user; a "
+                   "content exposure log (it lists the products shown) is analysed on clicked, "
+                   "converted and revenue of the shown products")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="events (SPEC contract)")
 @click.option("--attributes", type=click.Path(dir_okay=False), default=None,
               help="per-user columns (covariates, segments) joined to the exposure log")

@@ -200,6 +200,9 @@ def _run_stages(out_dir: str | Path | None, users: int | None, days: int | None,
     result.numbers["sample_probability"] = answer.get("probability")
     _done(t)
 
+    from propensity.cli.demo_content import content_stage  # its own module (content/ab_demo.py works)
+    content_stage(result, out, shop.events.parent, user, answer, _stage, _done, info)
+
     info("\n== where everything is ==")
     info(f"data:        {shop.events.parent}")
     info(f"features:    {built.output} (registry: docs/FEATURES.md)")

@@ -1,0 +1,122 @@
+"""Helpers shared by the benchmarks: free ports, server start/stop, `wrk` load, the reference shop
+and model (300 trees, depth 6: the KNOWN.md reference size), bulk ingestion over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz", timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code in (200, 405):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("server not ready in time")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/predict",
+        extra_body: str = "") -> dict[str, float]:
+    """``wrk`` (2 threads, 16 connections) POSTing ``{"user_id": <cycling users><extra_body>}`` to
+    ``path``: requests/s, p99 latency (ms) and non-2xx answers. ``extra_body`` is raw JSON text
+    starting with a comma (``', "slots": ["hero"]'``)."""
+    script = workdir / f"{path.strip('/').replace('/', '_') or 'root'}.lua"
+    ids = ",".join(f'"{u}"' for u in users)
+    tail = extra_body.replace("\\", "\\\\").replace("'", "\\'")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local ids = {{{ids}}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n"
+        f'  local body = \'{{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"{tail}}}\'\n'
+        f'  return wrk.format(nil, "{path}", nil, body)\nend\n')
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def ingest(url: str, users: list[dict], events: list[dict]) -> dict[str, float]:
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for u in users:
+            c.put(f"/users/{u['user_id']}", json={k: v for k, v in u.items() if k != "user_id"})
+    batches = [events[i:i + 500] for i in range(0, len(events), 500)]
+
+    def send(batch: list[dict]) -> int:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            r = c.post("/events", json=batch)
+            r.raise_for_status()
+            return int(r.json()["applied"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        applied = sum(pool.map(send, batches))
+    seconds = time.perf_counter() - t0
+    return {"events": len(events), "applied": applied, "seconds": seconds,
+            "events_per_s": len(events) / seconds}
+
+
+def shop(n_users: int) -> tuple[list[dict], list[dict]]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_serving_helpers import make_shop
+
+    return make_shop(n_users=n_users, seed=11)
+
+
+def train(shop: tuple, path: Path) -> None:
+    import xgboost as xgb
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_serving_helpers import START, clean_frames
+
+    from features.batch.snapshot import build_snapshots_at
+    from features.registry import model_features
+    from training.model import ConversionModel
+    from training.preprocess import FeatureEncoder
+
+    events, users = clean_frames(*shop)
+    frame = build_snapshots_at(events, users, [START + timedelta(days=d) for d in (30, 37, 44)],
+                               timedelta(days=7))
+    numeric = [n for n in model_features() if n != "loyalty_tier"]
+    encoder = FeatureEncoder(numeric, ["loyalty_tier"]).fit(frame)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2,
+                         "seed": 0, "verbosity": 0},
+                        xgb.DMatrix(encoder.transform(frame), label=frame["label"].to_numpy()),
+                        num_boost_round=300)
+    ConversionModel(family="xgboost", encoder=encoder, estimator=booster).save(str(path))
