@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from scipy import stats
 
 EPSILON = 1e-4
@@ -46,9 +47,10 @@ def categorical_bins(reference: np.ndarray) -> Bins:
     return Bins(categories=tuple(sorted({str(v) for v in reference if v is not None})))
 
 
-def bin_counts(values: np.ndarray, spec: Bins) -> np.ndarray:
+def bin_counts(values: np.ndarray | pl.Series, spec: Bins) -> np.ndarray:
     """Counts per bin: numeric ``(-inf, c1], (c1, c2], ..., (ck, inf)`` then missing; categorical: the
-    spec's categories, then any other category, then missing."""
+    spec's categories, then any other category, then missing. Categorical ``values`` may be a Polars
+    string column (counted without a Python loop)."""
     if spec.edges is not None:
         x = np.asarray(values, dtype=np.float64)
         missing = np.isnan(x)
@@ -56,13 +58,19 @@ def bin_counts(values: np.ndarray, spec: Bins) -> np.ndarray:
         found = np.bincount(idx, minlength=len(spec.edges) + 1)
         return np.append(found, missing.sum()).astype(np.float64)
     assert spec.categories is not None
+    k = len(spec.categories)
+    if isinstance(values, pl.Series):
+        codes = values.cast(pl.String).replace_strict(list(spec.categories), list(range(k)), default=k,
+                                                      return_dtype=pl.Int64)
+        codes = codes.set(values.is_null(), k + 1).to_numpy()
+        return np.bincount(codes, minlength=k + 2).astype(np.float64)
     position = {c: i for i, c in enumerate(spec.categories)}
-    counts = np.zeros(len(spec.categories) + 2)
+    counts = np.zeros(k + 2)
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             counts[-1] += 1
         else:
-            counts[position.get(str(v), len(spec.categories))] += 1
+            counts[position.get(str(v), k)] += 1
     return counts
 
 
@@ -85,8 +93,24 @@ def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
         return math.nan
     # the exact distribution (scipy's choice up to 10 000 rows a side) costs ~0.1 s a call on large
     # samples; the asymptotic one is accurate there
-    method = "auto" if x.size * y.size <= 1_000_000 else "asymp"
-    return float(stats.ks_2samp(x, y, method=method).pvalue)
+    if x.size * y.size <= 1_000_000:
+        return float(stats.ks_2samp(x, y, method="auto").pvalue)
+    return float(ks_asymptotic_p_values(np.array([ks_statistic(np.sort(x), np.sort(y))]),
+                                        np.array([x.size]), np.array([y.size]))[0])
+
+
+def ks_statistic(x: np.ndarray, y: np.ndarray) -> float:
+    """The two-sided KS statistic of two sorted, non-empty samples (as ``scipy.stats.ks_2samp``)."""
+    both = np.concatenate([x, y])
+    diff = np.searchsorted(x, both, side="right") / x.size - np.searchsorted(y, both, side="right") / y.size
+    return float(max(np.clip(-diff.min(), 0, 1), diff.max()))
+
+
+def ks_asymptotic_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Smirnov's asymptotic two-sided p-values of KS statistics ``d`` for sample sizes ``n1``, ``n2``
+    (scipy's ``ks_2samp(method="asymp")``: the ``kstwo`` law at the effective size), vectorised."""
+    m, n = np.maximum(n1, n2).astype(np.float64), np.minimum(n1, n2).astype(np.float64)
+    return np.clip(stats.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1)
 
 
 def chi2_p_value(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -104,9 +128,10 @@ class DriftStat:
     psi: float
     p_value: float
     test: str  # "ks" or "chi2"
+    counts: np.ndarray  # the current sample's bin counts
 
 
-def feature_drift(reference: np.ndarray, current: np.ndarray, spec: Bins, sample_rows: int,
+def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: Bins, sample_rows: int,
                   rng: np.random.Generator, reference_counts: np.ndarray | None = None) -> DriftStat:
     """PSI on all rows (``reference_counts``: the reference's bin counts when ``reference`` is only a
     sample of it); the test on at most ``sample_rows`` rows per side (sampled without replacement),
@@ -115,14 +140,14 @@ def feature_drift(reference: np.ndarray, current: np.ndarray, spec: Bins, sample
     cur_counts = bin_counts(current, spec)
     psi = psi_from_counts(ref_counts, cur_counts)
     if spec.edges is not None:
-        p = ks_p_value(_sample(reference, sample_rows, rng), _sample(current, sample_rows, rng))
+        p = ks_p_value(_sample(reference, sample_rows, rng), _sample(np.asarray(current), sample_rows, rng))
         numeric_missing = (np.array([ref_counts[-1], ref_counts[:-1].sum()]),
                            np.array([cur_counts[-1], cur_counts[:-1].sum()]))
         # a field that stops arriving changes the missing share, which KS (non-missing values) cannot see
         p_missing = chi2_p_value(*_scaled(*numeric_missing, sample_rows))
         both = [v for v in (p, p_missing) if not math.isnan(v)]
-        return DriftStat(psi, min(both) if both else math.nan, "ks")
-    return DriftStat(psi, chi2_p_value(*_scaled(ref_counts, cur_counts, sample_rows)), "chi2")
+        return DriftStat(psi, min(both) if both else math.nan, "ks", cur_counts)
+    return DriftStat(psi, chi2_p_value(*_scaled(ref_counts, cur_counts, sample_rows)), "chi2", cur_counts)
 
 
 def _sample(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

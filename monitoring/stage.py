@@ -98,8 +98,9 @@ def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) 
 
 def _records(model: Any, name: str, version: str, cfg: MonitorConfig, predictions: str | Path | None,
              events: str | Path | None, users: str | Path | None, start: datetime | None,
-             end: datetime | None, every: timedelta, say: Progress) -> tuple[pl.LazyFrame, datetime]:
-    """The records (with ``label``) and the first reported window start."""
+             end: datetime | None, every: timedelta, say: Progress
+             ) -> tuple[pl.LazyFrame, pl.LazyFrame, datetime]:
+    """The records, the records with ``label``, and the first reported window start."""
     warm_up = cfg.drift.compare == "weekday" and WEEK % every == timedelta(0)
     clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
     if predictions is None:
@@ -108,7 +109,7 @@ def _records(model: Any, name: str, version: str, cfg: MonitorConfig, prediction
         as_ofs = _window_starts(start, end, every, warm_up)
         lf = snapshot_records(model, name, version, clean_events, clean_users, as_ofs, cfg.horizon,
                               say).lazy()
-        t0 = start
+        base, t0 = lf, start
     else:
         lf = scan_prediction_log(predictions)
         if start is not None:
@@ -119,12 +120,12 @@ def _records(model: Any, name: str, version: str, cfg: MonitorConfig, prediction
         if first is None:
             raise DataError(f"{predictions}: no predictions in the requested period")
         t0 = start or datetime(first.year, first.month, first.day, tzinfo=UTC)
-        lf = _with_sensitive(lf, clean_users, cfg)
+        base, lf = lf, _with_sensitive(lf, clean_users, cfg)
     if clean_events is None:
-        return lf.with_columns(pl.lit(None, pl.Int64).alias("label")), t0
+        return base, lf.with_columns(pl.lit(None, pl.Int64).alias("label")), t0
     purchases = clean_events.lazy().filter(pl.col("event") == "purchase").select("user_id", "timestamp")
     data_end = clean_events.get_column("timestamp").max()
-    return with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
+    return base, with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
 
 
 def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorConfig) -> pl.LazyFrame:
@@ -140,28 +141,62 @@ def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorCo
                    how="left")
 
 
-def _windows(lf: pl.LazyFrame, t0: datetime, every: timedelta, features: list[str], ref: Reference,
-             cfg: MonitorConfig, say: Progress) -> list[Window]:
+def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelta, features: list[str],
+             ref: Reference, cfg: MonitorConfig, say: Progress) -> list[Window]:
+    """Windows of ``lf`` (the records with outcomes); drift from the feature rows of ``base`` (the
+    same records without the outcome join), read a batch of windows at a time."""
     step = every // timedelta(microseconds=1)
     origin = int(t0.timestamp() * 1_000_000)
     window = (((pl.col("time").cast(pl.Int64) - origin) // step) * step + origin).cast(UTC_US).alias("__w")
     sensitive = [c for c in cfg.fairness.sensitive_features if c in lf.collect_schema().names()]
     slim = lf.select(window, "time", "model_version", "probability", "label", *sensitive).collect()
-    present = [f for f in features if f in lf.collect_schema().names()]
-    sampled = pl.any_horizontal(pl.col(present).is_not_null()) if present else pl.lit(False)
+    present = [f for f in features if f in base.collect_schema().names()]
     rng = np.random.default_rng(cfg.seed)
+    parts = sorted(slim.partition_by(["__w", "model_version"], as_dict=True).items())
+    del slim
     out = []
-    for (start, version), part in sorted(slim.partition_by(["__w", "model_version"], as_dict=True).items()):
-        end = start + every
-        labelled, real, est = performance_of(part, cfg, cfg.seed)
-        in_window = (pl.col("time") >= start) & (pl.col("time") < end) & (pl.col("model_version") == version)
-        rows = lf.filter(in_window & sampled).select(*present, "probability").collect()
-        drift, counts = drift_of(rows, rows.get_column("probability").to_numpy(), ref, cfg, rng)
-        out.append(Window(start, end, str(version), part.height, float(part["probability"].mean()),  # type: ignore[arg-type]
-                          labelled, real, est, drift, counts, selection_ratio=selection_ratios(part, cfg)))
-        say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
+    for batch in _batches(parts):
+        rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
+        for (start, version), part in batch:
+            labelled, real, est = performance_of(part, cfg, cfg.seed)
+            current = rows.get((start, version), pl.DataFrame(schema={c: pl.Float64 for c in ("probability",)}))
+            drift, counts = drift_of(current, current.get_column("probability").to_numpy(), ref, cfg, rng)
+            out.append(Window(start, start + every, str(version), part.height,  # type: ignore[operator]
+                              float(part["probability"].mean()), labelled, real, est, drift, counts,  # type: ignore[arg-type]
+                              selection_ratio=selection_ratios(part, cfg)))
+            say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
     compare_weeks(out)
     return [w for w in out if w.start >= t0]
+
+
+BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read
+
+
+def _batches(parts: list[tuple[Any, pl.DataFrame]]) -> list[list[tuple[Any, pl.DataFrame]]]:
+    """Consecutive windows grouped so that each group holds at most ``BATCH_ROWS`` records (a window
+    start is never split; a single larger window is a group of its own)."""
+    groups: list[list[tuple[Any, pl.DataFrame]]] = []
+    size = 0
+    for key, part in parts:
+        same_start = groups and groups[-1][-1][0][0] == key[0]
+        if groups and (same_start or size + part.height <= BATCH_ROWS):
+            groups[-1].append((key, part))
+            size += part.height
+        else:
+            groups.append([(key, part)])
+            size = part.height
+    return groups
+
+
+def _feature_rows(base: pl.LazyFrame, window: pl.Expr, present: list[str], t0: datetime,
+                  t1: datetime) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """The records in ``[t0, t1)`` that carry a feature vector, by (window start, model version), in
+    time order (stable)."""
+    sampled = pl.any_horizontal(pl.col(present).is_not_null()) if present else pl.lit(False)
+    rows = (base.filter((pl.col("time") >= t0) & (pl.col("time") < t1) & sampled)
+            .select(window, "time", "model_version", *present, "probability")
+            .sort("time", maintain_order=True).collect())
+    return rows.partition_by(["__w", "model_version"], as_dict=True, maintain_order=True)
 
 
 def monitor(model_uri: str, *, predictions: str | Path | None = None, events: str | Path | None = None,
@@ -192,8 +227,8 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     auc = run.data.metrics.get("auc") if run is not None else None
     ref = Reference.of(ref_frame, model.predict_proba(ref_frame), features, cfg.drift.bins, auc,
                        cfg.drift.test_sample_rows, cfg.seed)
-    lf, t0 = _records(model, name, version, cfg, predictions, events, users, start, end, every, say)
-    windows = _windows(lf, t0, every, features, ref, cfg, say)
+    base, lf, t0 = _records(model, name, version, cfg, predictions, events, users, start, end, every, say)
+    windows = _windows(base, lf, t0, every, features, ref, cfg, say)
     if not windows:
         raise DataError("no predictions fall in the requested windows")
     found = alerts(windows, ref, cfg)

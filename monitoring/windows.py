@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fairness.audit import group_labels, metric_intervals, selection_threshold
+from fairness.audit import MISSING_GROUP, metric_intervals, selection_threshold
 from monitoring.config import MonitorConfig
 from monitoring.drift import Bins, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
 from monitoring.performance import estimate, realized
@@ -112,25 +112,37 @@ def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int) -> tuple[b
 def drift_of(current: pl.DataFrame, probability: np.ndarray, ref: Reference, cfg: MonitorConfig,
              rng: np.random.Generator) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """PSI and test p-value per feature (and the prediction) against the reference; also the bin
-    counts, kept for the week-over-week comparison."""
+    counts, kept for the week-over-week comparison. The numeric columns leave Polars as one matrix
+    and categories are counted in Polars (no per-value Python)."""
     out: dict[str, dict[str, float]] = {}
     counts: dict[str, np.ndarray] = {}
+    numeric = [n for n, s in ref.bins.items() if s.edges is not None and n in current.columns]
+    matrix = (current.select(pl.col(n).cast(pl.Float64).fill_null(np.nan) for n in numeric).to_numpy()
+              if numeric else np.empty((current.height, 0)))
     for name, spec in ref.bins.items():
+        values: np.ndarray | pl.Series
         if name == PREDICTION:
             values = np.asarray(probability, dtype=np.float64)
         elif name not in current.columns:
             continue
         elif spec.categories is not None:
-            values = np.array(current.get_column(name).to_list(), dtype=object)
+            values = current.get_column(name)
         else:
-            values = current.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+            values = matrix[:, numeric.index(name)]
         if len(values) == 0:
             continue
         stat = feature_drift(ref.values[name], values, spec, cfg.drift.test_sample_rows, rng,
                              ref.counts.get(name))
         out[name] = {"psi": stat.psi, "p_value": stat.p_value}
-        counts[name] = bin_counts(values, spec)
+        counts[name] = stat.counts
     return out, counts
+
+
+def _group_codes(column: pl.Series) -> np.ndarray:
+    """Group names (null: "unknown", as :func:`fairness.audit.group_labels`) as integer codes in the
+    names' sorted order (so the bootstrap draws the cells in the same order as with the names)."""
+    names = column.cast(pl.String).fill_null(MISSING_GROUP)
+    return (names.rank("dense").cast(pl.Int64) - 1).to_numpy()
 
 
 def selection_ratios(slim: pl.DataFrame, cfg: MonitorConfig) -> dict[str, tuple[float, float]]:
@@ -145,13 +157,13 @@ def selection_ratios(slim: pl.DataFrame, cfg: MonitorConfig) -> dict[str, tuple[
     for name in cfg.fairness.sensitive_features:
         if name not in slim.columns:
             continue
-        groups = group_labels(slim.get_column(name).to_list())
-        frame = pl.DataFrame({"g": groups.astype(str), "s": selected})
+        groups = _group_codes(slim.get_column(name))
+        frame = pl.DataFrame({"g": groups, "s": selected})
         rates = frame.group_by("g").agg(pl.col("s").mean(), pl.len()).filter(
             pl.col("len") >= cfg.fairness.min_group_size)
         share = rates.get_column("s").to_numpy()
         if len(share) >= 2 and share.max() > 0:
-            ci = metric_intervals(np.zeros(len(p), dtype=int), selected.astype(int), groups.astype(str),
+            ci = metric_intervals(np.zeros(len(p), dtype=int), selected.astype(int), groups,
                                   rates.get_column("g").to_list(), n_boot=200, seed=cfg.seed)
             out[name] = (float(share.min() / share.max()), ci["demographic_parity_ratio"][1])
     return out
