@@ -95,15 +95,49 @@ def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     # samples; the asymptotic one is accurate there
     if x.size * y.size <= 1_000_000:
         return float(stats.ks_2samp(x, y, method="auto").pvalue)
-    return float(ks_asymptotic_p_values(np.array([ks_statistic(np.sort(x), np.sort(y))]),
-                                        np.array([x.size]), np.array([y.size]))[0])
+    return ks_p_value_sorted(SortedSample.of(x), y)
 
 
-def ks_statistic(x: np.ndarray, y: np.ndarray) -> float:
-    """The two-sided KS statistic of two sorted, non-empty samples (as ``scipy.stats.ks_2samp``)."""
-    both = np.concatenate([x, y])
-    diff = np.searchsorted(x, both, side="right") / x.size - np.searchsorted(y, both, side="right") / y.size
+@dataclass(frozen=True)
+class SortedSample:
+    """A sample's non-missing numbers, sorted, with the count of values at or below each one (a
+    reference sample is sorted once and tested against every window)."""
+
+    values: np.ndarray
+    at_or_below: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> SortedSample:
+        x = np.sort(np.asarray(values, dtype=np.float64))
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return cls(x, np.zeros(0, dtype=np.int64))
+        last = np.flatnonzero(np.append(x[1:] != x[:-1], True))  # last index of each run of ties
+        run = np.cumsum(np.insert(x[1:] != x[:-1], 0, False))
+        return cls(x, last[run] + 1)
+
+
+def ks_statistic(x: np.ndarray | SortedSample, y: np.ndarray | SortedSample) -> float:
+    """The two-sided KS statistic of two non-empty samples (sorted arrays or :class:`SortedSample`):
+    the largest gap of the empirical CDFs over all points, exactly as ``scipy.stats.ks_2samp``."""
+    a = x if isinstance(x, SortedSample) else SortedSample.of(x)
+    b = y if isinstance(y, SortedSample) else SortedSample.of(y)
+    n1, n2 = a.values.size, b.values.size
+    diff = np.concatenate([a.at_or_below / n1 - np.searchsorted(b.values, a.values, side="right") / n2,
+                           np.searchsorted(a.values, b.values, side="right") / n1 - b.at_or_below / n2])
     return float(max(np.clip(-diff.min(), 0, 1), diff.max()))
+
+
+def ks_p_value_sorted(reference: SortedSample, current: np.ndarray) -> float:
+    """:func:`ks_p_value` with the reference sorted once."""
+    y = SortedSample.of(current)
+    if reference.values.size == 0 or y.values.size == 0:
+        return math.nan
+    if reference.values.size * y.values.size <= 1_000_000:
+        return float(stats.ks_2samp(reference.values, y.values, method="auto").pvalue)
+    d = ks_statistic(reference, y)
+    return float(ks_asymptotic_p_values(np.array([d]), np.array([reference.values.size]),
+                                        np.array([y.values.size]))[0])
 
 
 def ks_asymptotic_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
@@ -132,7 +166,8 @@ class DriftStat:
 
 
 def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: Bins, sample_rows: int,
-                  rng: np.random.Generator, reference_counts: np.ndarray | None = None) -> DriftStat:
+                  rng: np.random.Generator, reference_counts: np.ndarray | None = None,
+                  reference_sorted: SortedSample | None = None) -> DriftStat:
     """PSI on all rows (``reference_counts``: the reference's bin counts when ``reference`` is only a
     sample of it); the test on at most ``sample_rows`` rows per side (sampled without replacement),
     because with very large samples every trivial difference is significant."""
@@ -140,7 +175,10 @@ def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: 
     cur_counts = bin_counts(current, spec)
     psi = psi_from_counts(ref_counts, cur_counts)
     if spec.edges is not None:
-        p = ks_p_value(_sample(reference, sample_rows, rng), _sample(np.asarray(current), sample_rows, rng))
+        if reference_sorted is not None and len(reference) <= sample_rows:  # (no draw for the reference)
+            p = ks_p_value_sorted(reference_sorted, _sample(np.asarray(current), sample_rows, rng))
+        else:
+            p = ks_p_value(_sample(reference, sample_rows, rng), _sample(np.asarray(current), sample_rows, rng))
         numeric_missing = (np.array([ref_counts[-1], ref_counts[:-1].sum()]),
                            np.array([cur_counts[-1], cur_counts[:-1].sum()]))
         # a field that stops arriving changes the missing share, which KS (non-missing values) cannot see

@@ -149,11 +149,11 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
     origin = int(t0.timestamp() * 1_000_000)
     window = (((pl.col("time").cast(pl.Int64) - origin) // step) * step + origin).cast(UTC_US).alias("__w")
     sensitive = [c for c in cfg.fairness.sensitive_features if c in lf.collect_schema().names()]
-    slim = lf.select(window, "time", "model_version", "probability", "label", *sensitive).collect()
+    slim = lf.select(window, "model_version", "probability", pl.col("label").cast(pl.Int8),
+                     *[pl.col(c).cast(pl.String).cast(pl.Categorical) for c in sensitive]).collect()
     present = [f for f in features if f in base.collect_schema().names()]
     rng = np.random.default_rng(cfg.seed)
-    parts = sorted(slim.partition_by(["__w", "model_version"], as_dict=True).items())
-    del slim
+    parts = _parts(slim)
     out = []
     for batch in _batches(parts):
         rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
@@ -167,6 +167,18 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
             say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
     compare_weeks(out)
     return [w for w in out if w.start >= t0]
+
+
+def _parts(slim: pl.DataFrame) -> list[tuple[tuple[Any, Any], pl.DataFrame]]:
+    """((window start, version), rows) in key order: zero-copy slices of ``slim`` sorted by both
+    (stably, so each window keeps its time order; no sort when it is sorted already)."""
+    versions = slim.get_column("model_version")
+    if not (versions.n_unique() == 1 and slim.get_column("__w").is_sorted()):
+        slim = slim.sort("__w", "model_version", maintain_order=True)
+    sizes = slim.group_by("__w", "model_version", maintain_order=True).len()
+    offsets = np.concatenate([[0], np.cumsum(sizes.get_column("len").to_numpy())])
+    return [((start, version), slim.slice(int(offsets[i]), n))
+            for i, (start, version, n) in enumerate(sizes.iter_rows())]
 
 
 BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read

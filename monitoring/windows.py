@@ -20,7 +20,7 @@ import polars as pl
 
 from fairness.audit import MISSING_GROUP, metric_intervals, selection_threshold
 from monitoring.config import MonitorConfig
-from monitoring.drift import Bins, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
+from monitoring.drift import Bins, SortedSample, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
 from monitoring.performance import estimate, realized
 
 PREDICTION = "prediction"  # the drift subject of the model's output
@@ -35,6 +35,7 @@ class Reference:
     bins: dict[str, Bins]
     auc: float | None
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # per-bin counts of all reference rows
+    sorted: dict[str, SortedSample] = field(default_factory=dict)  # the numeric samples, sorted once
 
     @classmethod
     def of(cls, frame: pl.DataFrame, probability: np.ndarray, features: list[str], bins: int,
@@ -50,7 +51,9 @@ class Reference:
         specs = {name: (categorical_bins(v) if v.dtype == object else numeric_bins(v, bins))
                  for name, v in full.items()}
         counts = {name: bin_counts(v, specs[name]) for name, v in full.items()}
-        return cls(cls._values(sample, sample_p, features), specs, auc, counts)
+        values = cls._values(sample, sample_p, features)
+        ordered = {name: SortedSample.of(v) for name, v in values.items() if specs[name].edges is not None}
+        return cls(values, specs, auc, counts, ordered)
 
     @staticmethod
     def _values(frame: pl.DataFrame, probability: np.ndarray, features: list[str]) -> dict[str, np.ndarray]:
@@ -132,7 +135,7 @@ def drift_of(current: pl.DataFrame, probability: np.ndarray, ref: Reference, cfg
         if len(values) == 0:
             continue
         stat = feature_drift(ref.values[name], values, spec, cfg.drift.test_sample_rows, rng,
-                             ref.counts.get(name))
+                             ref.counts.get(name), ref.sorted.get(name))
         out[name] = {"psi": stat.psi, "p_value": stat.p_value}
         counts[name] = stat.counts
     return out, counts
