@@ -20,6 +20,8 @@ class DriftConfig(StrictModel):
     min_rows: int = Field(default=200, ge=1)
     compare: Literal["weekday", "reference"] = "weekday"
     not_alerted: list[str] = Field(default_factory=lambda: ["days_since_first_event"])
+    fields: bool = True
+    field_slices: list[str] = Field(default_factory=lambda: ["device", "source"])
 
 
 class PerformanceConfig(StrictModel):

@@ -182,17 +182,17 @@ def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: 
         numeric_missing = (np.array([ref_counts[-1], ref_counts[:-1].sum()]),
                            np.array([cur_counts[-1], cur_counts[:-1].sum()]))
         # a field that stops arriving changes the missing share, which KS (non-missing values) cannot see
-        p_missing = chi2_p_value(*_scaled(*numeric_missing, sample_rows))
+        p_missing = chi2_p_value(*scaled_counts(*numeric_missing, sample_rows))
         both = [v for v in (p, p_missing) if not math.isnan(v)]
         return DriftStat(psi, min(both) if both else math.nan, "ks", cur_counts)
-    return DriftStat(psi, chi2_p_value(*_scaled(ref_counts, cur_counts, sample_rows)), "chi2", cur_counts)
+    return DriftStat(psi, chi2_p_value(*scaled_counts(ref_counts, cur_counts, sample_rows)), "chi2", cur_counts)
 
 
 def _sample(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return values if len(values) <= n else values[rng.choice(len(values), size=n, replace=False)]
 
 
-def _scaled(expected: np.ndarray, actual: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def scaled_counts(expected: np.ndarray, actual: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Counts scaled down to at most ``n`` per side (the tests' sample size), rounded."""
     def one(c: np.ndarray) -> np.ndarray:
         total = c.sum()

@@ -21,6 +21,7 @@ import polars as pl
 from features.batch.snapshot import to_utc
 from monitoring.backfill import read_events, snapshot_records
 from monitoring.config import MonitorConfig, load_monitor_config
+from monitoring.fields import arrival_counts, field_changes, input_fields
 from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
 from monitoring.windows import (
     WEEK,
@@ -97,12 +98,11 @@ def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) 
 
 
 def _records(model: Any, name: str, version: str, cfg: MonitorConfig, predictions: str | Path | None,
-             events: str | Path | None, users: str | Path | None, start: datetime | None,
+             clean_events: pl.DataFrame | None, clean_users: pl.DataFrame | None, start: datetime | None,
              end: datetime | None, every: timedelta, say: Progress
              ) -> tuple[pl.LazyFrame, pl.LazyFrame, datetime]:
     """The records, the records with ``label``, and the first reported window start."""
     warm_up = cfg.drift.compare == "weekday" and WEEK % every == timedelta(0)
-    clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
     if predictions is None:
         if clean_events is None or start is None or end is None:
             raise DataError("monitor needs --predictions LOG, or --events with --from and --to")
@@ -126,6 +126,23 @@ def _records(model: Any, name: str, version: str, cfg: MonitorConfig, prediction
     purchases = clean_events.lazy().filter(pl.col("event") == "purchase").select("user_id", "timestamp")
     data_end = clean_events.get_column("timestamp").max()
     return base, with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
+
+
+def _judge_fields(windows: list[Window], events: pl.DataFrame | None, feature_names: list[str],
+                  t0: datetime, every: timedelta, lag: timedelta, cfg: MonitorConfig) -> dict[str, list[str]]:
+    """Fill each window's ``fields`` (event-field arrival against the week before,
+    :mod:`monitoring.fields`); returns event field -> the model inputs computed from it."""
+    if events is None or not cfg.drift.fields:
+        return {}
+    feeds = input_fields(feature_names, events.columns)
+    first = min(w.start for w in windows) - WEEK
+    last = max(w.end for w in windows)
+    seen = events.filter((pl.col("timestamp") >= first - lag) & (pl.col("timestamp") < last - lag))
+    counts = arrival_counts(seen, list(feeds), cfg.drift.field_slices, t0, every, lag)
+    changes = field_changes(counts, cfg.drift.min_rows, cfg.drift.test_sample_rows)
+    for w in windows:
+        w.fields = changes.get(w.start, [])
+    return feeds
 
 
 def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorConfig) -> pl.LazyFrame:
@@ -239,11 +256,15 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     auc = run.data.metrics.get("auc") if run is not None else None
     ref = Reference.of(ref_frame, model.predict_proba(ref_frame), features, cfg.drift.bins, auc,
                        cfg.drift.test_sample_rows, cfg.seed)
-    base, lf, t0 = _records(model, name, version, cfg, predictions, events, users, start, end, every, say)
+    clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
+    base, lf, t0 = _records(model, name, version, cfg, predictions, clean_events, clean_users, start, end,
+                            every, say)
     windows = _windows(base, lf, t0, every, features, ref, cfg, say)
     if not windows:
         raise DataError("no predictions fall in the requested windows")
-    found = alerts(windows, ref, cfg)
+    feeds = _judge_fields(windows, clean_events, model.feature_names, t0, every,
+                          every if predictions is None else timedelta(0), cfg)
+    found = alerts(windows, ref, cfg, feeds)
     from monitoring.report import write_report
 
     out = Path(out_dir) if out_dir is not None else work_dir() / "monitor" / f"{name}-{version}"

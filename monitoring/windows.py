@@ -5,7 +5,9 @@ its test p-value below the threshold, *and* (when the window of the same weekday
 was monitored) its PSI against that window above the threshold too. Weekly seasonality (weekends
 busier) and slow trends (tenure grows) move the reference PSI but not the week-over-week one, so
 they do not alert; a sudden shift moves both. Volume is judged against the same weekday one week
-earlier for the same reason.
+earlier for the same reason. A model input also alerts when an event field it is computed from
+stops arriving in some slice of the traffic (:mod:`monitoring.fields`, judged the same way against
+the week before): a tracking outage that a 30-day aggregate hides for weeks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import polars as pl
 
 from fairness.audit import MISSING_GROUP, metric_intervals, selection_threshold
 from monitoring.config import MonitorConfig
+from monitoring.fields import field_alerts
 from monitoring.drift import Bins, SortedSample, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
 from monitoring.performance import estimate, realized
 
@@ -84,6 +87,7 @@ class Window:
     week_psi: dict[str, float] = field(default_factory=dict)
     selection_ratio: dict[str, tuple[float, float]] = field(default_factory=dict)  # (ratio, upper end)
     volume_ratio: float | None = None
+    fields: list[dict[str, Any]] = field(default_factory=list)  # event-field arrival vs a week earlier
 
     def to_json(self) -> dict[str, Any]:
         r = self.realized if self.labelled else {}
@@ -98,7 +102,7 @@ class Window:
                 "drift": self.drift, "drift_week_over_week": self.week_psi,
                 "selection_ratio": {k: v[0] for k, v in self.selection_ratio.items()},
                 "selection_ratio_high": {k: v[1] for k, v in self.selection_ratio.items()},
-                "volume_ratio": self.volume_ratio}
+                "volume_ratio": self.volume_ratio, "fields": self.fields}
 
 
 def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int) -> tuple[bool, dict[str, Any],
@@ -189,19 +193,36 @@ def _alert(w: Window, kind: str, subject: str, value: float, threshold: float) -
             "subject": subject, "value": value, "threshold": threshold}
 
 
-def alerts(windows: list[Window], ref: Reference, cfg: MonitorConfig) -> list[dict[str, Any]]:
-    """The alert rules (module docstring) over reported windows, in window order."""
-    out: list[dict[str, Any]] = []
+def drift_alerts(w: Window, cfg: MonitorConfig, feeds: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """A window's drift alerts: features and prediction (module docstring), then the model inputs
+    whose event field stopped (or started) arriving (:mod:`monitoring.fields`), once per input."""
     d = cfg.drift
+    out: list[dict[str, Any]] = []
+    if w.predictions >= d.min_rows:
+        for name, stat in w.drift.items():
+            if name in d.not_alerted:
+                continue
+            week = w.week_psi.get(name) if d.compare == "weekday" else None
+            like = week is None or (not math.isnan(week) and week > d.psi_threshold)
+            if stat["psi"] > d.psi_threshold and stat["p_value"] < d.p_value_threshold and like:
+                out.append(_alert(w, "drift", name, stat["psi"], d.psi_threshold))
+    seen = {a["subject"] for a in out} | set(d.not_alerted)
+    for feature, change in field_alerts(w.fields, feeds, d.psi_threshold, d.p_value_threshold):
+        if feature not in seen:
+            seen.add(feature)
+            out.append({**_alert(w, "drift", feature, change["psi"], d.psi_threshold),
+                        "field": change["field"], "slice": change["slice"],
+                        "share": change["share"], "share_before": change["share_before"]})
+    return out
+
+
+def alerts(windows: list[Window], ref: Reference, cfg: MonitorConfig,
+           feeds: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """The alert rules (module docstring) over reported windows, in window order; ``feeds``: event
+    field -> the model inputs computed from it."""
+    out: list[dict[str, Any]] = []
     for w in windows:
-        if w.predictions >= d.min_rows:
-            for name, stat in w.drift.items():
-                if name in d.not_alerted:
-                    continue
-                week = w.week_psi.get(name) if d.compare == "weekday" else None
-                like = week is None or (not math.isnan(week) and week > d.psi_threshold)
-                if stat["psi"] > d.psi_threshold and stat["p_value"] < d.p_value_threshold and like:
-                    out.append(_alert(w, "drift", name, stat["psi"], d.psi_threshold))
+        out += drift_alerts(w, cfg, feeds or {})
         if ref.auc is not None:
             floor = ref.auc - cfg.performance.auc_drop
             real = w.realized.get("realized_auc") if w.labelled else None
