@@ -28,6 +28,7 @@ class PerformanceConfig(StrictModel):
     auc_drop: float = Field(default=0.05, gt=0, le=1)
     samples: int = Field(default=200, ge=10)
     interval: float = Field(default=0.95, gt=0, lt=1)
+    recalibrate: bool = True
 
 
 class CalibrationConfig(StrictModel):

@@ -62,8 +62,7 @@ def bin_counts(values: np.ndarray | pl.Series, spec: Bins) -> np.ndarray:
     if isinstance(values, pl.Series):
         codes = values.cast(pl.String).replace_strict(list(spec.categories), list(range(k)), default=k,
                                                       return_dtype=pl.Int64)
-        codes = codes.set(values.is_null(), k + 1).to_numpy()
-        return np.bincount(codes, minlength=k + 2).astype(np.float64)
+        return np.bincount(codes.set(values.is_null(), k + 1).to_numpy(), minlength=k + 2).astype(np.float64)
     position = {c: i for i, c in enumerate(spec.categories)}
     counts = np.zeros(k + 2)
     for v in values:
@@ -178,14 +177,16 @@ def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: 
         if reference_sorted is not None and len(reference) <= sample_rows:  # (no draw for the reference)
             p = ks_p_value_sorted(reference_sorted, _sample(np.asarray(current), sample_rows, rng))
         else:
-            p = ks_p_value(_sample(reference, sample_rows, rng), _sample(np.asarray(current), sample_rows, rng))
+            p = ks_p_value(_sample(reference, sample_rows, rng),
+                           _sample(np.asarray(current), sample_rows, rng))
         numeric_missing = (np.array([ref_counts[-1], ref_counts[:-1].sum()]),
                            np.array([cur_counts[-1], cur_counts[:-1].sum()]))
         # a field that stops arriving changes the missing share, which KS (non-missing values) cannot see
         p_missing = chi2_p_value(*scaled_counts(*numeric_missing, sample_rows))
         both = [v for v in (p, p_missing) if not math.isnan(v)]
         return DriftStat(psi, min(both) if both else math.nan, "ks", cur_counts)
-    return DriftStat(psi, chi2_p_value(*scaled_counts(ref_counts, cur_counts, sample_rows)), "chi2", cur_counts)
+    p_value = chi2_p_value(*scaled_counts(ref_counts, cur_counts, sample_rows))
+    return DriftStat(psi, p_value, "chi2", cur_counts)
 
 
 def _sample(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

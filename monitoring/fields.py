@@ -75,7 +75,8 @@ def arrival_counts(events: pl.DataFrame, fields: Sequence[str], slices: Sequence
     return pl.concat(pl.collect_all(parts), how="vertical_relaxed")
 
 
-def field_changes(counts: pl.DataFrame, min_rows: int, sample_rows: int) -> dict[datetime, list[dict[str, Any]]]:
+def field_changes(counts: pl.DataFrame, min_rows: int,
+                  sample_rows: int) -> dict[datetime, list[dict[str, Any]]]:
     """Per window start: each (field, slice) judged against the same window one week earlier —
     ``{"field", "slice", "share", "share_before", "events", "psi", "p_value"}`` (see the module
     docstring); slices with fewer than ``min_rows`` carrying events on either side are left out."""
@@ -94,7 +95,8 @@ def field_changes(counts: pl.DataFrame, min_rows: int, sample_rows: int) -> dict
         out.setdefault(row["__w"], []).append({
             "field": row["field"], "slice": row["slice"], "events": int(row["events"]),
             "share": float(now[0] / now.sum()), "share_before": float(then[0] / then.sum()),
-            "psi": psi_from_counts(then, now), "p_value": chi2_p_value(*scaled_counts(then, now, sample_rows))})
+            "psi": psi_from_counts(then, now),
+            "p_value": chi2_p_value(*scaled_counts(then, now, sample_rows))})
     return out
 
 

@@ -23,6 +23,7 @@ from monitoring.backfill import read_events, snapshot_records
 from monitoring.config import MonitorConfig, load_monitor_config
 from monitoring.fields import arrival_counts, field_changes, input_fields
 from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
+from monitoring.performance import recalibration
 from monitoring.windows import (
     WEEK,
     Reference,
@@ -39,6 +40,7 @@ from propensity.paths import work_dir
 Progress = Callable[[str], None]
 MONITORING_EXPERIMENT = "propensity-monitoring"
 MONITOR_TAG = "monitoring_run"
+LABEL = "label"
 
 
 @dataclass
@@ -89,6 +91,18 @@ def reference_frame(reference: str | Path | None, model: Any) -> pl.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: reference snapshot not found")
     return pl.read_parquet(path)
+
+
+def _calibration(frame: pl.DataFrame, probability: np.ndarray) -> tuple[float, float] | None:
+    """Recalibration of the model's probabilities on the reference's labelled rows: those of its
+    latest snapshot when it holds several (the validation rows: the model did not fit them)."""
+    if LABEL not in frame.columns:
+        return None
+    rows = frame.select(pl.col(LABEL).is_not_null().alias("keep"))["keep"]
+    if "as_of" in frame.columns and frame.get_column("as_of").n_unique() > 1:
+        rows = rows & (frame.get_column("as_of") == frame.get_column("as_of").max())
+    keep = rows.to_numpy()
+    return recalibration(np.asarray(probability)[keep], frame.get_column(LABEL).to_numpy()[keep])
 
 
 def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) -> list[datetime]:
@@ -175,8 +189,8 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
     for batch in _batches(parts):
         rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
         for (start, version), part in batch:
-            labelled, real, est = performance_of(part, cfg, cfg.seed)
-            current = rows.get((start, version), pl.DataFrame(schema={c: pl.Float64 for c in ("probability",)}))
+            labelled, real, est = performance_of(part, cfg, cfg.seed, ref.calibration)
+            current = rows.get((start, version), pl.DataFrame(schema={"probability": pl.Float64}))
             drift, counts = drift_of(current, current.get_column("probability").to_numpy(), ref, cfg, rng)
             out.append(Window(start, start + every, str(version), part.height,  # type: ignore[operator]
                               float(part["probability"].mean()), labelled, real, est, drift, counts,  # type: ignore[arg-type]
@@ -254,8 +268,9 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     features = [f for f in model.feature_names if f in ref_frame.columns and f not in LOG_SCHEMA]
     run = _training_run(model)
     auc = run.data.metrics.get("auc") if run is not None else None
-    ref = Reference.of(ref_frame, model.predict_proba(ref_frame), features, cfg.drift.bins, auc,
-                       cfg.drift.test_sample_rows, cfg.seed)
+    ref_p = model.predict_proba(ref_frame)
+    ref = Reference.of(ref_frame, ref_p, features, cfg.drift.bins, auc, cfg.drift.test_sample_rows, cfg.seed)
+    ref.calibration = _calibration(ref_frame, ref_p) if cfg.performance.recalibrate else None
     clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
     base, lf, t0 = _records(model, name, version, cfg, predictions, clean_events, clean_users, start, end,
                             every, say)

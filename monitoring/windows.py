@@ -22,9 +22,17 @@ import polars as pl
 
 from fairness.audit import MISSING_GROUP, metric_intervals, selection_threshold
 from monitoring.config import MonitorConfig
+from monitoring.drift import (
+    Bins,
+    SortedSample,
+    bin_counts,
+    categorical_bins,
+    feature_drift,
+    numeric_bins,
+    psi_from_counts,
+)
 from monitoring.fields import field_alerts
-from monitoring.drift import Bins, SortedSample, bin_counts, categorical_bins, feature_drift, numeric_bins, psi_from_counts
-from monitoring.performance import estimate, realized
+from monitoring.performance import estimate, realized, recalibrated
 
 PREDICTION = "prediction"  # the drift subject of the model's output
 WEEK = timedelta(days=7)
@@ -39,6 +47,7 @@ class Reference:
     auc: float | None
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # per-bin counts of all reference rows
     sorted: dict[str, SortedSample] = field(default_factory=dict)  # the numeric samples, sorted once
+    calibration: tuple[float, float] | None = None  # (a, b) of performance.recalibration
 
     @classmethod
     def of(cls, frame: pl.DataFrame, probability: np.ndarray, features: list[str], bins: int,
@@ -105,14 +114,17 @@ class Window:
                 "volume_ratio": self.volume_ratio, "fields": self.fields}
 
 
-def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int) -> tuple[bool, dict[str, Any],
-                                                                              dict[str, float]]:
-    """(labelled, realised metrics, estimate) of a window's ``probability`` and ``label`` columns."""
+def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int,
+                   calibration: tuple[float, float] | None = None
+                   ) -> tuple[bool, dict[str, Any], dict[str, float]]:
+    """(labelled, realised metrics, estimate) of a window's ``probability`` and ``label`` columns;
+    the estimate draws the labels from the probabilities recalibrated on the reference."""
     p = slim.get_column("probability").to_numpy()
     labels = slim.get_column("label")
     labelled = slim.height > 0 and labels.null_count() == 0
     real = realized(labels.to_numpy(), p, cfg.calibration.bins) if labelled else {}
-    est = estimate(p, cfg.performance.samples, cfg.performance.interval, seed)
+    est = estimate(p, cfg.performance.samples, cfg.performance.interval, seed,
+                   recalibrated(p, calibration) if calibration is not None else None)
     return labelled, real, {"auc": est.auc, "low": est.low, "high": est.high, "log_loss": est.log_loss}
 
 
