@@ -30,6 +30,7 @@ from monitoring.windows import (
     Window,
     alerts,
     compare_weeks,
+    correct_estimates,
     drift_of,
     performance_of,
     selection_ratios,
@@ -197,6 +198,8 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
                               selection_ratio=selection_ratios(part, cfg)))
             say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
     compare_weeks(out)
+    if cfg.performance.correct_windows:
+        correct_estimates(out, cfg.horizon, cfg.performance.correct_windows)
     return [w for w in out if w.start >= t0]
 
 

@@ -108,6 +108,7 @@ class Window:
                 "estimated_auc": self.estimated["auc"], "estimated_auc_low": self.estimated["low"],
                 "estimated_auc_high": self.estimated["high"],
                 "estimated_log_loss": self.estimated["log_loss"],
+                "estimated_auc_correction": self.estimated.get("correction"),
                 "drift": self.drift, "drift_week_over_week": self.week_psi,
                 "selection_ratio": {k: v[0] for k, v in self.selection_ratio.items()},
                 "selection_ratio_high": {k: v[1] for k, v in self.selection_ratio.items()},
@@ -203,6 +204,27 @@ def compare_weeks(windows: list[Window]) -> None:
 def _alert(w: Window, kind: str, subject: str, value: float, threshold: float) -> dict[str, Any]:
     return {"window_start": w.start.isoformat(), "model_version": w.model_version, "kind": kind,
             "subject": subject, "value": value, "threshold": threshold}
+
+
+def correct_estimates(windows: list[Window], horizon: timedelta, keep: int) -> None:
+    """Shift each window's estimated AUC (and its interval) by the mean gap ``realised - estimated``
+    of the last ``keep`` windows of its version whose labels had arrived when it closed (their end
+    plus the horizon not after its end): a model whose ranking is worse than its calibrated
+    probabilities promise (the estimate's blind spot) shows that gap on every window. The interval's
+    half-widths grow by ``sqrt(1 + 1/k)`` for the noise of a mean over ``k`` windows."""
+    def known(w: Window) -> bool:
+        return w.labelled and not math.isnan(w.realized.get("realized_auc", math.nan)) \
+            and not math.isnan(w.estimated["auc"])
+    done = sorted((w for w in windows if known(w)), key=lambda w: w.end)
+    for w in windows:
+        gaps = [v.realized["realized_auc"] - v.estimated["auc"] for v in done
+                if v.model_version == w.model_version and v.end + horizon <= w.end][-keep:]
+        if not gaps or math.isnan(w.estimated["auc"]):
+            continue
+        shift, widen = float(np.mean(gaps)), math.sqrt(1 + 1 / len(gaps))
+        auc = w.estimated["auc"]
+        w.estimated.update(auc=auc + shift, low=auc + shift - (auc - w.estimated["low"]) * widen,
+                           high=auc + shift + (w.estimated["high"] - auc) * widen, correction=shift)
 
 
 def drift_alerts(w: Window, cfg: MonitorConfig, feeds: dict[str, list[str]]) -> list[dict[str, Any]]:
