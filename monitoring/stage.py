@@ -190,7 +190,8 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
     for batch in _batches(parts):
         rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
         for (start, version), part in batch:
-            labelled, real, est = performance_of(part, cfg, cfg.seed, ref.calibration)
+            calibration = _recent_calibration(parts, start + every, version, every, cfg) or ref.calibration
+            labelled, real, est = performance_of(part, cfg, cfg.seed, calibration)
             current = rows.get((start, version), pl.DataFrame(schema={"probability": pl.Float64}))
             drift, counts = drift_of(current, current.get_column("probability").to_numpy(), ref, cfg, rng)
             out.append(Window(start, start + every, str(version), part.height,  # type: ignore[operator]
@@ -213,6 +214,26 @@ def _parts(slim: pl.DataFrame) -> list[tuple[tuple[Any, Any], pl.DataFrame]]:
     offsets = np.concatenate([[0], np.cumsum(sizes.get_column("len").to_numpy())])
     return [((start, version), slim.slice(int(offsets[i]), n))
             for i, (start, version, n) in enumerate(sizes.iter_rows())]
+
+
+CALIBRATION_ROWS = 200_000  # rows of recent labelled windows the recalibration is fitted on (at most)
+
+
+def _recent_calibration(parts: list[tuple[tuple[Any, Any], pl.DataFrame]], end: datetime, version: Any,
+                        every: timedelta, cfg: MonitorConfig) -> tuple[float, float] | None:
+    """Recalibration fitted on the last ``performance.recent_windows`` windows of ``version`` whose
+    labels had all arrived when the window ending at ``end`` closed (their end plus the horizon not
+    after ``end``); None when there are none (the reference's then serves)."""
+    k = cfg.performance.recent_windows
+    if not (cfg.performance.recalibrate and k):
+        return None
+    known = [part for (start, v), part in parts if v == version and start + every + cfg.horizon <= end
+             and part.height and part.get_column("label").null_count() == 0][-k:]
+    if not known:
+        return None
+    rows = pl.concat([part.select("probability", "label") for part in known])
+    rows = rows.gather_every(max(1, rows.height // CALIBRATION_ROWS))
+    return recalibration(rows.get_column("probability").to_numpy(), rows.get_column("label").to_numpy())
 
 
 BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read
