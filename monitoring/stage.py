@@ -216,7 +216,7 @@ def _parts(slim: pl.DataFrame) -> list[tuple[tuple[Any, Any], pl.DataFrame]]:
             for i, (start, version, n) in enumerate(sizes.iter_rows())]
 
 
-CALIBRATION_ROWS = 200_000  # rows of recent labelled windows the recalibration is fitted on (at most)
+CALIBRATION_ROWS = 50_000  # rows of recent labelled windows the recalibration is fitted on (at most)
 
 
 def _recent_calibration(parts: list[tuple[tuple[Any, Any], pl.DataFrame]], end: datetime, version: Any,
