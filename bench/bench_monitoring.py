@@ -14,7 +14,7 @@ Polars scan of the same log (daily group-by with null counts of every column). T
 ``import``/MLflow start-up and the HTML report are included.
 
     PYTHONPATH=. python -m bench.bench_monitoring quality --seeds 1 2 3
-    PYTHONPATH=. python -m bench.bench_monitoring cost --rows 1000000 3000000 --model URI --reference F
+    PYTHONPATH=. python -m bench.bench_monitoring cost --rows 10000000 --model URI --reference F
     PYTHONPATH=. python -m bench.bench_monitoring gate --seeds $(seq 1 20) --users 3000 [--disparity ...]
 """
 
