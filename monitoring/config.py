@@ -20,12 +20,17 @@ class DriftConfig(StrictModel):
     min_rows: int = Field(default=200, ge=1)
     compare: Literal["weekday", "reference"] = "weekday"
     not_alerted: list[str] = Field(default_factory=lambda: ["days_since_first_event"])
+    fields: bool = True
+    field_slices: list[str] = Field(default_factory=lambda: ["device", "source"])
 
 
 class PerformanceConfig(StrictModel):
     auc_drop: float = Field(default=0.05, gt=0, le=1)
     samples: int = Field(default=200, ge=10)
     interval: float = Field(default=0.95, gt=0, lt=1)
+    recalibrate: bool = True
+    recent_windows: int = Field(default=0, ge=0)
+    correct_windows: int = Field(default=0, ge=0)
 
 
 class CalibrationConfig(StrictModel):

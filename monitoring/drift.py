@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from scipy import stats
 
 EPSILON = 1e-4
@@ -46,9 +47,10 @@ def categorical_bins(reference: np.ndarray) -> Bins:
     return Bins(categories=tuple(sorted({str(v) for v in reference if v is not None})))
 
 
-def bin_counts(values: np.ndarray, spec: Bins) -> np.ndarray:
+def bin_counts(values: np.ndarray | pl.Series, spec: Bins) -> np.ndarray:
     """Counts per bin: numeric ``(-inf, c1], (c1, c2], ..., (ck, inf)`` then missing; categorical: the
-    spec's categories, then any other category, then missing."""
+    spec's categories, then any other category, then missing. Categorical ``values`` may be a Polars
+    string column (counted without a Python loop)."""
     if spec.edges is not None:
         x = np.asarray(values, dtype=np.float64)
         missing = np.isnan(x)
@@ -56,13 +58,18 @@ def bin_counts(values: np.ndarray, spec: Bins) -> np.ndarray:
         found = np.bincount(idx, minlength=len(spec.edges) + 1)
         return np.append(found, missing.sum()).astype(np.float64)
     assert spec.categories is not None
+    k = len(spec.categories)
+    if isinstance(values, pl.Series):
+        codes = values.cast(pl.String).replace_strict(list(spec.categories), list(range(k)), default=k,
+                                                      return_dtype=pl.Int64)
+        return np.bincount(codes.set(values.is_null(), k + 1).to_numpy(), minlength=k + 2).astype(np.float64)
     position = {c: i for i, c in enumerate(spec.categories)}
-    counts = np.zeros(len(spec.categories) + 2)
+    counts = np.zeros(k + 2)
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             counts[-1] += 1
         else:
-            counts[position.get(str(v), len(spec.categories))] += 1
+            counts[position.get(str(v), k)] += 1
     return counts
 
 
@@ -85,8 +92,58 @@ def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
         return math.nan
     # the exact distribution (scipy's choice up to 10 000 rows a side) costs ~0.1 s a call on large
     # samples; the asymptotic one is accurate there
-    method = "auto" if x.size * y.size <= 1_000_000 else "asymp"
-    return float(stats.ks_2samp(x, y, method=method).pvalue)
+    if x.size * y.size <= 1_000_000:
+        return float(stats.ks_2samp(x, y, method="auto").pvalue)
+    return ks_p_value_sorted(SortedSample.of(x), y)
+
+
+@dataclass(frozen=True)
+class SortedSample:
+    """A sample's non-missing numbers, sorted, with the count of values at or below each one (a
+    reference sample is sorted once and tested against every window)."""
+
+    values: np.ndarray
+    at_or_below: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> SortedSample:
+        x = np.sort(np.asarray(values, dtype=np.float64))
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return cls(x, np.zeros(0, dtype=np.int64))
+        last = np.flatnonzero(np.append(x[1:] != x[:-1], True))  # last index of each run of ties
+        run = np.cumsum(np.insert(x[1:] != x[:-1], 0, False))
+        return cls(x, last[run] + 1)
+
+
+def ks_statistic(x: np.ndarray | SortedSample, y: np.ndarray | SortedSample) -> float:
+    """The two-sided KS statistic of two non-empty samples (sorted arrays or :class:`SortedSample`):
+    the largest gap of the empirical CDFs over all points, exactly as ``scipy.stats.ks_2samp``."""
+    a = x if isinstance(x, SortedSample) else SortedSample.of(x)
+    b = y if isinstance(y, SortedSample) else SortedSample.of(y)
+    n1, n2 = a.values.size, b.values.size
+    diff = np.concatenate([a.at_or_below / n1 - np.searchsorted(b.values, a.values, side="right") / n2,
+                           np.searchsorted(a.values, b.values, side="right") / n1 - b.at_or_below / n2])
+    return float(max(np.clip(-diff.min(), 0, 1), diff.max()))
+
+
+def ks_p_value_sorted(reference: SortedSample, current: np.ndarray) -> float:
+    """:func:`ks_p_value` with the reference sorted once."""
+    y = SortedSample.of(current)
+    if reference.values.size == 0 or y.values.size == 0:
+        return math.nan
+    if reference.values.size * y.values.size <= 1_000_000:
+        return float(stats.ks_2samp(reference.values, y.values, method="auto").pvalue)
+    d = ks_statistic(reference, y)
+    return float(ks_asymptotic_p_values(np.array([d]), np.array([reference.values.size]),
+                                        np.array([y.values.size]))[0])
+
+
+def ks_asymptotic_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Smirnov's asymptotic two-sided p-values of KS statistics ``d`` for sample sizes ``n1``, ``n2``
+    (scipy's ``ks_2samp(method="asymp")``: the ``kstwo`` law at the effective size), vectorised."""
+    m, n = np.maximum(n1, n2).astype(np.float64), np.minimum(n1, n2).astype(np.float64)
+    return np.clip(stats.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1)
 
 
 def chi2_p_value(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -104,10 +161,12 @@ class DriftStat:
     psi: float
     p_value: float
     test: str  # "ks" or "chi2"
+    counts: np.ndarray  # the current sample's bin counts
 
 
-def feature_drift(reference: np.ndarray, current: np.ndarray, spec: Bins, sample_rows: int,
-                  rng: np.random.Generator, reference_counts: np.ndarray | None = None) -> DriftStat:
+def feature_drift(reference: np.ndarray, current: np.ndarray | pl.Series, spec: Bins, sample_rows: int,
+                  rng: np.random.Generator, reference_counts: np.ndarray | None = None,
+                  reference_sorted: SortedSample | None = None) -> DriftStat:
     """PSI on all rows (``reference_counts``: the reference's bin counts when ``reference`` is only a
     sample of it); the test on at most ``sample_rows`` rows per side (sampled without replacement),
     because with very large samples every trivial difference is significant."""
@@ -115,21 +174,26 @@ def feature_drift(reference: np.ndarray, current: np.ndarray, spec: Bins, sample
     cur_counts = bin_counts(current, spec)
     psi = psi_from_counts(ref_counts, cur_counts)
     if spec.edges is not None:
-        p = ks_p_value(_sample(reference, sample_rows, rng), _sample(current, sample_rows, rng))
+        if reference_sorted is not None and len(reference) <= sample_rows:  # (no draw for the reference)
+            p = ks_p_value_sorted(reference_sorted, _sample(np.asarray(current), sample_rows, rng))
+        else:
+            p = ks_p_value(_sample(reference, sample_rows, rng),
+                           _sample(np.asarray(current), sample_rows, rng))
         numeric_missing = (np.array([ref_counts[-1], ref_counts[:-1].sum()]),
                            np.array([cur_counts[-1], cur_counts[:-1].sum()]))
         # a field that stops arriving changes the missing share, which KS (non-missing values) cannot see
-        p_missing = chi2_p_value(*_scaled(*numeric_missing, sample_rows))
+        p_missing = chi2_p_value(*scaled_counts(*numeric_missing, sample_rows))
         both = [v for v in (p, p_missing) if not math.isnan(v)]
-        return DriftStat(psi, min(both) if both else math.nan, "ks")
-    return DriftStat(psi, chi2_p_value(*_scaled(ref_counts, cur_counts, sample_rows)), "chi2")
+        return DriftStat(psi, min(both) if both else math.nan, "ks", cur_counts)
+    p_value = chi2_p_value(*scaled_counts(ref_counts, cur_counts, sample_rows))
+    return DriftStat(psi, p_value, "chi2", cur_counts)
 
 
 def _sample(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return values if len(values) <= n else values[rng.choice(len(values), size=n, replace=False)]
 
 
-def _scaled(expected: np.ndarray, actual: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def scaled_counts(expected: np.ndarray, actual: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Counts scaled down to at most ``n`` per side (the tests' sample size), rounded."""
     def one(c: np.ndarray) -> np.ndarray:
         total = c.sum()

@@ -128,8 +128,9 @@ def with_outcomes(log: pl.LazyFrame, purchases: pl.LazyFrame, horizon: timedelta
     purchase at or after ``time`` is found with an as-of join (forward, by user).
     """
     nxt = purchases.select("user_id", pl.col("timestamp").alias("__next")).sort("__next")
-    joined = log.sort("time").join_asof(nxt, left_on="time", right_on="__next", by="user_id",
-                                        strategy="forward", check_sortedness=False)  # sorted above
+    joined = log.sort("time", maintain_order=True).join_asof(
+        nxt, left_on="time", right_on="__next", by="user_id", strategy="forward",
+        check_sortedness=False)  # sorted above
     labelled = pl.col("time") + horizon <= pl.lit(data_end).cast(UTC_US)
     soon = pl.col("__next") < pl.col("time") + horizon
     converted = (pl.col("__next").is_not_null() & soon).cast(pl.Int64)

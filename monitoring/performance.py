@@ -65,26 +65,75 @@ def _auc_from_ranks(ranks: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return np.where((n1 > 0) & (n0 > 0), u / (n1 * n0), np.nan)
 
 
-def estimate(p: np.ndarray, samples: int = 200, interval: float = 0.95, seed: int = 0) -> Estimate:
-    """The AUC the labels of probabilities ``p`` will give if ``p`` is calibrated: mean and central
-    ``interval`` over ``samples`` label draws (fewer on very large windows, see ``DRAW_BUDGET``),
-    draws with a single class left out. Also the expected log loss."""
+def estimate(p: np.ndarray, samples: int = 200, interval: float = 0.95, seed: int = 0,
+             truth: np.ndarray | None = None) -> Estimate:
+    """The AUC the labels will give the scores ``p`` if the labels follow ``truth`` (the calibrated
+    probabilities; default ``p`` itself): mean and central ``interval`` over ``samples`` label draws,
+    draws with a single class left out. Also the expected log loss of ``p``. Windows too large for
+    ``samples`` explicit draws (``DRAW_BUDGET``) draw from the normal limit instead (:func:`_clt_draws`)."""
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    entropy = float(-np.mean(p * np.log(p) + (1 - p) * np.log(1 - p))) if len(p) else math.nan
+    q = p if truth is None else np.clip(np.asarray(truth, dtype=np.float64), EPS, 1 - EPS)
+    entropy = float(-np.mean(q * np.log(p) + (1 - q) * np.log(1 - p))) if len(p) else math.nan
     if len(p) < 2:
         return Estimate(math.nan, math.nan, math.nan, entropy)
     rng = np.random.default_rng(seed)
     ranks = rankdata(p)  # ties get average ranks, as roc_auc_score counts them half
-    total = max(10, min(samples, DRAW_BUDGET // len(p)))
-    aucs = []
-    for start in range(0, total, 25):  # chunks bound the (rows, samples) label matrix
-        k = min(25, total - start)
-        labels = (rng.random((len(p), k)) < p[:, None]).astype(np.float64)
-        aucs.append(_auc_from_ranks(ranks, labels))
-    draws = np.concatenate(aucs)
+    draws = (_explicit_draws(ranks, q, samples, rng) if len(p) * samples <= DRAW_BUDGET
+             else _clt_draws(ranks, q, samples, rng))
     draws = draws[~np.isnan(draws)]
     if draws.size == 0:
         return Estimate(math.nan, math.nan, math.nan, entropy)
     tail = (1 - interval) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return Estimate(float(draws.mean()), float(low), float(high), entropy)
+
+
+def _explicit_draws(ranks: np.ndarray, q: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """AUCs of ``samples`` label vectors drawn as Bernoulli(``q``)."""
+    aucs = []
+    for start in range(0, samples, 25):  # chunks bound the (rows, samples) label matrix
+        k = min(25, samples - start)
+        labels = (rng.random((len(q), k)) < q[:, None]).astype(np.float64)
+        aucs.append(_auc_from_ranks(ranks, labels))
+    return np.concatenate(aucs)
+
+
+def _clt_draws(ranks: np.ndarray, q: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """AUCs from the normal limit of the label draws: the AUC is a function of two sums over the
+    rows, the positives ``n1 = sum(y)`` and their rank sum ``S = sum(r * y)``; with independent
+    Bernoulli(q) labels (n1, S) has mean ``(sum q, sum r q)`` and covariance ``sum v [[1, r], [r, r^2]]``
+    (``v = q (1 - q)``), and on a large window it is normal to a fraction of its spread. So the pairs
+    are drawn from that normal law: O(rows) once, then O(samples)."""
+    v = q * (1 - q)
+    mean = np.array([q.sum(), ranks @ q])
+    cov = np.array([[v.sum(), ranks @ v], [ranks @ v, (ranks * ranks) @ v]])
+    n1, s = rng.multivariate_normal(mean, cov, size=samples, method="cholesky").T
+    n0 = len(q) - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n1 > 0) & (n0 > 0), (s - n1 * (n1 + 1) / 2) / (n1 * n0), np.nan)
+
+
+def recalibration(p: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """Logistic recalibration (Platt scaling on the log-odds) of scores ``p`` against labels ``y``:
+    ``(a, b)`` with P(y = 1 | p) = sigmoid(a + b logit p); None with a single class."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    x = _logit(np.asarray(p, dtype=np.float64))[:, None]
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
+    return float(fit.intercept_[0]), float(fit.coef_[0, 0])
+
+
+def recalibrated(p: np.ndarray, calibration: tuple[float, float] | None) -> np.ndarray:
+    """``p`` through :func:`recalibration`'s map (unchanged when None)."""
+    if calibration is None:
+        return np.asarray(p, dtype=np.float64)
+    a, b = calibration
+    return 1 / (1 + np.exp(-(a + b * _logit(np.asarray(p, dtype=np.float64)))))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)

@@ -21,13 +21,16 @@ import polars as pl
 from features.batch.snapshot import to_utc
 from monitoring.backfill import read_events, snapshot_records
 from monitoring.config import MonitorConfig, load_monitor_config
+from monitoring.fields import arrival_counts, field_changes, input_fields
 from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
+from monitoring.performance import recalibration
 from monitoring.windows import (
     WEEK,
     Reference,
     Window,
     alerts,
     compare_weeks,
+    correct_estimates,
     drift_of,
     performance_of,
     selection_ratios,
@@ -38,6 +41,7 @@ from propensity.paths import work_dir
 Progress = Callable[[str], None]
 MONITORING_EXPERIMENT = "propensity-monitoring"
 MONITOR_TAG = "monitoring_run"
+LABEL = "label"
 
 
 @dataclass
@@ -102,6 +106,18 @@ def reference_frame(reference: str | Path | None, model: Any) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
+def _calibration(frame: pl.DataFrame, probability: np.ndarray) -> tuple[float, float] | None:
+    """Recalibration of the model's probabilities on the reference's labelled rows: those of its
+    latest snapshot when it holds several (the validation rows: the model did not fit them)."""
+    if LABEL not in frame.columns:
+        return None
+    rows = frame.select(pl.col(LABEL).is_not_null().alias("keep"))["keep"]
+    if "as_of" in frame.columns and frame.get_column("as_of").n_unique() > 1:
+        rows = rows & (frame.get_column("as_of") == frame.get_column("as_of").max())
+    keep = rows.to_numpy()
+    return recalibration(np.asarray(probability)[keep], frame.get_column(LABEL).to_numpy()[keep])
+
+
 def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) -> list[datetime]:
     first = t0 - WEEK if warm_up else t0
     n = int((t1 - first) / every)
@@ -109,18 +125,18 @@ def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) 
 
 
 def _records(model: Any, name: str, version: str, cfg: MonitorConfig, predictions: str | Path | None,
-             events: str | Path | None, users: str | Path | None, start: datetime | None,
-             end: datetime | None, every: timedelta, say: Progress) -> tuple[pl.LazyFrame, datetime]:
-    """The records (with ``label``) and the first reported window start."""
+             clean_events: pl.DataFrame | None, clean_users: pl.DataFrame | None, start: datetime | None,
+             end: datetime | None, every: timedelta, say: Progress
+             ) -> tuple[pl.LazyFrame, pl.LazyFrame, datetime]:
+    """The records, the records with ``label``, and the first reported window start."""
     warm_up = cfg.drift.compare == "weekday" and WEEK % every == timedelta(0)
-    clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
     if predictions is None:
         if clean_events is None or start is None or end is None:
             raise DataError("monitor needs --predictions LOG, or --events with --from and --to")
         as_ofs = _window_starts(start, end, every, warm_up)
         lf = snapshot_records(model, name, version, clean_events, clean_users, as_ofs, cfg.horizon,
                               say).lazy()
-        t0 = start
+        base, t0 = lf, start
     else:
         lf = scan_prediction_log(predictions)
         if start is not None:
@@ -131,12 +147,29 @@ def _records(model: Any, name: str, version: str, cfg: MonitorConfig, prediction
         if first is None:
             raise DataError(f"{predictions}: no predictions in the requested period")
         t0 = start or datetime(first.year, first.month, first.day, tzinfo=UTC)
-        lf = _with_sensitive(lf, clean_users, cfg)
+        base, lf = lf, _with_sensitive(lf, clean_users, cfg)
     if clean_events is None:
-        return lf.with_columns(pl.lit(None, pl.Int64).alias("label")), t0
+        return base, lf.with_columns(pl.lit(None, pl.Int64).alias("label")), t0
     purchases = clean_events.lazy().filter(pl.col("event") == "purchase").select("user_id", "timestamp")
     data_end = clean_events.get_column("timestamp").max()
-    return with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
+    return base, with_outcomes(lf, purchases, cfg.horizon, data_end), t0  # type: ignore[arg-type]
+
+
+def _judge_fields(windows: list[Window], events: pl.DataFrame | None, feature_names: list[str],
+                  t0: datetime, every: timedelta, lag: timedelta, cfg: MonitorConfig) -> dict[str, list[str]]:
+    """Fill each window's ``fields`` (event-field arrival against the week before,
+    :mod:`monitoring.fields`); returns event field -> the model inputs computed from it."""
+    if events is None or not cfg.drift.fields:
+        return {}
+    feeds = input_fields(feature_names, events.columns)
+    first = min(w.start for w in windows) - WEEK
+    last = max(w.end for w in windows)
+    seen = events.filter((pl.col("timestamp") >= first - lag) & (pl.col("timestamp") < last - lag))
+    counts = arrival_counts(seen, list(feeds), cfg.drift.field_slices, t0, every, lag)
+    changes = field_changes(counts, cfg.drift.min_rows, cfg.drift.test_sample_rows)
+    for w in windows:
+        w.fields = changes.get(w.start, [])
+    return feeds
 
 
 def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorConfig) -> pl.LazyFrame:
@@ -152,28 +185,97 @@ def _with_sensitive(lf: pl.LazyFrame, users: pl.DataFrame | None, cfg: MonitorCo
                    how="left")
 
 
-def _windows(lf: pl.LazyFrame, t0: datetime, every: timedelta, features: list[str], ref: Reference,
-             cfg: MonitorConfig, say: Progress) -> list[Window]:
+def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelta, features: list[str],
+             ref: Reference, cfg: MonitorConfig, say: Progress) -> list[Window]:
+    """Windows of ``lf`` (the records with outcomes); drift from the feature rows of ``base`` (the
+    same records without the outcome join), read a batch of windows at a time."""
     step = every // timedelta(microseconds=1)
     origin = int(t0.timestamp() * 1_000_000)
     window = (((pl.col("time").cast(pl.Int64) - origin) // step) * step + origin).cast(UTC_US).alias("__w")
     sensitive = [c for c in cfg.fairness.sensitive_features if c in lf.collect_schema().names()]
-    slim = lf.select(window, "time", "model_version", "probability", "label", *sensitive).collect()
-    present = [f for f in features if f in lf.collect_schema().names()]
-    sampled = pl.any_horizontal(pl.col(present).is_not_null()) if present else pl.lit(False)
+    slim = lf.select(window, "model_version", "probability", pl.col("label").cast(pl.Int8),
+                     *[pl.col(c).cast(pl.String).cast(pl.Categorical) for c in sensitive]).collect()
+    present = [f for f in features if f in base.collect_schema().names()]
     rng = np.random.default_rng(cfg.seed)
+    parts = _parts(slim)
     out = []
-    for (start, version), part in sorted(slim.partition_by(["__w", "model_version"], as_dict=True).items()):
-        end = start + every
-        labelled, real, est = performance_of(part, cfg, cfg.seed)
-        in_window = (pl.col("time") >= start) & (pl.col("time") < end) & (pl.col("model_version") == version)
-        rows = lf.filter(in_window & sampled).select(*present, "probability").collect()
-        drift, counts = drift_of(rows, rows.get_column("probability").to_numpy(), ref, cfg, rng)
-        out.append(Window(start, end, str(version), part.height, float(part["probability"].mean()),  # type: ignore[arg-type]
-                          labelled, real, est, drift, counts, selection_ratio=selection_ratios(part, cfg)))
-        say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
+    for batch in _batches(parts):
+        rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
+        for (start, version), part in batch:
+            calibration = _recent_calibration(parts, start + every, version, every, cfg) or ref.calibration
+            labelled, real, est = performance_of(part, cfg, cfg.seed, calibration)
+            current = rows.get((start, version), pl.DataFrame(schema={"probability": pl.Float64}))
+            drift, counts = drift_of(current, current.get_column("probability").to_numpy(), ref, cfg, rng)
+            out.append(Window(start, start + every, str(version), part.height,  # type: ignore[operator]
+                              float(part["probability"].mean()), labelled, real, est, drift, counts,  # type: ignore[arg-type]
+                              selection_ratio=selection_ratios(part, cfg)))
+            say(f"monitor: window {start:%Y-%m-%d %H:%M} v{version}: {part.height} predictions")
     compare_weeks(out)
+    if cfg.performance.correct_windows:
+        correct_estimates(out, cfg.horizon, cfg.performance.correct_windows)
     return [w for w in out if w.start >= t0]
+
+
+def _parts(slim: pl.DataFrame) -> list[tuple[tuple[Any, Any], pl.DataFrame]]:
+    """((window start, version), rows) in key order: zero-copy slices of ``slim`` sorted by both
+    (stably, so each window keeps its time order; no sort when it is sorted already)."""
+    versions = slim.get_column("model_version")
+    if not (versions.n_unique() == 1 and slim.get_column("__w").is_sorted()):
+        slim = slim.sort("__w", "model_version", maintain_order=True)
+    sizes = slim.group_by("__w", "model_version", maintain_order=True).len()
+    offsets = np.concatenate([[0], np.cumsum(sizes.get_column("len").to_numpy())])
+    return [((start, version), slim.slice(int(offsets[i]), n))
+            for i, (start, version, n) in enumerate(sizes.iter_rows())]
+
+
+CALIBRATION_ROWS = 50_000  # rows of recent labelled windows the recalibration is fitted on (at most)
+
+
+def _recent_calibration(parts: list[tuple[tuple[Any, Any], pl.DataFrame]], end: datetime, version: Any,
+                        every: timedelta, cfg: MonitorConfig) -> tuple[float, float] | None:
+    """Recalibration fitted on the last ``performance.recent_windows`` windows of ``version`` whose
+    labels had all arrived when the window ending at ``end`` closed (their end plus the horizon not
+    after ``end``); None when there are none (the reference's then serves)."""
+    k = cfg.performance.recent_windows
+    if not (cfg.performance.recalibrate and k):
+        return None
+    known = [part for (start, v), part in parts if v == version and start + every + cfg.horizon <= end
+             and part.height and part.get_column("label").null_count() == 0][-k:]
+    if not known:
+        return None
+    rows = pl.concat([part.select("probability", "label") for part in known])
+    rows = rows.gather_every(max(1, rows.height // CALIBRATION_ROWS))
+    return recalibration(rows.get_column("probability").to_numpy(), rows.get_column("label").to_numpy())
+
+
+BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read
+
+
+def _batches(parts: list[tuple[Any, pl.DataFrame]]) -> list[list[tuple[Any, pl.DataFrame]]]:
+    """Consecutive windows grouped so that each group holds at most ``BATCH_ROWS`` records (a window
+    start is never split; a single larger window is a group of its own)."""
+    groups: list[list[tuple[Any, pl.DataFrame]]] = []
+    size = 0
+    for key, part in parts:
+        same_start = groups and groups[-1][-1][0][0] == key[0]
+        if groups and (same_start or size + part.height <= BATCH_ROWS):
+            groups[-1].append((key, part))
+            size += part.height
+        else:
+            groups.append([(key, part)])
+            size = part.height
+    return groups
+
+
+def _feature_rows(base: pl.LazyFrame, window: pl.Expr, present: list[str], t0: datetime,
+                  t1: datetime) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """The records in ``[t0, t1)`` that carry a feature vector, by (window start, model version), in
+    time order (stable)."""
+    sampled = pl.any_horizontal(pl.col(present).is_not_null()) if present else pl.lit(False)
+    rows = (base.filter((pl.col("time") >= t0) & (pl.col("time") < t1) & sampled)
+            .select(window, "time", "model_version", *present, "probability")
+            .sort("time", maintain_order=True).collect())
+    return rows.partition_by(["__w", "model_version"], as_dict=True, maintain_order=True)
 
 
 def monitor(model_uri: str, *, predictions: str | Path | None = None, events: str | Path | None = None,
@@ -202,13 +304,18 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     features = [f for f in model.feature_names if f in ref_frame.columns and f not in LOG_SCHEMA]
     run = _training_run(model)
     auc = run.data.metrics.get("auc") if run is not None else None
-    ref = Reference.of(ref_frame, model.predict_proba(ref_frame), features, cfg.drift.bins, auc,
-                       cfg.drift.test_sample_rows, cfg.seed)
-    lf, t0 = _records(model, name, version, cfg, predictions, events, users, start, end, every, say)
-    windows = _windows(lf, t0, every, features, ref, cfg, say)
+    ref_p = model.predict_proba(ref_frame)
+    ref = Reference.of(ref_frame, ref_p, features, cfg.drift.bins, auc, cfg.drift.test_sample_rows, cfg.seed)
+    ref.calibration = _calibration(ref_frame, ref_p) if cfg.performance.recalibrate else None
+    clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
+    base, lf, t0 = _records(model, name, version, cfg, predictions, clean_events, clean_users, start, end,
+                            every, say)
+    windows = _windows(base, lf, t0, every, features, ref, cfg, say)
     if not windows:
         raise DataError("no predictions fall in the requested windows")
-    found = alerts(windows, ref, cfg)
+    feeds = _judge_fields(windows, clean_events, model.feature_names, t0, every,
+                          every if predictions is None else timedelta(0), cfg)
+    found = alerts(windows, ref, cfg, feeds)
     from monitoring.report import write_report
 
     out = Path(out_dir) if out_dir is not None else work_dir() / "monitor" / f"{name}-{version}"

@@ -109,3 +109,64 @@ def test_the_monitor_config_is_validated_on_load(tmp_path) -> None:
     bad.write_text("drift: {psi_treshold: 0.1}\n")
     with pytest.raises(ConfigError, match="psi_treshold"):
         load_monitor_config(bad)
+
+
+def test_ks_statistic_matches_the_hand_computation_with_ties() -> None:
+    from monitoring.drift import SortedSample, ks_statistic
+
+    # ECDFs of (1, 2, 3) and (2, 3, 4) at 1, 2, 3, 4: gaps 1/3, 1/3, 1/3, 0
+    assert ks_statistic(np.array([1.0, 2, 3]), np.array([2.0, 3, 4])) == pytest.approx(1 / 3)
+    # ties: (1, 2, 2, 3) vs (2, 5): at 1: .25 - 0; at 2: .75 - .5; at 3: 1 - .5; at 5: 0 -> 0.5
+    x = SortedSample.of(np.array([2.0, 1, 2, 3, np.nan]))
+    assert list(x.values) == [1, 2, 2, 3] and list(x.at_or_below) == [1, 3, 3, 4]
+    assert ks_statistic(x, np.array([2.0, 5])) == pytest.approx(0.5)
+
+
+def test_the_normal_limit_estimate_agrees_with_explicit_label_draws() -> None:
+    from monitoring import performance
+
+    p = np.random.default_rng(3).beta(1.2, 10, 30_000)
+    explicit = estimate(p, samples=200, seed=1)
+    budget = performance.DRAW_BUDGET
+    try:
+        performance.DRAW_BUDGET = 0  # every window takes the normal limit
+        limit = estimate(p, samples=200, seed=1)
+    finally:
+        performance.DRAW_BUDGET = budget
+    assert limit.auc == pytest.approx(explicit.auc, abs=0.002)
+    assert limit.low == pytest.approx(explicit.low, abs=0.003)
+    assert limit.high == pytest.approx(explicit.high, abs=0.003)
+
+
+def test_recalibration_recovers_an_overconfident_model() -> None:
+    from monitoring.performance import recalibrated, recalibration
+
+    rng = np.random.default_rng(4)
+    truth = rng.beta(1.5, 8, 200_000)
+    logit = np.log(truth / (1 - truth))
+    scores = 1 / (1 + np.exp(-(2 * logit + 0.3)))  # twice the true log-odds, shifted
+    y = (rng.random(truth.size) < truth).astype(int)
+    a, b = recalibration(scores, y)
+    assert b == pytest.approx(0.5, abs=0.02) and a == pytest.approx(-0.15, abs=0.03)
+    assert np.abs(recalibrated(scores, (a, b)) - truth).max() < 0.02
+
+
+def test_estimates_are_shifted_by_the_gap_of_windows_already_labelled() -> None:
+    from monitoring.windows import Window, correct_estimates
+
+    day = timedelta(days=1)
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def window(k: int, real: float | None) -> Window:
+        return Window(t0 + k * day, t0 + (k + 1) * day, "1", 1000, 0.1, real is not None,
+                      {"realized_auc": real} if real is not None else {},
+                      {"auc": 0.70, "low": 0.68, "high": 0.72, "log_loss": 0.3})
+
+    windows = [window(0, 0.66), window(1, 0.68), window(2, None), window(3, None)]
+    correct_estimates(windows, horizon=2 * day, keep=7)
+    # window 2 closes at day 3: only window 0 (closed day 1 + 2 days) was labelled by then
+    assert windows[0].estimated["auc"] == 0.70 and windows[1].estimated["auc"] == 0.70
+    assert windows[2].estimated["auc"] == pytest.approx(0.66)
+    assert windows[2].estimated["low"] == pytest.approx(0.66 - 0.02 * math.sqrt(2))
+    assert windows[3].estimated["auc"] == pytest.approx(0.67)  # mean gap of windows 0 and 1
+    assert windows[3].estimated["high"] == pytest.approx(0.67 + 0.02 * math.sqrt(1.5))
