@@ -21,6 +21,8 @@ PASSWORD = "hunter2-secret"
 def test_finding8_training_output_and_artifacts_hide_url_passwords(postgres_url: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROPENSITY_HOME", str(tmp_path / "work"))
+    # A shared store needs an artifact location every machine can read (never a local default).
+    monkeypatch.setenv("MLFLOW_DEFAULT_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
     # The local server trusts every connection, so a password in the URL is accepted and ignored.
     secret_url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@")
     snapshot = tmp_path / "snap.parquet"
