@@ -108,7 +108,8 @@ def load_serving_config(path: str | Path | None = None) -> ServingConfig:
 
 
 def write_split_config(path: str | Path, champion: str, challenger: str, enabled: bool = True,
-                       base: str | Path | None = None, reserved_salts: tuple[str, ...] = ()) -> ServingConfig:
+                       base: str | Path | None = None, reserved_salts: tuple[str, ...] = (),
+                       challenger_share: float | None = None) -> ServingConfig:
     """Write the serving config ``path`` with the champion/challenger split on (or off): ``model`` =
     ``champion``, ``experiment.challenger_model`` = ``challenger``, ``experiment.enabled``.
 
@@ -128,6 +129,8 @@ def write_split_config(path: str | Path, champion: str, challenger: str, enabled
     data = yaml.safe_load(source.read_text()) or {}
     experiment = dict(data.get("experiment") or {})
     experiment.update(enabled=enabled, challenger_model=challenger)
+    if challenger_share is not None:
+        experiment["challenger_share"] = challenger_share
     data.update(model=champion, experiment=experiment)
     cfg = ServingConfig.model_validate(data)
     if cfg.experiment.salt in reserved_salts:

@@ -95,13 +95,15 @@ def retrain(events: str | Path, users: str | Path | None, train_cfg: TrainConfig
             fairness_cfg: FairnessConfig | None = None, champion: str | None = None,
             out_dir: str | Path | None = None, serving_config: str | Path | None = None,
             snapshots: int = 4, every: timedelta = timedelta(days=7), horizon: timedelta = timedelta(days=7),
-            explain: bool = True, progress: Progress | None = None) -> RetrainResult:
+            challenger_share: float | None = None, explain: bool = True,
+            progress: Progress | None = None) -> RetrainResult:
     """Build snapshots up to the latest complete label window of ``events``, train a challenger seeded
     with the champion's parameters, audit it, and when the gate does not fail set its alias
     ``challenger`` and write ``serving_config`` (default ``<work>/serving.yaml``) with the split on.
 
     ``champion`` defaults to ``models:/<registered model>@<champion alias>``; ``out_dir`` (default
-    ``<work>/retrain``) receives ``features.parquet`` and the audit report. Raises
+    ``<work>/retrain``) receives ``features.parquet`` and the audit report; ``challenger_share`` sets
+    the split's share (default: the serving config's); ``explain`` adds SHAP to the audit. Raises
     :class:`ConfigError` when there is no champion, :class:`DataError` for unusable events.
     """
     import time
@@ -130,7 +132,7 @@ def retrain(events: str | Path, users: str | Path | None, train_cfg: TrainConfig
     written = None
     if verdict != "fail":
         set_alias(trained.registered_name, CHALLENGER_ALIAS, trained.registered_version)
-        written = _switch_on_split(serving_config, champion, trained.registered_name)
+        written = _switch_on_split(serving_config, champion, trained.registered_name, challenger_share)
     return RetrainResult(now, as_of, features, resolved, seed, trained, verdict, report, verdict != "fail",
                          written, time.perf_counter() - started)
 
@@ -154,11 +156,11 @@ def _audit(trained: TrainResult, features: Path, users: str | Path | None, cfg: 
     return audited.verdict.verdict, audited.html_path
 
 
-def _switch_on_split(path: str | Path | None, champion: str, name: str) -> Path:
+def _switch_on_split(path: str | Path | None, champion: str, name: str, share: float | None) -> Path:
     from content.serve import ContentSetup
     from serving.config import write_split_config
 
     target = Path(path) if path is not None else work_dir() / "serving.yaml"
     write_split_config(target, champion, f"models:/{name}@{CHALLENGER_ALIAS}",
-                       reserved_salts=(ContentSetup.salt,))
+                       reserved_salts=(ContentSetup.salt,), challenger_share=share)
     return target

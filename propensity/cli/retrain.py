@@ -31,14 +31,16 @@ from propensity.cli.common import Steps, emit_json, info, took
 @click.option("--serving-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Serving config written with the split on [<work>/serving.yaml; the other settings "
                    "come from it when it exists, else from configs/serving.yaml].")
+@click.option("--challenger-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Share of users the split sends to the challenger [the serving config's, 0.1].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for the snapshots and the audit report [<work>/retrain].")
 @click.option("--tracking-uri", default=None, help="MLflow store [default: SQLite in the work folder].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def retrain(events: Path, users: Path | None, champion: str | None, snapshots: int,
             config_path: Path | None, profile: str | None, trials: int | None, fairness_config: Path | None,
-            serving_config: Path | None, out_dir: Path | None, tracking_uri: str | None,
-            as_json: bool) -> None:
+            serving_config: Path | None, challenger_share: float | None, out_dir: Path | None,
+            tracking_uri: str | None, as_json: bool) -> None:
     from fairness.config import load_fairness_config
     from training.config import load_train_config
     from training.retrain import retrain as retrain_stage
@@ -50,7 +52,8 @@ def retrain(events: Path, users: Path | None, champion: str | None, snapshots: i
         fairness.tracking.uri = tracking_uri
     with Steps("retraining", as_json=as_json, counter=r"^trial (\d+)/(\d+)") as steps:
         result = retrain_stage(events, users, cfg, fairness_cfg=fairness, champion=champion, out_dir=out_dir,
-                               serving_config=serving_config, snapshots=snapshots, progress=steps)
+                               serving_config=serving_config, snapshots=snapshots,
+                               challenger_share=challenger_share, progress=steps)
     if as_json:
         emit_json(result.to_json())
         return
