@@ -3,8 +3,11 @@
 Timeline on a shop of D days (day 0 = its start; D >= :data:`MIN_DAYS`):
 
 * the champion is trained on snapshots whose label windows end before the shift (stage "features"
-  stops at ``SHIFT_DAY - 7``); from ``SHIFT_DAY = D - 29`` one group's chance to buy halves while its
-  browsing stays the same (``concept:country=fr:0.5@SHIFT_DAY``, features/shop/shifts.py);
+  stops at ``SHIFT_DAY - 7``); from ``SHIFT_DAY = D - 29`` the users without a loyalty tier (half the
+  shop) are twice as likely to buy while their browsing stays the same
+  (``concept:loyalty_tier=none:2@SHIFT_DAY``, features/shop/shifts.py). The group is a model input, so
+  retraining can learn the new link; a shift on a sensitive attribute the model does not take as
+  input (``concept:country=fr:0.5``) cannot be learnt back (BENCHMARKS.md, Retraining);
 * "now" is ``NOW_DAY = D - 14``: monitoring backfills weekly windows of the events known by then
   (the week before the shift and the week after it) and retraining uses those events only;
 * the live A/B enrols users during the 7 days from ``NOW_DAY`` (days the models never saw) and their
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from propensity.cli.demo import DemoContext
 
 MIN_DAYS = 44
-SHIFT = "concept:country=fr:0.5@{day}"
+SHIFT = "concept:loyalty_tier=none:2@{day}"
 AB_DAYS, OUTCOME_DAYS = 7, 7
 CHALLENGER_SHARE = 0.5  # the demo's split: half the users, for power within a week
 MARGIN = 0.005  # non-inferiority margin on conversion (0.5 pp), the CLI default
