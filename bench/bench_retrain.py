@@ -53,6 +53,7 @@ def one_seed(seed: int, users: int, shift: str, trials: int, work: Path) -> dict
     events = pl.read_parquet(shop.events)
     events.filter(pl.col("timestamp") < now).write_parquet(work / "past.parquet")
     latest = events.filter(pl.col("timestamp") < now).get_column("timestamp").max()
+    assert isinstance(latest, datetime)
     as_of = latest_cutoff(latest, week)
     before_onset = start + timedelta(days=onset) - week
     build_features(shop.events, shop.users, before_onset, week, 4, week, work / "c.parquet")
