@@ -218,3 +218,21 @@ def test_promote_from_experiment_needs_both_files(tmp_path, store, capsys) -> No
               "--tracking-uri", store])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("error: --from-experiment needs --exposures LOG and --events E")
+
+
+def test_the_split_config_keeps_other_settings_and_refuses_the_recommender_salt(tmp_path) -> None:
+    from propensity.errors import ConfigError
+    from serving.config import load_serving_config, write_split_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text("max_batch: 7\nexperiment: {salt: recommenders}\n")
+    with pytest.raises(ConfigError, match="salt 'recommenders'"):
+        write_split_config(tmp_path / "serving.yaml", "models:/m@champion", "models:/m@challenger", base=base,
+                           reserved_salts=("recommenders",))
+    assert not (tmp_path / "serving.yaml").exists()
+    base.write_text("max_batch: 7\nexperiment: {salt: models}\n")
+    write_split_config(tmp_path / "serving.yaml", "models:/m@champion", "models:/m@challenger", base=base,
+                       reserved_salts=("recommenders",), challenger_share=0.3)
+    cfg = load_serving_config(tmp_path / "serving.yaml")
+    assert (cfg.max_batch, cfg.model, cfg.experiment.enabled) == (7, "models:/m@champion", True)
+    assert (cfg.experiment.salt, cfg.experiment.challenger_share) == ("models", 0.3)
