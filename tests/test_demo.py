@@ -66,6 +66,9 @@ def test_reported_numbers_match_the_stores(demo_run) -> None:
 def test_the_loop_stages_a_challenger_and_decides(demo_run) -> None:
     home, result, log = demo_run
     numbers = result["numbers"]
+    if numbers["fairness_gate"] == "fail":  # no champion: the loop says so and stops
+        assert "skipped: there is no champion to monitor and challenge" in log
+        return
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
