@@ -30,6 +30,7 @@ SHIFT = "concept:loyalty_tier=none:2@{day}"
 AB_DAYS, OUTCOME_DAYS = 7, 7
 CHALLENGER_SHARE = 0.5  # the demo's split: half the users, for power within a week
 MARGIN = 0.005  # non-inferiority margin on conversion (0.5 pp), the CLI default
+RETRAIN_TRIALS = 4  # the champion's parameters and each demo family's defaults (the queued trials)
 
 
 def plant_shift(ctx: DemoContext, gen_cfg: Any) -> None:
@@ -98,8 +99,8 @@ def _retrain(ctx: DemoContext) -> None:
 
     if not _runs(ctx):
         return
-    overrides = {"search": {"n_trials": ctx.trials}} if ctx.trials else None
-    cfg = load_train_config(None, "demo", overrides)
+    trials = min(ctx.trials or RETRAIN_TRIALS, RETRAIN_TRIALS)
+    cfg = load_train_config(None, "demo", {"search": {"n_trials": trials}})
     done = retrain(ctx.made["past_events"], ctx.made["shop"].users, cfg, champion=ctx.made["serving_uri"],
                    out_dir=ctx.out / "retrain", serving_config=ctx.out / "serving.yaml",
                    challenger_share=CHALLENGER_SHARE, explain=False, progress=info)
