@@ -11,7 +11,7 @@ the oracle (``p_true``):
     loss      = (oracle - champion) after  -  (oracle - champion) before     (AUC points)
     recovered = (challenger - champion) after / loss
 
-    python -m bench.bench_retrain [--seeds 42 43 44] [--users 20000] [--shift SPEC]
+    python -m bench.bench_retrain [--seeds 42 43 44] [--users 20000] [--shift SPEC] [--snapshots 4]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _auc(frame: pl.DataFrame, oracle: pl.DataFrame, models: dict) -> dict[str, f
     return out
 
 
-def one_seed(seed: int, users: int, shift: str, trials: int, work: Path) -> dict[str, float]:
+def one_seed(seed: int, users: int, shift: str, trials: int, work: Path,
+             snapshots: int = 4) -> dict[str, float]:
     from features.batch.pipeline import build_features
     from features.shop.generate import generate, load_generate_config
     from features.shop.shifts import parse_shift
@@ -57,7 +58,7 @@ def one_seed(seed: int, users: int, shift: str, trials: int, work: Path) -> dict
     as_of = latest_cutoff(latest, week)
     before_onset = start + timedelta(days=onset) - week
     build_features(shop.events, shop.users, before_onset, week, 4, week, work / "c.parquet")
-    build_features(work / "past.parquet", shop.users, as_of, week, 4, week, work / "r.parquet")
+    build_features(work / "past.parquet", shop.users, as_of, week, snapshots, week, work / "r.parquet")
     build_features(shop.events, shop.users, now, week, 1, week, work / "after.parquet")
     train_cfg = load_train_config(None, "demo", {"search": {"n_trials": trials},
                                                  "tracking": {"plots": False, "log_trials": False}})
@@ -79,15 +80,17 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--shift", default="concept:country=fr:0.5@40")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--snapshots", type=int, default=4, help="the challenger's fresh snapshots")
     args = parser.parse_args()
-    print(f"shift {args.shift}, {args.users} users, {args.trials} trials (demo profile)")
+    print(f"shift {args.shift}, {args.users} users, {args.trials} trials (demo profile), challenger on "
+          f"{args.snapshots} snapshots")
     print(f"{'seed':>5} {'gap before':>10} {'oracle':>7} {'champion':>8} {'challenger':>10} {'loss':>7} "
           f"{'recovered':>9} {'seconds':>7}")
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["PROPENSITY_HOME"] = tmp
             started = time.perf_counter()
-            r = one_seed(seed, args.users, args.shift, args.trials, Path(tmp))
+            r = one_seed(seed, args.users, args.shift, args.trials, Path(tmp), args.snapshots)
             print(f"{seed:>5} {r['gap_before']:>10.4f} {r['oracle']:>7.4f} {r['champion']:>8.4f} "
                   f"{r['challenger']:>10.4f} {r['loss']:>7.4f} {r['recovered']:>9.0%} "
                   f"{time.perf_counter() - started:>7.0f}", flush=True)
