@@ -16,6 +16,7 @@ import polars as pl
 from mlflow.data import from_polars  # type: ignore[attr-defined]
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
+from threadpoolctl import threadpool_limits
 
 from features import registry
 from propensity.errors import DataError
@@ -337,8 +338,12 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
 
 def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
                metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
-    importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
-                                        model.encoder.column_groups(), seed, n_repeats=PERMUTATION_REPEATS)
+    # one thread per model call: on 2,000 rows a thread pool's start-up and spin-waits cost more than
+    # they save (hist_gradient_boosting's OpenMP predict was most of the demo's training time)
+    with threadpool_limits(limits=1):
+        importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
+                                            model.encoder.column_groups(), seed,
+                                            n_repeats=PERMUTATION_REPEATS)
     figures = {
         "roc": plots.roc_figure(y, p, metrics["auc"]),
         "precision_recall": plots.pr_figure(y, p, metrics["pr_auc"]),
