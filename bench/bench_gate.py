@@ -52,7 +52,8 @@ def oracle_rows(users: int, seed: int,
 
     from features.ingest.validate import validate_events
     from features.schema import age_band
-    from features.shop.generate import GenerateConfig, generate_shop, parse_disparity
+    from features.shop.config import GenerateConfig, parse_disparity
+    from features.shop.generate import generate_shop
 
     spec = parse_disparity(disparity).model_dump() if disparity else None
     shop = generate_shop(GenerateConfig.model_validate({"users": users, "days": 40, "seed": seed,

@@ -12,6 +12,7 @@ from content.online_config import ContentServingConfig
 from features.ingest.eventtime import TimestampUnit
 from features.live.store import ProfileStoreConfig
 from propensity.config import StrictModel, load_config
+from propensity.errors import ConfigError
 from training.registry import choose_model_uri, env_over_config
 
 
@@ -127,4 +128,40 @@ def load_serving_config(path: str | Path | None = None) -> ServingConfig:
     # The standard variables beat the file: MLFLOW_TRACKING_URI (store), PROPENSITY_MODEL (model).
     cfg.tracking_uri = env_over_config(cfg.tracking_uri)
     cfg.model = choose_model_uri(None, cfg.model)
+    return cfg
+
+
+def write_split_config(path: str | Path, champion: str, challenger: str, enabled: bool = True,
+                       base: str | Path | None = None, reserved_salts: tuple[str, ...] = (),
+                       challenger_share: float | None = None) -> ServingConfig:
+    """Write the serving config ``path`` with the champion/challenger split on (or off): ``model`` =
+    ``champion``, ``experiment.challenger_model`` = ``challenger``, ``experiment.enabled``.
+
+    The other settings come from ``path`` when it exists, else from ``base`` (default
+    ``configs/serving.yaml``). The result is validated before it is written; a running service reads
+    its config at start-up only, so it takes the split on its next restart. ``reserved_salts`` are
+    other experiments' salts (the recommender's): the split's must differ (a ConfigError before
+    anything is written). Returns the written config.
+    """
+    import yaml
+
+    from propensity.config import default_config_path
+
+    target = Path(path)
+    source = target if target.is_file() else Path(base) if base is not None else default_config_path(
+        "serving.yaml")
+    data = yaml.safe_load(source.read_text()) or {}
+    experiment = dict(data.get("experiment") or {})
+    experiment.update(enabled=enabled, challenger_model=challenger)
+    if challenger_share is not None:
+        experiment["challenger_share"] = challenger_share
+    data.update(model=champion, experiment=experiment)
+    cfg = ServingConfig.model_validate(data)
+    if cfg.experiment.salt in reserved_salts:
+        raise ConfigError(f"{source}: experiment.salt '{cfg.experiment.salt}' is another experiment's salt "
+                          "(the recommenders'); the model split needs its own, so they are independent")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("# written by `propensity retrain` / `propensity promote --from-experiment`; read by\n"
+                      "# `propensity serve --config` at start-up (restart a running service to apply it)\n"
+                      + yaml.safe_dump(data, sort_keys=False))
     return cfg

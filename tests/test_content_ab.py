@@ -106,7 +106,8 @@ def test_an_aa_between_identical_recommenders_is_significant_at_the_rate_alpha()
 def test_the_better_recommender_wins_the_demo_ab(tmp_path) -> None:
     from content.ab_demo import fit_on_shop, recommender_ab
     from experiments.config import load_experiments_config
-    from features.shop.generate import generate, load_generate_config
+    from features.shop.config import load_generate_config
+    from features.shop.generate import generate
 
     generate(tmp_path / "shop", load_generate_config(None, users=5000, days=45, seed=9))
     settings = load_experiments_config()

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     home = tmp_path_factory.mktemp("home")
     env = {**os.environ, "PROPENSITY_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "propensity.cli", "demo", "--users", "1500", "--days", "30",
-                           "--trials", "2", "--json"], capture_output=True, text=True, env=env, timeout=540)
+    done = subprocess.run([sys.executable, "-m", "propensity.cli", "demo", "--users", "1500", "--days", "44",
+                           "--trials", "2", "--json"], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return home, json.loads(done.stdout), done.stderr
 
@@ -32,12 +32,14 @@ def test_every_stage_leaves_its_artefact(demo_run) -> None:
     home, result, log = demo_run
     assert Path(result["paths"]["out_dir"]) == home / "demo"
     assert result["seconds"] > 0 and "total: took" in log
+    gated = result["numbers"]["fairness_gate"] == "fail"  # no champion: the loop is skipped
+    loop = () if gated else ("monitor_report", "ab_exposures", "ab_events")
     for key in ("events", "users", "oracle", "features", "segment_profile", "segment_plot",
-                "audit_report", "experiment_report", "content_sample", "recommender_report"):
+                "audit_report", "experiment_report", "content_sample", "recommender_report", *loop):
         path = Path(result["paths"][key])
         assert path.is_file() and path.stat().st_size > 0, key
-    for n in range(1, 8):
-        assert f"== {n}/7" in log
+    for n in range(1, 13):
+        assert f"== {n}/12" in log
     assert (home / "mlflow.db").is_file()
 
 
@@ -61,3 +63,25 @@ def test_reported_numbers_match_the_stores(demo_run) -> None:
     # the gate decides: champion only after an audit that did not fail
     assert ("champion" in aliases) == (numbers["fairness_gate"] != "fail")
     assert result["commands"]["serve"].startswith("propensity serve --model models:/propensity-conversion")
+
+
+def test_the_loop_stages_a_challenger_and_decides(demo_run) -> None:
+    home, result, log = demo_run
+    numbers = result["numbers"]
+    if numbers["fairness_gate"] == "fail":  # no champion: the loop says so and stops
+        assert "skipped: there is no champion to monitor and challenge" in log
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    challenger = client.get_model_version("propensity-conversion", str(numbers["challenger_version"]))
+    assert challenger.tags["fairness_gate"] == numbers["challenger_gate"] != "fail"
+    champion = client.get_model_version_by_alias("propensity-conversion", "champion").version
+    assert (champion == challenger.version) == numbers["promoted"]
+    exposures = pl.read_parquet(result["paths"]["ab_exposures"])
+    assert exposures.columns == ["user_id", "experiment", "variant", "first_exposure"]
+    from serving.scoring import variant_for
+
+    assert all(variant_for("propensity", u, 0.5) == v  # the service's own split
+               for u, v in exposures.select("user_id", "variant").iter_rows())
+    assert "PROMOTED" in log or "champion kept" in log

@@ -15,7 +15,8 @@ from fairness_support import register_model
 
 from features.batch.snapshot import build_snapshots_at
 from features.ingest.validate import validate_events, validate_users
-from features.shop.generate import GenerateConfig, generate_shop
+from features.shop.config import GenerateConfig
+from features.shop.generate import generate_shop
 from features.shop.shifts import parse_shift
 from monitoring.config import load_monitor_config
 from monitoring.fields import arrival_counts, field_changes

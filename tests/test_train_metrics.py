@@ -195,3 +195,14 @@ def test_columns_without_any_value_in_the_training_rows_are_left_out() -> None:
     kept_numeric, kept_categorical, empty = without_empty(frame, numeric, categorical)
     assert set(empty) == {"tenure_days", "cart_open", "loyalty_tier"}
     assert "add_to_cart_7d" in kept_numeric and not set(empty) & set(kept_numeric + kept_categorical)
+
+
+def test_rank_auc_equals_scikit_learns_roc_auc_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from training.evaluate import rank_auc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    p = np.round(rng.random(500) * 0.5 + 0.3 * y, 2)  # rounded: many tied scores
+    assert rank_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)

@@ -55,7 +55,7 @@ class TrackingConfig(StrictModel):
     artifact_location: str | None = None  # None: <work_dir>/mlartifacts
     experiment: str = "propensity-training"
     registered_model: str = "propensity-conversion"
-    alias: str = "challenger"
+    alias: str | None = "challenger"  # null: register without an alias (retrain sets it after the audit)
     log_trials: bool = True  # a nested run per trial (params + metrics only)
     plots: bool = True
 

@@ -202,9 +202,10 @@ def make_study(cfg: TrainConfig, study_name: str, storage: Any, seed: int) -> op
                                direction="maximize", load_if_exists=True)
 
 
-def enqueue_defaults(study: optuna.Study, families: list[str]) -> None:
-    """On a new study, queue each family's default parameters first (a sensible baseline per family)."""
-    if study.trials:
+def enqueue_defaults(study: optuna.Study, families: list[str], only_new: bool = True) -> None:
+    """Queue each family's default parameters (a sensible baseline per family); with ``only_new``,
+    only on a study without trials (queued ones included)."""
+    if only_new and study.trials:
         return
     for family in families:
         fam = get_family(family)

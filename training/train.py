@@ -16,6 +16,7 @@ import polars as pl
 from mlflow.data import from_polars  # type: ignore[attr-defined]
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
+from threadpoolctl import threadpool_limits
 
 from features import registry
 from propensity.errors import DataError
@@ -52,7 +53,9 @@ from training.search import (
 from training.tracking import git_commit, setup_tracking, ui_command
 
 HEADLINE = ("auc", "pr_auc", "log_loss", "brier")
-PERMUTATION_REPEATS = 5  # shuffles per column: the importance plot shows their mean and spread
+# shuffles per column: the importance plot shows their mean and spread (bar ± sd; grey when within
+# 2 sd of 0). 3 rather than 5: each repeat costs one model call per input column on 2,000 rows.
+PERMUTATION_REPEATS = 3
 
 
 @dataclass
@@ -160,12 +163,15 @@ def _oracle_auc(valid: pl.DataFrame, oracle: str | Path | None, meta: dict[str, 
 
 
 def _search(data: Prepared, cfg: TrainConfig, study_name: str, tracking: tuple[str, str, str],
-            progress: Any) -> tuple[optuna.Study, Objective | None, int]:
+            progress: Any, seed_trials: list[dict[str, Any]]) -> tuple[optuna.Study, Objective | None, int]:
     workers = cfg.search.workers
     storage = make_storage(cfg.search.storage, workers)
     study = make_study(cfg, study_name, storage, cfg.seed)
-    if cfg.search.enqueue_defaults:
-        enqueue_defaults(study, list(cfg.search.families))
+    if not study.trials:  # a new study: the given starting points first, then each family's defaults
+        for params in seed_trials:
+            study.enqueue_trial(params)
+        if cfg.search.enqueue_defaults:
+            enqueue_defaults(study, list(cfg.search.families), only_new=False)
     n, timeout = cfg.search.n_trials, cfg.search.timeout_s
     if workers > 1:
         done = run_workers(data, cfg, study_name, n, timeout, tracking, workers)
@@ -175,24 +181,9 @@ def _search(data: Prepared, cfg: TrainConfig, study_name: str, tracking: tuple[s
     return study, objective, objective.done
 
 
-def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, *,
-          oracle: str | Path | None = None, pre_transform: Any = None, progress: Any = None) -> TrainResult:
-    """Search model families on a feature snapshot, register the best as ``cfg.tracking.registered_model``.
-
-    ``features`` is a snapshot file (Parquet, written by ``propensity features``) or a frame with
-    ``user_id``, ``as_of``, feature columns and ``label``. ``oracle`` is an optional
-    ``oracle.parquet`` of the synthetic shop (default: the one next to the snapshot's source events
-    file, when present): its AUC on the validation snapshot is logged next to the model's.
-    ``pre_transform`` is an optional fitted object (``transform(frame) -> frame`` adding columns,
-    ``assign_one(mapping) -> dict``; e.g. ``features.segments.segmenter.Segmenter``) applied before feature
-    selection and stored in the model. ``progress`` receives one human line per trial. Raises
-    :class:`DataError` / :class:`ConfigError` for bad input.
-    """
-    started = time.perf_counter()
-    say = progress or (lambda _m: None)
-    if oracle is not None:  # asked for explicitly: a bad file is an error before any work
-        check_oracle_file(oracle)
-    source = load_training_data(features)
+def _prepared_split(source: TrainingData, cfg: TrainConfig, pre_transform: Any,
+                    say: Any) -> tuple[Split, Prepared]:
+    """The time split of the snapshot (after the pre-transform) and its encoded matrices."""
     frame = source.frame if pre_transform is None else pre_transform.transform(source.frame)
     numeric, categorical = select_features(frame, cfg.data, source.meta)
     split = time_split(frame, cfg.data, cfg.seed)
@@ -201,50 +192,101 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         raise DataError("every model feature column is empty in the training rows")
     if empty:
         say(f"left out (no values in the training rows): {', '.join(empty)}")
-    data = prepare(split.train, split.valid, numeric, categorical)
     say(f"data: {split.train.height} training rows ({', '.join(split.train_as_of)}), {split.valid.height} "
         f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
+    return split, prepare(split.train, split.valid, numeric, categorical)
+
+
+@dataclass
+class _Final:
+    """The calibrated best candidate with its validation scores and metrics."""
+
+    model: ConversionModel
+    metrics: dict[str, float]
+    scored: np.ndarray
+    y: np.ndarray
+    losses: dict[str, float]
+
+
+def _final_model(best: Fitted, data: Prepared, split: Split, source: TrainingData, cfg: TrainConfig,
+                 run_id: str, pre_transform: Any) -> _Final:
+    """Calibrate the best candidate on the validation rows and wrap it as a :class:`ConversionModel`."""
+    family = get_family(best.family)
+    raw = family.predict(best.estimator, data.encoded(family.needs_scaling)[2])
+    choice = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
+    metrics = classification_metrics(data.y_valid, choice.crossed)
+    metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
+    metadata = {"dataset_digest": source.digest, "run_id": run_id, "params": best.params,
+                "calibration": choice.method, "valid_as_of": split.valid_as_of,
+                "feature_specs": _feature_specs(source.meta)}
+    model = ConversionModel(best.family, best.encoder, best.estimator, choice.calibrator, pre_transform,
+                            metadata=metadata)
+    return _Final(model, metrics, choice.crossed, data.y_valid, choice.losses)
+
+
+def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, *,
+          oracle: str | Path | None = None, pre_transform: Any = None, progress: Any = None,
+          seed_trials: list[dict[str, Any]] | None = None) -> TrainResult:
+    """Search model families on a feature snapshot, register the best as ``cfg.tracking.registered_model``.
+
+    ``features`` is a snapshot file (Parquet, written by ``propensity features``) or a frame with
+    ``user_id``, ``as_of``, feature columns and ``label``. ``oracle`` is an optional
+    ``oracle.parquet`` of the synthetic shop (default: the one next to the snapshot's source events
+    file, when present): its AUC on the validation snapshot is logged next to the model's.
+    ``pre_transform`` is an optional fitted object (``transform(frame) -> frame`` adding columns,
+    ``assign_one(mapping) -> dict``; e.g. ``features.segments.segmenter.Segmenter``) applied before feature
+    selection and stored in the model. ``seed_trials`` are Optuna parameter sets (``{"family": F,
+    "F.param": value, ...}``) tried first, e.g. the champion's (``training.retrain``). ``progress``
+    receives one human line per trial. Raises :class:`DataError` / :class:`ConfigError` for bad input.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda _m: None)
+    if oracle is not None:  # asked for explicitly: a bad file is an error before any work
+        check_oracle_file(oracle)
+    source = load_training_data(features)
+    split, data = _prepared_split(source, cfg, pre_transform, say)
     tracking = cfg.tracking
     uri, experiment_id = setup_tracking(tracking.uri, tracking.experiment, tracking.artifact_location)
     study_name = cfg.search.study_name or f"propensity-{source.short_digest}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{source.short_digest[:8]}") as run:
         run_id = run.info.run_id
-        _log_inputs(cfg, source, split, study_name, len(numeric + categorical))
-        study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say)
+        _log_inputs(cfg, source, split, study_name, len(data.numeric + data.categorical))
+        study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say,
+                                         list(seed_trials or []))
         best = _best_candidate(study, objective, data, cfg)
-        family, params = best.family, best.params
-        raw = get_family(family).predict(best.estimator, data.encoded(get_family(family).needs_scaling)[2])
-        choice = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
-        method, calibrator, losses, scored = choice.method, choice.calibrator, choice.losses, choice.crossed
-        metrics = classification_metrics(data.y_valid, scored)
-        metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
-        model = ConversionModel(family, best.encoder, best.estimator, calibrator, pre_transform, metadata={
-            "dataset_digest": source.digest, "run_id": run_id, "params": params, "calibration": method,
-            "valid_as_of": split.valid_as_of, "feature_specs": _feature_specs(source.meta)})
+        final = _final_model(best, data, split, source, cfg, run_id, pre_transform)
         oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
         if oracle_value is not None:
-            metrics["oracle_auc"] = oracle_value
-            metrics["auc_gap_to_oracle"] = oracle_value - metrics["auc"]
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_metrics({f"calibration_log_loss_{k}": v for k, v in losses.items()})
-        mlflow.log_params({"best_family": family, "calibration": method,
-                           **{f"best.{k}": v for k, v in params.items()}})
+            final.metrics["oracle_auc"] = oracle_value
+            final.metrics["auc_gap_to_oracle"] = oracle_value - final.metrics["auc"]
         board = leaderboard(study)
-        mlflow.log_dict({"leaderboard": board}, "leaderboard.json")
-        if cfg.tracking.plots:
-            _log_plots(model, split.valid, data.y_valid, scored, metrics, study, cfg.seed)
-        info = _log_model(model, split.valid, source.frame)
-        tags = {"dataset_digest": source.digest, "git_commit": git_commit() or "unknown", "family": family,
-                "run_id": run_id, "calibration": method,
-                **{k: f"{metrics[k]:.5f}" for k in HEADLINE}}
-        description = describe_run(family, method, metrics, board, source.digest, split.valid_as_of)
-        mlflow.set_tag("mlflow.note.content", description)  # the run's description in the MLflow UI
-        version = register(info.model_uri, cfg.tracking.registered_model, cfg.tracking.alias, tags,
-                           description=description)
+        version = _record(final, study, board, split, source, cfg)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
-    return TrainResult(uri, experiment_id, run_id, f"models:/{cfg.tracking.registered_model}/{version}",
-                       cfg.tracking.registered_model, version, metrics, family, params, board, method,
-                       source.digest, done, oracle_value, model)
+    name = tracking.registered_model
+    return TrainResult(uri, experiment_id, run_id, f"models:/{name}/{version}", name, version, final.metrics,
+                       best.family, best.params, board, str(final.model.metadata["calibration"]),
+                       source.digest, done, oracle_value, final.model)
+
+
+def _record(final: _Final, study: optuna.Study, board: list[dict[str, Any]], split: Split,
+            source: TrainingData, cfg: TrainConfig) -> str:
+    """Log metrics, leaderboard, plots and the model to the active run; register it; returns the version."""
+    model, metrics = final.model, final.metrics
+    family, method, run_id = model.family, str(model.metadata["calibration"]), str(model.metadata["run_id"])
+    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"calibration_log_loss_{k}": v for k, v in final.losses.items()})
+    mlflow.log_params({"best_family": family, "calibration": method,
+                       **{f"best.{k}": v for k, v in model.metadata["params"].items()}})
+    mlflow.log_dict({"leaderboard": board}, "leaderboard.json")
+    if cfg.tracking.plots:
+        _log_plots(model, split.valid, final.y, final.scored, metrics, study, cfg.seed)
+    info = _log_model(model, split.valid, source.frame)
+    tags = {"dataset_digest": source.digest, "git_commit": git_commit() or "unknown", "family": family,
+            "run_id": run_id, "calibration": method, **{k: f"{metrics[k]:.5f}" for k in HEADLINE}}
+    description = describe_run(family, method, metrics, board, source.digest, split.valid_as_of)
+    mlflow.set_tag("mlflow.note.content", description)  # the run's description in the MLflow UI
+    return register(info.model_uri, cfg.tracking.registered_model, cfg.tracking.alias, tags,
+                    description=description)
 
 
 def _feature_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -296,8 +338,12 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
 
 def _log_plots(model: ConversionModel, valid: pl.DataFrame, y: np.ndarray, p: np.ndarray,
                metrics: dict[str, float], study: optuna.Study, seed: int) -> None:
-    importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
-                                        model.encoder.column_groups(), seed, n_repeats=PERMUTATION_REPEATS)
+    # one thread per model call: on 2,000 rows a thread pool's start-up and spin-waits cost more than
+    # they save (hist_gradient_boosting's OpenMP predict was most of the demo's training time)
+    with threadpool_limits(limits=1):
+        importance = permutation_importance(model.predict_matrix, model.transform(valid), y,
+                                            model.encoder.column_groups(), seed,
+                                            n_repeats=PERMUTATION_REPEATS)
     figures = {
         "roc": plots.roc_figure(y, p, metrics["auc"]),
         "precision_recall": plots.pr_figure(y, p, metrics["pr_auc"]),

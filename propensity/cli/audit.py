@@ -99,21 +99,48 @@ def print_audit(result: Any) -> None:
 
 
 @click.command("promote")
-@click.option("--model", "name", required=True, help="Registered model name, e.g. propensity-conversion.")
-@click.option("--version", "version", required=True, help="Model version to promote.")
+@click.option("--model", "name", default=None,
+              help="Registered model name [propensity-conversion with --from-experiment].")
+@click.option("--version", "version", default=None, help="Model version to promote (not --from-experiment).")
 @click.option("--force", is_flag=True, help="Promote even when the audit failed (recorded with --reason).")
 @click.option("--reason", default=None, help="Why a forced promotion is acceptable (recorded as a tag).")
+@click.option("--from-experiment", is_flag=True,
+              help="Decide from a live A/B: promote the 'challenger' version when it is non-inferior on "
+                   "conversion (sequential confidence sequence) within --margin and its gate did not fail.")
+@click.option("--exposures", type=click.Path(path_type=Path), default=None,
+              help="Exposure log (user_id, variant champion|challenger, first_exposure[, experiment]).")
+@click.option("--events", type=click.Path(path_type=Path), default=None, help="Events: the conversions.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.005, show_default=True,
+              help="Non-inferiority margin on conversion, absolute (0.005 = 0.5 percentage points).")
+@click.option("--experiment", default=None, help="Experiment name in the log (when it holds several).")
+@click.option("--challenger-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Planned challenger share: checks the split (sample ratio mismatch) [not checked].")
+@click.option("--serving-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Serving config whose split is switched off on promotion, when it exists.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite, work folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def promote(name: str, version: str, force: bool, reason: str | None, tracking_uri: str | None,
+def promote(name: str | None, version: str | None, force: bool, reason: str | None, from_experiment: bool,
+            exposures: Path | None, events: Path | None, margin: float, experiment: str | None,
+            challenger_share: float | None, serving_config: Path | None, tracking_uri: str | None,
             as_json: bool) -> None:
-    """Move the champion alias to a model version whose fairness audit passed."""
+    """Move the champion alias to a model version whose fairness audit passed, or (--from-experiment)
+    to the challenger that a live A/B found non-inferior."""
     from fairness.config import load_fairness_config
     from fairness.promote import promote as promote_stage
+    from propensity.errors import PropensityError
 
     cfg = load_fairness_config()
-    done = promote_stage(name, version, force, reason, cfg.tracking.champion_alias,
-                         tracking_uri or cfg.tracking.uri)
+    store = tracking_uri or cfg.tracking.uri
+    if from_experiment:
+        if exposures is None or events is None or version is not None or force:
+            raise PropensityError("--from-experiment needs --exposures LOG and --events E (and takes no "
+                                  "--version or --force: the A/B decides)")
+        _from_experiment(name or "propensity-conversion", exposures, events, margin, experiment,
+                         challenger_share, serving_config, store, cfg.tracking.champion_alias, as_json)
+        return
+    if name is None or version is None:
+        raise PropensityError("promote needs --model NAME --version V (or --from-experiment)")
+    done = promote_stage(name, version, force, reason, cfg.tracking.champion_alias, store)
     if as_json:
         emit_json({"name": done.name, "version": done.version, "alias": done.alias, "forced": done.forced,
                    "fairness_gate": done.gate, "previous": done.previous})
@@ -121,3 +148,27 @@ def promote(name: str, version: str, force: bool, reason: str | None, tracking_u
     forced = " (forced; reason recorded)" if done.forced else ""
     info(f"{done.name} version {done.version} is now '{done.alias}'{forced}; "
          f"previous: {done.previous or 'none'}")
+
+
+def _from_experiment(name: str, exposures: Path, events: Path, margin: float, experiment: str | None,
+                     share: float | None, serving_config: Path | None, store: str | None, alias: str,
+                     as_json: bool) -> None:
+    from experiments.champion import decide_challenge
+
+    decision = decide_challenge(exposures, events, name=name, margin=margin, experiment=experiment,
+                                challenger_share=share, tracking_uri=store, champion_alias=alias,
+                                serving_config=serving_config)
+    if as_json:
+        emit_json(decision.to_json())
+        return
+    print_decision(decision)
+
+
+def print_decision(decision: Any) -> None:
+    """The human summary of an :class:`experiments.champion.ChallengeDecision` (also used by the demo)."""
+    users = ", ".join(f"{v} {n} users, conversion {decision.conversion[v]:.2%}"
+                      for v, n in decision.users.items())
+    info(f"A/B: {users}")
+    verb = "PROMOTED" if decision.promoted else "champion kept"
+    info(f"{verb} (challenger v{decision.challenger_version}, champion v{decision.champion_version}, "
+         f"gate {decision.fairness_gate}): {decision.reason}")

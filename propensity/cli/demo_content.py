@@ -1,4 +1,4 @@
-"""The demo's content stage (called once from :mod:`propensity.cli.demo`): render content for the sample
+"""The demo's content stage (a stage of :mod:`propensity.cli.demo`): render content for the sample
 user, and an A/B of collaborative against content-based suggestions with simulated visitors. Printing
 only; the work is :mod:`content.ab_demo`."""
 
@@ -10,13 +10,11 @@ from typing import Any
 
 
 def content_stage(result: Any, out: Path, shop_dir: Path, user: str, answer: dict[str, Any],
-                  stage: Callable[[str], float], done: Callable[[float], None], say: Callable[[str], Any]
-                  ) -> None:
+                  say: Callable[[str], Any]) -> None:
     """Run the stage; adds its files and numbers to the demo's ``result``."""
     from content.ab_demo import fit_on_shop, recommender_ab, render_sample
     from experiments.config import load_experiments_config
 
-    t = stage("content: rendered components and a recommender A/B with simulated visitors")
     settings = load_experiments_config()
     demo = settings.recommendations.demo
     shop = fit_on_shop(shop_dir, ["popularity", demo.control, demo.treatment])
@@ -39,7 +37,6 @@ def content_stage(result: Any, out: Path, shop_dir: Path, user: str, answer: dic
     say(f"report: {ab.files['recommender_report']}")
     result.files.update(content_sample=sample["html"], **ab.files)
     result.numbers.update(recall_at_10=recall, recommender_ab=ab.per_variant)
-    done(t)
 
 
 def _decision(answer: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:

@@ -1,0 +1,101 @@
+"""Retraining after a planted concept shift: how much of the champion's lost AUC the challenger wins back.
+
+Per seed: a shop with ``--shift`` (default ``concept:country=fr:0.5@40``) and ``--days`` days; the
+champion is trained on snapshots whose labels end at the onset; "now" is 13 days after it (the
+events known then: labels of two post-shift weeks); the challenger is trained on fresh snapshots up
+to the latest complete label window (:func:`training.retrain.latest_cutoff`), its search seeded with
+the champion's parameters (:func:`training.retrain.champion_trial`). Both are scored on the
+labelled snapshot at "now" (the week neither saw) and on the pre-shift validation snapshot, next to
+the oracle (``p_true``):
+
+    loss      = (oracle - champion) after  -  (oracle - champion) before     (AUC points)
+    recovered = (challenger - champion) after / loss
+
+    python -m bench.bench_retrain [--seeds 42 43 44] [--users 20000] [--shift SPEC] [--snapshots 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from sklearn.metrics import roc_auc_score
+
+
+def _auc(frame: pl.DataFrame, oracle: pl.DataFrame, models: dict) -> dict[str, float]:
+    truth = oracle.with_columns(pl.col("as_of").cast(frame.schema["as_of"]))
+    rows = frame.join(truth, on=["user_id", "as_of"])
+    y = rows.get_column("label").to_numpy()
+    out = {"oracle": float(roc_auc_score(y, rows.get_column("p_true").to_numpy()))}
+    out.update({k: float(roc_auc_score(y, m.predict_proba(rows))) for k, m in models.items()})
+    return out
+
+
+def one_seed(seed: int, users: int, shift: str, trials: int, work: Path,
+             snapshots: int = 4) -> dict[str, float]:
+    from features.batch.pipeline import build_features
+    from features.shop.config import load_generate_config
+    from features.shop.generate import generate
+    from features.shop.shifts import parse_shift
+    from training.config import load_train_config
+    from training.retrain import champion_trial, latest_cutoff
+    from training.train import train
+
+    onset = parse_shift(shift).day
+    cfg = load_generate_config(users=users, days=onset + 20, seed=seed)
+    cfg.shifts = [parse_shift(shift)]
+    shop = generate(work / "shop", cfg)
+    start, week = datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC), timedelta(days=7)
+    now = start + timedelta(days=onset + 13)
+    events = pl.read_parquet(shop.events)
+    events.filter(pl.col("timestamp") < now).write_parquet(work / "past.parquet")
+    latest = events.filter(pl.col("timestamp") < now).get_column("timestamp").max()
+    assert isinstance(latest, datetime)
+    as_of = latest_cutoff(latest, week)
+    before_onset = start + timedelta(days=onset) - week
+    build_features(shop.events, shop.users, before_onset, week, 4, week, work / "c.parquet")
+    build_features(work / "past.parquet", shop.users, as_of, week, snapshots, week, work / "r.parquet")
+    build_features(shop.events, shop.users, now, week, 1, week, work / "after.parquet")
+    train_cfg = load_train_config(None, "demo", {"search": {"n_trials": trials},
+                                                 "tracking": {"plots": False, "log_trials": False}})
+    champion = train(work / "c.parquet", train_cfg)
+    seed_trial = champion_trial(champion.model, list(train_cfg.search.families))
+    challenger = train(work / "r.parquet", train_cfg, seed_trials=[seed_trial] if seed_trial else None)
+    oracle = pl.read_parquet(shop.oracle, columns=["user_id", "as_of", "p_true"])
+    after = _auc(pl.read_parquet(work / "after.parquet"), oracle,
+                 {"champion": champion.model, "challenger": challenger.model})
+    before = (champion.oracle_auc or float("nan")) - champion.metrics["auc"]
+    loss = (after["oracle"] - after["champion"]) - before
+    return {"seed": seed, "gap_before": before, **after, "loss": loss,
+            "recovered": (after["challenger"] - after["champion"]) / loss if loss > 0 else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--shift", default="concept:country=fr:0.5@40")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--snapshots", type=int, default=4, help="the challenger's fresh snapshots")
+    args = parser.parse_args()
+    print(f"shift {args.shift}, {args.users} users, {args.trials} trials (demo profile), challenger on "
+          f"{args.snapshots} snapshots")
+    print(f"{'seed':>5} {'gap before':>10} {'oracle':>7} {'champion':>8} {'challenger':>10} {'loss':>7} "
+          f"{'recovered':>9} {'seconds':>7}")
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["PROPENSITY_HOME"] = tmp
+            started = time.perf_counter()
+            r = one_seed(seed, args.users, args.shift, args.trials, Path(tmp), args.snapshots)
+            print(f"{seed:>5} {r['gap_before']:>10.4f} {r['oracle']:>7.4f} {r['champion']:>8.4f} "
+                  f"{r['challenger']:>10.4f} {r['loss']:>7.4f} {r['recovered']:>9.0%} "
+                  f"{time.perf_counter() - started:>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
