@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from propensity.config import StrictModel, load_config
 from training.registry import env_over_config
@@ -37,6 +37,11 @@ class ConfidenceConfig(StrictModel):
     n_boot: int = Field(default=4000, ge=100)  # bootstrap only
     level: float = Field(default=0.95, gt=0.0, lt=1.0)  # coverage of each metric's interval, share 0..1
     seed: int = 0
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads an unquoted `off` as false
 
 
 class MitigationConfig(StrictModel):

@@ -49,7 +49,7 @@ def snapshot_records(model: object, name: str, version: str, events: pl.DataFram
                        pl.col("user_id")]).alias("request_id"),
         pl.col("as_of").alias("time"),
         pl.lit(name).alias("model_name"), pl.lit(version).alias("model_version"),
-        pl.lit(None, pl.String).alias("variant"),
+        pl.lit(None, pl.String).alias("variant"), pl.lit(None, pl.String).alias("experiment"),
         pl.Series("probability", probability, dtype=pl.Float64),
         pl.lit(None, pl.String).alias("segment"),
         *([] if "journey_stage" in frame.columns else [pl.lit(None, pl.String).alias("journey_stage")]),

@@ -107,7 +107,9 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     assert serving["experiment"]["challenger_model"] == "models:/propensity-conversion@challenger"
     assert serving["experiment"]["salt"] != "recommenders"
 
-    strict = "sensitive_features: [gender]\nmin_group_size: 30\ngate: {demographic_parity_ratio_min: 1.0}\n"
+    # point values decide (no intervals): a DP ratio limit of 1.0 fails any real model
+    strict = ("sensitive_features: [gender]\nmin_group_size: 30\ngate: {demographic_parity_ratio_min: 1.0}\n"
+              "confidence: {method: off}\n")
     (tmp_path / "work" / "serving.yaml").unlink()
     refused = _retrain(shop, tmp_path, store, strict, capsys)
     assert refused["fairness_gate"] == "fail" and refused["challenger"]["alias"] is None
