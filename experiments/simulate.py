@@ -126,6 +126,36 @@ def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | P
     names = list(lifts)
     start = exposure_start.astimezone(dt.UTC)
     end, window = start + dt.timedelta(days=days), dt.timedelta(days=window_days)
+    enrolled = _enrol(events, start, end, names, rng)
+    purchases = events.filter(pl.col("event") == "purchase").select("user_id", "timestamp", "value")
+    exposed_purchases = enrolled.join(purchases, on="user_id")
+    planted = _planted_purchases(enrolled, exposed_purchases, purchases, lifts, window, rng)
+    columns = ["event_id", "user_id", "timestamp", "event", "device", "value"]
+    seen = events.filter((pl.col("timestamp") >= start)
+                         & pl.col("user_id").is_in(enrolled["user_id"].implode()))
+    out_events = pl.concat([seen.select(columns), *planted], how="vertical_relaxed").sort("timestamp")
+    pre = (exposed_purchases
+           .filter(pl.col("timestamp") < pl.col("first_exposure"))
+           .group_by("user_id").agg(pl.col("value").sum().alias("pre_revenue")))
+    attributes = (enrolled.select("user_id", "device")
+                  .join(users.select("user_id", "country", "loyalty_tier"), on="user_id", how="left")
+                  .join(pre, on="user_id", how="left")
+                  .with_columns(pl.col("pre_revenue").fill_null(0.0)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"exposures": out / "exposures.parquet", "events": out / "events.parquet",
+             "attributes": out / "attributes.parquet"}
+    enrolled.select("user_id", pl.lit("demo_shop").alias("experiment"), "variant",
+                    "first_exposure").write_parquet(paths["exposures"])
+    out_events.write_parquet(paths["events"])
+    attributes.write_parquet(paths["attributes"])
+    return paths
+
+
+def _enrol(events: pl.DataFrame, start: dt.datetime, end: dt.datetime, names: list[str],
+           rng: np.random.Generator) -> pl.DataFrame:
+    """Users with an event in ``[start, end)``: first exposure at that event, its device, and a
+    variant drawn at random (equal shares)."""
     enrolled = (events.filter(pl.col("timestamp").is_between(start, end, closed="left"))
                 .sort("timestamp", "event_id")
                 .group_by("user_id", maintain_order=True)
@@ -133,10 +163,17 @@ def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | P
                 .sort("user_id"))
     if enrolled.height == 0:
         raise ValueError(f"no shop events between {start.isoformat()} and {end.isoformat()}")
-    enrolled = enrolled.with_columns(
+    return enrolled.with_columns(
         pl.Series("variant", np.asarray(names)[rng.integers(0, len(names), enrolled.height)]))
-    purchases = events.filter(pl.col("event") == "purchase").select("user_id", "timestamp", "value")
-    exposed_purchases = enrolled.join(purchases, on="user_id")
+
+
+def _planted_purchases(enrolled: pl.DataFrame, exposed_purchases: pl.DataFrame, purchases: pl.DataFrame,
+                       lifts: Mapping[str, float], window: dt.timedelta,
+                       rng: np.random.Generator) -> list[pl.DataFrame]:
+    """The treatments' extra add_to_cart -> checkout_start -> purchase sequences: of each treatment's
+    users without a purchase within ``window`` of exposure, the share that lifts its expected
+    conversion to the enrolled users' rate times ``1 + lift``."""
+    names = list(lifts)
     bought = (exposed_purchases
               .filter(pl.col("timestamp").is_between(pl.col("first_exposure"),
                                                      pl.col("first_exposure") + window, closed="left"))
@@ -161,23 +198,4 @@ def simulate_on_shop(events: pl.DataFrame, users: pl.DataFrame, out_dir: str | P
                 "user_id", (pl.col("t") + pl.duration(minutes=2 * k)).alias("timestamp"),
                 pl.lit(event).alias("event"), "device",
                 pl.lit(basket if event == "purchase" else None, dtype=pl.Float64).alias("value")))
-    columns = ["event_id", "user_id", "timestamp", "event", "device", "value"]
-    seen = events.filter((pl.col("timestamp") >= start)
-                         & pl.col("user_id").is_in(enrolled["user_id"].implode()))
-    out_events = pl.concat([seen.select(columns), *planted], how="vertical_relaxed").sort("timestamp")
-    pre = (exposed_purchases
-           .filter(pl.col("timestamp") < pl.col("first_exposure"))
-           .group_by("user_id").agg(pl.col("value").sum().alias("pre_revenue")))
-    attributes = (enrolled.select("user_id", "device")
-                  .join(users.select("user_id", "country", "loyalty_tier"), on="user_id", how="left")
-                  .join(pre, on="user_id", how="left")
-                  .with_columns(pl.col("pre_revenue").fill_null(0.0)))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"exposures": out / "exposures.parquet", "events": out / "events.parquet",
-             "attributes": out / "attributes.parquet"}
-    enrolled.select("user_id", pl.lit("demo_shop").alias("experiment"), "variant",
-                    "first_exposure").write_parquet(paths["exposures"])
-    out_events.write_parquet(paths["events"])
-    attributes.write_parquet(paths["attributes"])
-    return paths
+    return planted
