@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.support import ROOT
+from bench.support import ROOT, wrk
 from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
 from bench.support import shop as _shop
@@ -57,27 +56,6 @@ def noop_starlette_app() -> Any:
         return JSONResponse({"user_id": body.get("user_id"), "probability": 0.0})
 
     return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
-
-
-def wrk(url: str, users: list[str], seconds: int, connections: int, workdir: Path) -> dict[str, float]:
-    """requests/s, p99 (ms) and non-2xx count of POST /predict for ``users`` in turn."""
-    script = workdir / "predict.lua"
-    ids = ",".join(f'"{u}"' for u in users)
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local ids = {{{ids}}}\nlocal n = 0\n"
-        "request = function()\n  n = n + 1\n"
-        '  local body = \'{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"}\'\n'
-        '  return wrk.format(nil, "/predict", nil, body)\nend\n')
-    threads = min(2, connections)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-                          str(script), url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-            "non_2xx": int(errors.group(1)) if errors else 0}
 
 
 def _start(kind: str, workdir: Path, model_path: Path, before: Path | None) -> tuple[subprocess.Popen, str]:
@@ -114,8 +92,9 @@ def measure(kind: str, workdir: Path, model_path: Path, shop: tuple, seconds: in
     try:
         if kind.startswith("service"):
             _ingest(url, shop[1], shop[0])
-        wrk(url, users, 3, 16, workdir)  # warm-up: profile states, caches, first collections
-        return {"c2": wrk(url, users, seconds, 2, workdir), "c16": wrk(url, users, seconds, 16, workdir)}
+        wrk(url, users, 3, workdir)  # warm-up: profile states, caches, first collections
+        return {"c2": wrk(url, users, seconds, workdir, connections=2),
+                "c16": wrk(url, users, seconds, workdir)}
     finally:
         _stop(proc)
 
@@ -136,7 +115,7 @@ def soak(workdir: Path, model_path: Path, shop: tuple, seconds: int) -> dict[str
     try:
         _ingest(url, shop[1], shop[0])
         result: dict[str, Any] = {}
-        load = threading.Thread(target=lambda: result.update(wrk(url, users, seconds, 16, workdir)))
+        load = threading.Thread(target=lambda: result.update(wrk(url, users, seconds, workdir)))
         started = time.monotonic()
         load.start()
         while load.is_alive():

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bench.support import ROOT, free_port, ingest, shop, stop, train, wait_ready, wrk
+from bench.support import ROOT, emit, free_port, ingest, shop, stop, train, wait_ready, wrk
 
 
 def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
@@ -192,10 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "render_failures": dict(library.failures), "fit_1m": _fit_ratio(max(1, args.rounds // 2))}
     if args.seconds > 0:
         results["http"] = _http(workdir, model, args.users, args.seconds, max(2, args.rounds // 2))
-    print(json.dumps(results, indent=2))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=2))
-    return results
+    return emit(results, args.json_path)
 
 
 if __name__ == "__main__":

@@ -188,10 +188,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     profile = results["after"].pop("profile", None)
     if profile:
         print(profile)
-    print(json.dumps(results, indent=2))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=2))
-    return results
+    from bench.support import emit
+
+    return emit(results, args.json_path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,28 +31,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench_serving import ROOT, _free_port, _ingest, _shop, _stop, _train, _wait_ready
-
-
-def wrk(url: str, users: list[str], seconds: int, workdir: Path) -> dict[str, float]:
-    """requests/s, p99 (ms), requests sent and non-2xx of POST /predict at 16 connections."""
-    script = workdir / "predict.lua"
-    ids = ",".join(f'"{u}"' for u in users)
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local ids = {{{ids}}}\nlocal n = 0\n"
-        "request = function()\n  n = n + 1\n"
-        '  local body = \'{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"}\'\n'
-        '  return wrk.format(nil, "/predict", nil, body)\nend\n')
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-            "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+from bench.support import ROOT, wrk
+from bench.support import free_port as _free_port
+from bench.support import ingest as _ingest
+from bench.support import shop as _shop
+from bench.support import stop as _stop
+from bench.support import train as _train
+from bench.support import wait_ready as _wait_ready
 
 
 def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.support import ROOT
+from bench.support import ROOT, emit
 from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
 from bench.support import shop as _shop
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run["ratio_to_bentoml_noop"] = run["predict"]["requests_per_s"] / ceiling["requests_per_s"]
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
-    print(json.dumps(results, indent=2))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=2))
-    return results
+    return emit(results, args.json_path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and model (300 trees, depth 6: the KNOWN.md reference size), bulk ingestion over
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,10 +51,10 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/predict",
-        extra_body: str = "") -> dict[str, float]:
-    """``wrk`` (2 threads, 16 connections) POSTing ``{"user_id": <cycling users><extra_body>}`` to
-    ``path``: requests/s, p99 latency (ms) and non-2xx answers. ``extra_body`` is raw JSON text
-    starting with a comma (``', "slots": ["hero"]'``)."""
+        extra_body: str = "", connections: int = 16) -> dict[str, float]:
+    """``wrk`` (up to 2 threads, ``connections`` connections) POSTing ``{"user_id": <cycling
+    users><extra_body>}`` to ``path``: requests/s, p99 latency (ms), requests sent and non-2xx
+    answers. ``extra_body`` is raw JSON text starting with a comma (``', "slots": ["hero"]'``)."""
     script = workdir / f"{path.strip('/').replace('/', '_') or 'root'}.lua"
     ids = ",".join(f'"{u}"' for u in users)
     tail = extra_body.replace("\\", "\\\\").replace("'", "\\'")
@@ -62,14 +64,23 @@ def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/p
         "request = function()\n  n = n + 1\n"
         f'  local body = \'{{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"{tail}}}\'\n'
         f'  return wrk.format(nil, "{path}", nil, body)\nend\n')
-    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-            "non_2xx": int(errors.group(1)) if errors else 0}
+            "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def emit(results: dict[str, Any], json_path: str | None) -> dict[str, Any]:
+    """Print ``results`` as JSON and write them to ``json_path`` when given; returns them."""
+    print(json.dumps(results, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
 
 
 def ingest(url: str, users: list[dict], events: list[dict]) -> dict[str, float]:
