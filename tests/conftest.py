@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -100,6 +101,10 @@ def tracking_uri_stays_the_tests_own() -> Iterator[None]:
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # the in-process settings too (an MlflowClient() reads them before the env)
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or "")
     for name, value in before.items():
         if value is None:
             os.environ.pop(name, None)

@@ -58,7 +58,8 @@ def test_reported_numbers_match_the_stores(demo_run) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version("propensity-conversion", str(numbers["model_version"]))
     aliases = set(version.aliases)
     if numbers["fairness_gate"] == "fail":  # not promoted, and the loop is skipped: still the challenger
@@ -77,7 +78,8 @@ def test_the_loop_stages_a_challenger_and_decides(demo_run) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     challenger = client.get_model_version("propensity-conversion", str(numbers["challenger_version"]))
     assert challenger.tags["fairness_gate"] == numbers["challenger_gate"] != "fail"
     champion = client.get_model_version_by_alias("propensity-conversion", "champion").version
