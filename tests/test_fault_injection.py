@@ -76,7 +76,9 @@ class Load:
                 with self.lock:
                     for e in batch:
                         self.sent[e["user_id"]].add(e["event_id"])
-                time.sleep(0.02)
+                # paced, so the load spans the outage (Redis is killed after 2 s, back after 6 s)
+                # however fast the service answers: 60 batches take at least 9 s
+                time.sleep(0.15)
 
     def producer(self, entries: int) -> None:
         rng = random.Random(99)
@@ -91,7 +93,7 @@ class Load:
                     time.sleep(0.2)  # a lost reply may duplicate the entry: the store dedups it
             with self.lock:
                 self.sent[event["user_id"]].add(event["event_id"])
-            time.sleep(0.01)
+            time.sleep(0.015)
 
 
 def _ready(url: str) -> bool:
