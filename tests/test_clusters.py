@@ -140,6 +140,25 @@ def test_pandas_in_pandas_out() -> None:
     assert out["cluster"].tolist() == seg.transform(snap)["cluster"].to_list()
 
 
+def test_a_segmenter_pickled_under_the_old_module_names_still_loads(tmp_path: Path) -> None:
+    """Files written before features/ was carved name features.segmenter, features.segment_config..."""
+    import pickle
+
+    snap = shop_snapshot()
+    seg = Segmenter(CFG).fit(snap)
+    text = pickle.dumps(seg, protocol=0)  # protocol 0 names every class as "module\nname" text
+    for new, old in ((b"features.segments.segmenter", b"features.segmenter"),
+                     (b"features.segments.config", b"features.segment_config")):
+        assert new in text
+        text = text.replace(new, old)
+    path = tmp_path / "old.joblib"
+    path.write_bytes(text)
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(text)  # the old names exist only while loading
+    loaded = Segmenter.load(path)
+    assert loaded.transform(snap).equals(seg.transform(snap))
+
+
 def test_save_and_load_keep_assignments_and_digest(tmp_path: Path) -> None:
     snap = shop_snapshot()
     seg = Segmenter(CFG).fit(snap)

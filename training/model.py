@@ -203,7 +203,9 @@ class ConversionModel:
     @staticmethod
     def load(path: str) -> ConversionModel:
         """Unpickle a model written by :meth:`save`."""
-        with open(path, "rb") as fh:
+        from propensity.legacy import legacy_module_names
+
+        with open(path, "rb") as fh, legacy_module_names():  # a model saved before the carve loads too
             model = pickle.load(fh)
         if not isinstance(model, ConversionModel):
             raise TypeError(f"{path} does not hold a ConversionModel")

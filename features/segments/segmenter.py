@@ -142,8 +142,11 @@ class Segmenter(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     @classmethod
     def load(cls, path: str | Path) -> Segmenter:
         """Read a segmenter written by :meth:`save`."""
+        from propensity.legacy import legacy_module_names
+
         try:
-            obj = joblib.load(Path(path))
+            with legacy_module_names():  # a segmenter saved before the carve loads too
+                obj = joblib.load(Path(path))
         except FileNotFoundError:
             raise DataError(f"{path}: segmenter file not found") from None
         if not isinstance(obj, cls):
