@@ -189,32 +189,15 @@ def gate_run(seed: int, users: int, disparity: str | None) -> dict[str, Any]:
     snapshot, audited against the observed purchases), with and without intervals. The oracle is the
     best possible model of the shop; without a planted disparity only the mild built-in group
     differences and noise remain."""
-    import polars as pl
-
+    from bench.bench_gate import oracle_rows
     from fairness.audit import audit_arrays
     from fairness.config import GateConfig
     from fairness.gate import evaluate_gate
-    from features.ingest.validate import validate_events
-    from features.schema import age_band
-    from features.shop.config import GenerateConfig, parse_disparity
-    from features.shop.generate import generate_shop
 
-    spec = parse_disparity(disparity).model_dump() if disparity else None
-    shop = generate_shop(GenerateConfig.model_validate({"users": users, "days": 40, "seed": seed,
-                                                        "disparity": spec}))
-    as_of = shop.oracle["as_of"].max()
-    buys = (validate_events(shop.events).clean.filter((pl.col("event") == "purchase")
-                                                       & (pl.col("timestamp") >= as_of))
-            .select("user_id").unique().with_columns(pl.lit(1).alias("y")))
-    rows = (shop.oracle.filter(pl.col("as_of") == as_of).join(shop.users, on="user_id")
-            .join(buys, on="user_id", how="left").with_columns(pl.col("y").fill_null(0)))
-    sensitive = {"gender": rows["gender"].to_list(), "country": rows["country"].to_list(),
-                 "age_band": [age_band(int(a)) for a in rows["age"]]}
+    y, p_true, sensitive = oracle_rows(users, seed, disparity)
     out: dict[str, Any] = {"seed": seed, "users": users, "disparity": disparity}
     for label, n_boot in (("point", 0), ("confidence", 200)):
-        audit = audit_arrays(rows["y"].to_numpy(), rows["p_true"].to_numpy(), sensitive,
-                             intervals="wilson" if n_boot else None,
-                             seed=seed)
+        audit = audit_arrays(y, p_true, sensitive, intervals="wilson" if n_boot else None, seed=seed)
         verdict = evaluate_gate(audit, GateConfig())
         out[label] = verdict.verdict
         out[f"{label}_failing"] = [(f["metric"], f["feature"], round(f["value"], 3), f["interval"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import polars as pl
 
 from experiments.aggregate import require_columns
-from experiments.exposure import _utc, exposed_users
+from experiments.exposure import _utc, exposed_users, outcome_events
 from propensity.errors import DataError
 
 CONTENT_STEPS = ("product_view", "add_to_cart", "purchase")
@@ -57,10 +57,7 @@ def content_outcomes(exposures: pl.DataFrame, events: pl.DataFrame, window_days:
         log = log.filter(pl.col("experiment") == experiment)
     users = exposed_users(log.select("user_id", "variant", "first_exposure"), None)
     shown = shown_products(exposures, experiment)
-    ev = events.with_columns(_utc(events, "timestamp").alias("timestamp"), pl.col("user_id").cast(pl.String))
-    if "event_id" in ev.columns:
-        ev = ev.unique(subset="event_id", keep="first")
-    value = pl.col("value").cast(pl.Float64).fill_null(0.0) if "value" in ev.columns else pl.lit(0.0)
+    ev, value = outcome_events(events)
     window = pl.duration(seconds=int(window_days * 86_400))
     hits = (ev.filter(pl.col("event").is_in(CONTENT_STEPS)).drop_nulls("product_id")
             .select("user_id", "product_id", "timestamp", "event", value.alias("value"))

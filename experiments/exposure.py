@@ -67,6 +67,16 @@ def exposed_users(exposures: pl.DataFrame, experiment: str | None = None) -> pl.
     return users.drop("_variants").sort("user_id")
 
 
+def outcome_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.Expr]:
+    """``events`` ready to join outcomes from: UTC timestamps, string user ids, one row per event_id
+    (a repeated delivery counts once); and the money expression (``value``, 0 when absent)."""
+    ev = events.with_columns(_utc(events, "timestamp").alias("timestamp"), pl.col("user_id").cast(pl.String))
+    if "event_id" in ev.columns:
+        ev = ev.unique(subset="event_id", keep="first")
+    value = pl.col("value").cast(pl.Float64).fill_null(0.0) if "value" in ev.columns else pl.lit(0.0)
+    return ev, value
+
+
 def outcomes_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, window_days: float = 7.0,
                             experiment: str | None = None,
                             steps: Sequence[str] = FUNNEL_STEPS) -> pl.DataFrame:
@@ -74,10 +84,7 @@ def outcomes_from_exposures(exposures: pl.DataFrame, events: pl.DataFrame, windo
     one 0/1 column ``reached_<step>`` per funnel step (the step's event happened in the window)."""
     require_columns(events, ["user_id", "timestamp", "event"], "events")
     users = exposed_users(exposures, experiment)
-    ev = events.with_columns(_utc(events, "timestamp").alias("timestamp"), pl.col("user_id").cast(pl.String))
-    if "event_id" in ev.columns:
-        ev = ev.unique(subset="event_id", keep="first")
-    value = pl.col("value").cast(pl.Float64).fill_null(0.0) if "value" in ev.columns else pl.lit(0.0)
+    ev, value = outcome_events(events)
     window = pl.duration(seconds=int(window_days * 86_400))
     joined = (ev.select("user_id", "timestamp", "event", value.alias("value"))
               .join(users.select("user_id", "first_exposure"), on="user_id", how="inner")

@@ -32,24 +32,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import norm
 
+from reports.numbers import wilson_bounds
+
 METHODS = ("wilson", "bootstrap")
 Bounds = tuple[float, float]
 
 
 def wilson(successes: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Wilson score interval of ``successes / n`` at ``level``, element-wise; NaN where n == 0.
-
-    Reference: Wilson (1927); statsmodels ``proportion_confint(method="wilson")``.
-    """
-    k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    z = float(norm.ppf(1 - (1 - level) / 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
-    low, high = np.minimum(low, p), np.maximum(high, p)  # rounding: the point stays inside
-    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+    """Two-sided Wilson score interval of ``successes / n`` at ``level``, element-wise; NaN where n == 0
+    (:func:`reports.numbers.wilson_bounds` at the level's normal quantile)."""
+    return wilson_bounds(successes, n, float(norm.ppf(1 - (1 - level) / 2)))
 
 
 def spread_interval(low: np.ndarray, high: np.ndarray) -> Bounds:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 DASH = "–"
 
 
@@ -100,14 +102,24 @@ def seconds(value: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
-def wilson(successes: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval (95% by default) of a proportion; (nan, nan) when ``n`` is 0.
+def wilson_bounds(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of ``successes / n`` at the normal quantile ``z`` (1.96: 95%),
+    element-wise; NaN where ``n`` is 0. The point estimate always lies inside (rounding).
 
-    Reference: Wilson (1927); R ``prop.test(x, n, correct = FALSE)$conf.int``.
+    Reference: Wilson (1927); R ``prop.test(x, n, correct = FALSE)$conf.int``, statsmodels
+    ``proportion_confint(method="wilson")``.
     """
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+        low, high = np.minimum(low, p), np.maximum(high, p)
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+
+
+def wilson(successes: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """:func:`wilson_bounds` of one proportion (95% by default); (nan, nan) when ``n`` is 0."""
+    low, high = wilson_bounds(np.array([successes]), np.array([n]), z)
+    return float(low[0]), float(high[0])

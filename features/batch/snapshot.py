@@ -86,6 +86,18 @@ def conform_users(users: pl.DataFrame | pl.LazyFrame | None) -> pl.LazyFrame:
     ])
 
 
+def conformed_inputs(events: pl.DataFrame | pl.LazyFrame, users: pl.DataFrame | pl.LazyFrame | None,
+                     exclude_users: Collection[str] = ()) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Events and users in the canonical schema, without the users of ``exclude_users`` (the
+    privacy deletions): what the local build and every Spark shard start from."""
+    ev, crm = conform_events(events), conform_users(users)
+    if exclude_users:
+        gone = pl.Series("user_id", sorted(exclude_users), dtype=pl.String)
+        ev = ev.filter(~pl.col("user_id").is_in(gone))
+        crm = crm.filter(~pl.col("user_id").is_in(gone))
+    return ev, crm
+
+
 def snapshot_lazy(events: pl.DataFrame | pl.LazyFrame, users: pl.DataFrame | pl.LazyFrame | None,
                   as_of: datetime, horizon: timedelta, *, consent_default: bool = True,
                   exclude_users: Collection[str] = (), feature_set: FeatureSet | None = None) -> pl.LazyFrame:
@@ -94,12 +106,7 @@ def snapshot_lazy(events: pl.DataFrame | pl.LazyFrame, users: pl.DataFrame | pl.
     as_of = to_utc(as_of)
     as_of_us = _epoch_us(as_of)
     end_us = as_of_us + horizon // timedelta(microseconds=1)
-    ev = conform_events(events)
-    crm = conform_users(users)
-    if exclude_users:
-        gone = pl.Series("user_id", sorted(exclude_users), dtype=pl.String)
-        ev = ev.filter(~pl.col("user_id").is_in(gone))
-        crm = crm.filter(~pl.col("user_id").is_in(gone))
+    ev, crm = conformed_inputs(events, users, exclude_users)
     ts_us = pl.col("timestamp").cast(pl.Int64)
     history = ev.filter(ts_us < as_of_us).with_columns((pl.lit(as_of_us) - ts_us).alias(_AGE),
                                                        *[_fixed(c) for c in _FIXED_COLUMNS])

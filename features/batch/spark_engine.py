@@ -27,8 +27,7 @@ from features.batch.engine import FeatureEngine
 from features.batch.snapshot import (
     SNAPSHOT_SCHEMA,
     build_snapshots_at,
-    conform_events,
-    conform_users,
+    conformed_inputs,
     snapshot_schema,
 )
 from features.definitions import FeatureSet
@@ -112,12 +111,7 @@ class SparkEngine(FeatureEngine):
 
         fs = feature_set or active_feature_set()
         schema = snapshot_schema(fs)
-        ev = conform_events(events)
-        crm = conform_users(users)
-        if exclude_users:
-            gone = pl.Series("user_id", sorted(exclude_users), dtype=pl.String)
-            ev = ev.filter(~pl.col("user_id").is_in(gone))
-            crm = crm.filter(~pl.col("user_id").is_in(gone))
+        ev, crm = conformed_inputs(events, users, exclude_users)
         spark = self.session
         with tempfile.TemporaryDirectory(prefix="propensity-spark-") as tmp:
             ev_path, users_path = Path(tmp) / "events.parquet", Path(tmp) / "users.parquet"
