@@ -5,7 +5,7 @@ model; each row becomes a record with ``time`` = the cut-off and ``source`` = ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from features.batch.snapshot import SNAPSHOT_EVENT_COLUMNS, build_snapshots_at
 from features.ingest.tables import read_table
 from features.ingest.validate import validate_events, validate_users
 from monitoring.log import LOG_SCHEMA
+from propensity.progress import Progress
 
-Progress = Callable[[str], None]
 SEGMENT_COLUMNS = ("engagement_score", "journey_stage")
 
 

@@ -9,7 +9,6 @@ per window of the records that carry feature vectors, for drift.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,8 +36,8 @@ from monitoring.windows import (
 )
 from propensity.errors import DataError
 from propensity.paths import work_dir
+from propensity.progress import Progress
 
-Progress = Callable[[str], None]
 MONITORING_EXPERIMENT = "propensity-monitoring"
 MONITOR_TAG = "monitoring_run"
 LABEL = "label"

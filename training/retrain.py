@@ -13,7 +13,6 @@ split. A running service reads that config at start-up: restart it to apply the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +21,11 @@ from typing import Any
 from fairness.config import FairnessConfig, load_fairness_config
 from propensity.errors import DataError
 from propensity.paths import work_dir
+from propensity.progress import Progress
 from training.config import TrainConfig
 from training.registry import load_model, resolve_version, set_alias, use_store
 from training.train import TrainResult, train
 
-Progress = Callable[[str], None]
 CHALLENGER_ALIAS = "challenger"
 
 

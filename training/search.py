@@ -29,11 +29,11 @@ from threadpoolctl import threadpool_limits
 
 from features import registry
 from propensity.paths import work_dir
+from propensity.progress import Progress
 from training.config import TrainConfig
 from training.families import N_STEPS, FitContext, get_family
 from training.preprocess import FeatureEncoder
 
-Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
