@@ -21,7 +21,7 @@ import polars as pl
 from experiments.aggregate import read_table
 from experiments.analysis import analyze_experiment
 from experiments.config import ExperimentsConfig, load_experiments_config
-from experiments.pipeline import units_from_exposures
+from experiments.pipeline import read_exposures, units_from_exposures
 from experiments.stats.noninferiority import INFERIOR, NON_INFERIOR, NonInferiority, non_inferiority
 from propensity.errors import DataError
 
@@ -130,7 +130,7 @@ def decide_challenge(exposures: str | Path | pl.DataFrame, events: str | Path | 
     from training.registry import resolve_version, use_store, version_tags
 
     settings = load_experiments_config(config_path)
-    exp_frame = exposures if isinstance(exposures, pl.DataFrame) else read_table(exposures)
+    exp_frame = exposures if isinstance(exposures, pl.DataFrame) else read_exposures(exposures)
     ev_frame = events if isinstance(events, pl.DataFrame) else read_table(events)
     units = conversion_units(exp_frame, ev_frame, settings, experiment)
     test, facts = read_challenge(units, margin, settings, challenger_share)

@@ -107,8 +107,10 @@ def print_audit(result: Any) -> None:
 @click.option("--from-experiment", is_flag=True,
               help="Decide from a live A/B: promote the 'challenger' version when it is non-inferior on "
                    "conversion (sequential confidence sequence) within --margin and its gate did not fail.")
-@click.option("--exposures", type=click.Path(path_type=Path), default=None,
-              help="Exposure log (user_id, variant champion|challenger, first_exposure[, experiment]).")
+@click.option("--exposures", default=None,
+              help="Exposure log (user_id, variant champion|challenger, first_exposure[, experiment]), or "
+                   "what the service writes: its prediction log folder, a Redis stream "
+                   "redis://HOST:PORT/DB#STREAM, or exposures.jsonl (as `ab analyze --exposures`).")
 @click.option("--events", type=click.Path(path_type=Path), default=None, help="Events: the conversions.")
 @click.option("--margin", type=click.FloatRange(min=0), default=0.005, show_default=True,
               help="Non-inferiority margin on conversion, absolute (0.005 = 0.5 percentage points).")
@@ -120,7 +122,7 @@ def print_audit(result: Any) -> None:
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite, work folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def promote(name: str | None, version: str | None, force: bool, reason: str | None, from_experiment: bool,
-            exposures: Path | None, events: Path | None, margin: float, experiment: str | None,
+            exposures: str | None, events: Path | None, margin: float, experiment: str | None,
             challenger_share: float | None, serving_config: Path | None, tracking_uri: str | None,
             as_json: bool) -> None:
     """Move the champion alias to a model version whose fairness audit passed, or (--from-experiment)
@@ -150,7 +152,7 @@ def promote(name: str | None, version: str | None, force: bool, reason: str | No
          f"previous: {done.previous or 'none'}")
 
 
-def _from_experiment(name: str, exposures: Path, events: Path, margin: float, experiment: str | None,
+def _from_experiment(name: str, exposures: str, events: Path, margin: float, experiment: str | None,
                      share: float | None, serving_config: Path | None, store: str | None, alias: str,
                      as_json: bool) -> None:
     from experiments.champion import decide_challenge
