@@ -4,8 +4,9 @@ Quality, per seed and planted shift (a shop without sale days, shift at day ONSE
 snapshots before the shift, backfill-monitor the days around it, then report
 * the first drift alert on the shifted feature, in windows after the onset (goal <= 2),
 * false alarms: drift alerts of any feature in the windows before the onset (goal 0),
-* on the labelled windows before the onset: mean |estimated - realised AUC| (goal <= 0.02) and the
-  share of windows whose realised AUC lies in the estimate's interval (goal >= 0.9).
+* on the labelled windows before the onset: mean |estimated - realised AUC| (goal <= 0.02), the
+  share of windows whose realised AUC lies in the estimate's interval (goal >= 0.9) and the
+  interval's mean width.
 
 Cost: ``monitor --predictions`` over a synthetic prediction log of N rows (feature vectors on a
 sample share of them, files of 1M records) and its purchases, wall and CPU seconds (user + system,
@@ -13,7 +14,7 @@ all threads) and peak memory (a child process per run, measured by ``resource``)
 Polars scan of the same log (daily group-by with null counts of every column). The model's
 ``import``/MLflow start-up and the HTML report are included.
 
-    PYTHONPATH=. python -m bench.bench_monitoring quality --seeds 1 2 3
+    PYTHONPATH=. python -m bench.bench_monitoring quality --seeds 1 2 3 [--config monitor.yaml]
     PYTHONPATH=. python -m bench.bench_monitoring cost --rows 10000000 --model URI --reference F
     PYTHONPATH=. python -m bench.bench_monitoring gate --seeds $(seq 1 20) --users 3000 [--disparity ...]
 """
@@ -51,7 +52,7 @@ def _day(k: int) -> str:
     return (START + timedelta(days=k)).isoformat()
 
 
-def quality_run(tmp: Path, shift: str, seed: int, users: int) -> dict[str, Any]:
+def quality_run(tmp: Path, shift: str, seed: int, users: int, config: str | None = None) -> dict[str, Any]:
     spec, feature = SHIFTS[shift]
     env = {**os.environ, "PROPENSITY_HOME": str(tmp / "work")}
     _cli(env, "generate", "--users", str(users), "--days", "60", "--seed", str(seed), "--no-sale",
@@ -63,7 +64,8 @@ def quality_run(tmp: Path, shift: str, seed: int, users: int) -> dict[str, Any]:
     started = time.perf_counter()
     doc = _cli(env, "monitor", "--model", trained["model_uri"], "--events", str(shop / "events.parquet"),
                "--users", str(shop / "users.parquet"), "--from", _day(29), "--to", _day(47),
-               "--reference", str(tmp / "F.parquet"), "--out", str(tmp / "mon"), "--no-record")
+               "--reference", str(tmp / "F.parquet"), "--out", str(tmp / "mon"), "--no-record",
+               *(["--config", config] if config else []))
     seconds = time.perf_counter() - started
     onset = datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=ONSET)
     drift = [a for a in doc["alerts"] if a["kind"] == "drift"]
@@ -82,7 +84,9 @@ def quality_run(tmp: Path, shift: str, seed: int, users: int) -> dict[str, Any]:
                                     if a["kind"] != "drift"}),
             "stable_labelled_windows": len(stable),
             "mean_abs_auc_gap": sum(gaps) / len(gaps) if gaps else None,
-            "interval_coverage": sum(inside) / len(inside) if inside else None}
+            "interval_coverage": sum(inside) / len(inside) if inside else None,
+            "interval_mean_width": (sum(w["estimated_auc_high"] - w["estimated_auc_low"] for w in stable)
+                                    / len(stable) if stable else None)}
 
 
 CHUNK_ROWS = 1_000_000  # records per log file (the service rotates its log by size and time too)
@@ -216,6 +220,7 @@ def main() -> None:
     parser.add_argument("--feature-share", type=float, default=0.1)
     parser.add_argument("--model", default=None, help="cost: a registered model URI (MLFLOW_TRACKING_URI)")
     parser.add_argument("--reference", default=None, help="cost: its training snapshot")
+    parser.add_argument("--config", default=None, help="quality: monitor.yaml [configs/monitor.yaml]")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.what == "gate":
@@ -224,7 +229,7 @@ def main() -> None:
         elif args.what == "quality":
             for shift in args.shifts:
                 for seed in args.seeds:
-                    row = quality_run(Path(tmp) / f"{shift}{seed}", shift, seed, args.users)
+                    row = quality_run(Path(tmp) / f"{shift}{seed}", shift, seed, args.users, args.config)
                     print(json.dumps(row), flush=True)
         else:
             for rows in args.rows:

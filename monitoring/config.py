@@ -29,6 +29,8 @@ class PerformanceConfig(StrictModel):
     samples: int = Field(default=200, ge=10)
     interval: float = Field(default=0.95, gt=0, lt=1)
     recalibrate: bool = True
+    calibration_folds: int = Field(default=10, ge=1)
+    calibration_uncertainty: bool = True
     recent_windows: int = Field(default=0, ge=0)
     correct_windows: int = Field(default=0, ge=0)
 

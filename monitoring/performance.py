@@ -8,6 +8,12 @@ label vectors from the probabilities and take the mean AUC as the estimate and t
 ``interval`` of the draws as its uncertainty: the band in which the realised AUC should fall. The
 estimate is only as good as the calibration: a concept shift (same inputs, other outcomes) is
 invisible to it, which is why realised metrics are reported as soon as the horizon has passed.
+
+The interval is a prediction interval for the realised AUC with two sources of error: the label
+draws (given the probabilities), and the error of the recalibration map the labels are drawn from,
+which is itself fitted on finite labelled data (the reference's validation rows): each draw also
+takes its map's parameters from their sampling law (:func:`recalibration_cov`) and adds the move of
+the expected AUC that this causes (:func:`calibration_shifts`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 EPS = 1e-12
 DRAW_BUDGET = 20_000_000  # label draws per window (rows x samples) before the samples are reduced
+SHIFT_ROWS = 20_000  # rows of a window the calibration shifts are computed on (at most)
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,12 @@ def _auc_from_ranks(ranks: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def estimate(p: np.ndarray, samples: int = 200, interval: float = 0.95, seed: int = 0,
-             truth: np.ndarray | None = None) -> Estimate:
+             truth: np.ndarray | None = None, shifts: np.ndarray | None = None) -> Estimate:
     """The AUC the labels will give the scores ``p`` if the labels follow ``truth`` (the calibrated
     probabilities; default ``p`` itself): mean and central ``interval`` over ``samples`` label draws,
-    draws with a single class left out. Also the expected log loss of ``p``. Windows too large for
-    ``samples`` explicit draws (``DRAW_BUDGET``) draw from the normal limit instead (:func:`_clt_draws`)."""
+    draws with a single class left out; ``shifts`` (one per draw, :func:`calibration_shifts`) are
+    added to the draws. Also the expected log loss of ``p``. Windows too large for ``samples``
+    explicit draws (``DRAW_BUDGET``) draw from the normal limit instead (:func:`_clt_draws`)."""
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     q = p if truth is None else np.clip(np.asarray(truth, dtype=np.float64), EPS, 1 - EPS)
     entropy = float(-np.mean(q * np.log(p) + (1 - q) * np.log(1 - p))) if len(p) else math.nan
@@ -80,6 +88,8 @@ def estimate(p: np.ndarray, samples: int = 200, interval: float = 0.95, seed: in
     ranks = rankdata(p)  # ties get average ranks, as roc_auc_score counts them half
     draws = (_explicit_draws(ranks, q, samples, rng) if len(p) * samples <= DRAW_BUDGET
              else _clt_draws(ranks, q, samples, rng))
+    if shifts is not None:
+        draws = draws + shifts[:len(draws)]
     draws = draws[~np.isnan(draws)]
     if draws.size == 0:
         return Estimate(math.nan, math.nan, math.nan, entropy)
@@ -124,6 +134,51 @@ def recalibration(p: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     x = _logit(np.asarray(p, dtype=np.float64))[:, None]
     fit = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
     return float(fit.intercept_[0]), float(fit.coef_[0, 0])
+
+
+def recalibration_cov(p: np.ndarray, calibration: tuple[float, float]) -> np.ndarray:
+    """Covariance of the ``(a, b)`` of :func:`recalibration` fitted on the scores ``p`` (its
+    large-sample law): the inverse Fisher information of the logistic likelihood at the fit,
+    ``(X' W X)^-1`` with ``X = [1, logit p]`` and ``W = q (1 - q)``, ``q`` the recalibrated ``p``."""
+    x = _logit(np.asarray(p, dtype=np.float64))
+    q = recalibrated(np.asarray(p, dtype=np.float64), calibration)
+    design = np.column_stack([np.ones_like(x), x])
+    info = design.T @ (design * (q * (1 - q))[:, None])
+    return np.asarray(np.linalg.pinv(info), dtype=np.float64)
+
+
+def expected_auc(ranks: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Expected AUC of scores with ``ranks`` when the labels are independent Bernoulli(``q``), per
+    column of ``q`` (rows, k): the expected Mann-Whitney U over the expected number of pairs,
+    ``(r.q - E[n1 (n1 + 1) / 2]) / E[n1 n0]`` with ``E[n1^2] = mu^2 + sum q (1 - q)``."""
+    q = q if q.ndim == 2 else q[:, None]
+    mu, var = q.sum(axis=0), (q * (1 - q)).sum(axis=0)
+    u = ranks @ q - (mu * mu + var + mu) / 2
+    pairs = mu * len(ranks) - mu * mu - var
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(pairs > 0, u / pairs, np.nan), dtype=np.float64)
+
+
+def calibration_shifts(p: np.ndarray, calibration: tuple[float, float], cov: np.ndarray, samples: int,
+                       rng: np.random.Generator, rows: int = SHIFT_ROWS) -> np.ndarray:
+    """How much the expected AUC of the scores ``p`` moves when the recalibration map's ``(a, b)`` is
+    drawn from its sampling law ``N(calibration, cov)`` instead of taken at the fit: one value per
+    draw (``samples``), to be added to the label draws of :func:`estimate`. Computed on at most
+    ``rows`` evenly spaced rows of the window (the expected AUC hardly depends on the row count)."""
+    p = np.asarray(p, dtype=np.float64)
+    if len(p) < 2:
+        return np.zeros(samples)
+    part = p[::max(1, len(p) // rows)]
+    ranks, x = rankdata(part), _logit(part)
+    a, b = calibration
+    point = expected_auc(ranks, recalibrated(part, calibration))
+    params = rng.multivariate_normal([a, b], cov, size=samples, method="svd")
+    out = []
+    for start in range(0, samples, 50):  # chunks bound the (rows, 50) probability matrix
+        ab = params[start:start + 50]
+        q = 1 / (1 + np.exp(-(ab[:, 0] + x[:, None] * ab[:, 1])))
+        out.append(expected_auc(ranks, q) - point)
+    return np.nan_to_num(np.concatenate(out))
 
 
 def recalibrated(p: np.ndarray, calibration: tuple[float, float] | None) -> np.ndarray:

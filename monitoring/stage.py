@@ -22,7 +22,7 @@ from monitoring.backfill import read_events, snapshot_records
 from monitoring.config import MonitorConfig, load_monitor_config
 from monitoring.fields import arrival_counts, field_changes, input_fields
 from monitoring.log import LOG_SCHEMA, UTC_US, scan_prediction_log, with_outcomes
-from monitoring.performance import recalibration
+from monitoring.performance import recalibration, recalibration_cov
 from monitoring.windows import (
     WEEK,
     Reference,
@@ -105,16 +105,35 @@ def reference_frame(reference: str | Path | None, model: Any) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def _calibration(frame: pl.DataFrame, probability: np.ndarray) -> tuple[float, float] | None:
+Fit = tuple[tuple[float, float] | None, np.ndarray | None]  # a recalibration map and its covariance
+
+
+def _calibration(frame: pl.DataFrame, probability: np.ndarray, model: Any, cfg: MonitorConfig) -> Fit:
     """Recalibration of the model's probabilities on the reference's labelled rows: those of its
-    latest snapshot when it holds several (the validation rows: the model did not fit them)."""
+    latest snapshot when it holds several (the validation rows: the model did not fit them). The
+    model's own calibrator was fitted on those rows, so in-sample its probabilities look calibrated
+    whatever its error; the map is fitted instead on out-of-fold probabilities (the calibrator refitted
+    on the other ``performance.calibration_folds`` folds of the raw scores), which show it. Also the
+    map's covariance with ``performance.calibration_uncertainty``."""
     if LABEL not in frame.columns:
-        return None
+        return None, None
     rows = frame.select(pl.col(LABEL).is_not_null().alias("keep"))["keep"]
     if "as_of" in frame.columns and frame.get_column("as_of").n_unique() > 1:
         rows = rows & (frame.get_column("as_of") == frame.get_column("as_of").max())
     keep = rows.to_numpy()
-    return recalibration(np.asarray(probability)[keep], frame.get_column(LABEL).to_numpy()[keep])
+    p, y = np.asarray(probability)[keep], frame.get_column(LABEL).to_numpy()[keep]
+    folds = cfg.performance.calibration_folds
+    calibrator = getattr(model, "calibrator", None)
+    if folds > 1 and calibrator is not None and len(p) >= 2 * folds:
+        from scipy.special import expit
+
+        from training.calibration import cross_fitted
+
+        raw = expit(model.margin(frame.filter(pl.Series(keep))))
+        p = cross_fitted(calibrator.method, raw, y, cfg.seed, folds)
+    fit = recalibration(p, y)
+    return fit, (recalibration_cov(p, fit) if fit is not None and cfg.performance.calibration_uncertainty
+                 else None)
 
 
 def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) -> list[datetime]:
@@ -201,8 +220,9 @@ def _windows(base: pl.LazyFrame, lf: pl.LazyFrame, t0: datetime, every: timedelt
     for batch in _batches(parts):
         rows = _feature_rows(base, window, present, batch[0][0][0], batch[-1][0][0] + every)  # type: ignore[operator]
         for (start, version), part in batch:
-            calibration = _recent_calibration(parts, start + every, version, every, cfg) or ref.calibration
-            labelled, real, est = performance_of(part, cfg, cfg.seed, calibration)
+            recent = _recent_calibration(parts, start + every, version, every, cfg)
+            calibration, cov = recent if recent[0] is not None else (ref.calibration, ref.calibration_cov)
+            labelled, real, est = performance_of(part, cfg, cfg.seed, calibration, cov)
             current = rows.get((start, version), pl.DataFrame(schema={"probability": pl.Float64}))
             drift, counts = drift_of(current, current.get_column("probability").to_numpy(), ref, cfg, rng)
             out.append(Window(start, start + every, str(version), part.height,  # type: ignore[operator]
@@ -231,20 +251,23 @@ CALIBRATION_ROWS = 50_000  # rows of recent labelled windows the recalibration i
 
 
 def _recent_calibration(parts: list[tuple[tuple[Any, Any], pl.DataFrame]], end: datetime, version: Any,
-                        every: timedelta, cfg: MonitorConfig) -> tuple[float, float] | None:
-    """Recalibration fitted on the last ``performance.recent_windows`` windows of ``version`` whose
-    labels had all arrived when the window ending at ``end`` closed (their end plus the horizon not
-    after ``end``); None when there are none (the reference's then serves)."""
+                        every: timedelta, cfg: MonitorConfig) -> Fit:
+    """Recalibration (and its covariance) fitted on the last ``performance.recent_windows`` windows of
+    ``version`` whose labels had all arrived when the window ending at ``end`` closed (their end plus
+    the horizon not after ``end``); None when there are none (the reference's then serves)."""
     k = cfg.performance.recent_windows
     if not (cfg.performance.recalibrate and k):
-        return None
+        return None, None
     known = [part for (start, v), part in parts if v == version and start + every + cfg.horizon <= end
              and part.height and part.get_column("label").null_count() == 0][-k:]
     if not known:
-        return None
+        return None, None
     rows = pl.concat([part.select("probability", "label") for part in known])
     rows = rows.gather_every(max(1, rows.height // CALIBRATION_ROWS))
-    return recalibration(rows.get_column("probability").to_numpy(), rows.get_column("label").to_numpy())
+    p = rows.get_column("probability").to_numpy()
+    fit = recalibration(p, rows.get_column("label").to_numpy())
+    return fit, (recalibration_cov(p, fit) if fit is not None and cfg.performance.calibration_uncertainty
+                 else None)
 
 
 BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read
@@ -305,7 +328,8 @@ def monitor(model_uri: str, *, predictions: str | Path | None = None, events: st
     auc = run.data.metrics.get("auc") if run is not None else None
     ref_p = model.predict_proba(ref_frame)
     ref = Reference.of(ref_frame, ref_p, features, cfg.drift.bins, auc, cfg.drift.test_sample_rows, cfg.seed)
-    ref.calibration = _calibration(ref_frame, ref_p) if cfg.performance.recalibrate else None
+    if cfg.performance.recalibrate:
+        ref.calibration, ref.calibration_cov = _calibration(ref_frame, ref_p, model, cfg)
     clean_events, clean_users = read_events(events, users) if events is not None else (None, None)
     base, lf, t0 = _records(model, name, version, cfg, predictions, clean_events, clean_users, start, end,
                             every, say)

@@ -32,7 +32,7 @@ from monitoring.drift import (
     psi_from_counts,
 )
 from monitoring.fields import field_alerts
-from monitoring.performance import estimate, realized, recalibrated
+from monitoring.performance import calibration_shifts, estimate, realized, recalibrated
 
 PREDICTION = "prediction"  # the drift subject of the model's output
 WEEK = timedelta(days=7)
@@ -48,6 +48,7 @@ class Reference:
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # per-bin counts of all reference rows
     sorted: dict[str, SortedSample] = field(default_factory=dict)  # the numeric samples, sorted once
     calibration: tuple[float, float] | None = None  # (a, b) of performance.recalibration
+    calibration_cov: np.ndarray | None = None  # its covariance (performance.recalibration_cov)
 
     @classmethod
     def of(cls, frame: pl.DataFrame, probability: np.ndarray, features: list[str], bins: int,
@@ -116,16 +117,21 @@ class Window:
 
 
 def performance_of(slim: pl.DataFrame, cfg: MonitorConfig, seed: int,
-                   calibration: tuple[float, float] | None = None
+                   calibration: tuple[float, float] | None = None, cov: np.ndarray | None = None
                    ) -> tuple[bool, dict[str, Any], dict[str, float]]:
     """(labelled, realised metrics, estimate) of a window's ``probability`` and ``label`` columns;
-    the estimate draws the labels from the probabilities recalibrated on the reference."""
+    the estimate draws the labels from the probabilities recalibrated by ``calibration`` and, with its
+    covariance ``cov``, carries the error of that map too
+    (:func:`monitoring.performance.calibration_shifts`)."""
     p = slim.get_column("probability").to_numpy()
     labels = slim.get_column("label")
     labelled = slim.height > 0 and labels.null_count() == 0
     real = realized(labels.to_numpy(), p, cfg.calibration.bins) if labelled else {}
-    est = estimate(p, cfg.performance.samples, cfg.performance.interval, seed,
-                   recalibrated(p, calibration) if calibration is not None else None)
+    samples = cfg.performance.samples
+    shifts = (calibration_shifts(p, calibration, cov, samples, np.random.default_rng([seed, 1]))
+              if calibration is not None and cov is not None else None)
+    est = estimate(p, samples, cfg.performance.interval, seed,
+                   recalibrated(p, calibration) if calibration is not None else None, shifts)
     return labelled, real, {"auc": est.auc, "low": est.low, "high": est.high, "log_loss": est.log_loss}
 
 

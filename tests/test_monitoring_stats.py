@@ -170,3 +170,81 @@ def test_estimates_are_shifted_by_the_gap_of_windows_already_labelled() -> None:
     assert windows[2].estimated["low"] == pytest.approx(0.66 - 0.02 * math.sqrt(2))
     assert windows[3].estimated["auc"] == pytest.approx(0.67)  # mean gap of windows 0 and 1
     assert windows[3].estimated["high"] == pytest.approx(0.67 + 0.02 * math.sqrt(1.5))
+
+
+def test_auc_from_ranks_matches_sklearn_per_label_column_with_ties() -> None:
+    from scipy.stats import rankdata
+
+    from monitoring.performance import _auc_from_ranks
+
+    rng = np.random.default_rng(5)
+    p = np.round(rng.beta(1.5, 8, 700), 2)  # rounded: many ties
+    labels = (rng.random((700, 6)) < p[:, None]).astype(np.float64)
+    got = _auc_from_ranks(rankdata(p), labels)
+    assert got == pytest.approx([roc_auc_score(labels[:, k], p) for k in range(6)], abs=1e-12)
+
+
+def test_expected_auc_matches_the_mean_auc_of_label_draws() -> None:
+    from scipy.stats import rankdata
+
+    from monitoring.performance import expected_auc
+
+    rng = np.random.default_rng(6)
+    p = rng.beta(1.5, 8, 2000)
+    q = np.clip(1.2 * p, 0, 1)  # the labels follow another law than the scores
+    draws = [roc_auc_score((rng.random(p.size) < q).astype(int), p) for _ in range(400)]
+    # 400 draws of an AUC with sd ~0.015: the mean is known to ~0.001
+    assert expected_auc(rankdata(p), q)[0] == pytest.approx(np.mean(draws), abs=0.003)
+
+
+def _overconfident(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores with 1.3 times the true log-odds (shifted) and labels drawn from the truth."""
+    truth = rng.beta(1.5, 8, rows)
+    scores = 1 / (1 + np.exp(-(1.3 * np.log(truth / (1 - truth)) + 0.1)))
+    return scores, (rng.random(rows) < truth).astype(int)
+
+
+def test_recalibration_cov_matches_the_spread_of_repeated_fits() -> None:
+    from monitoring.performance import recalibration, recalibration_cov
+
+    fits = np.array([recalibration(*_overconfident(np.random.default_rng(k), 1500)) for k in range(100)])
+    scores, y = _overconfident(np.random.default_rng(999), 1500)
+    cov = recalibration_cov(scores, recalibration(scores, y))  # type: ignore[arg-type]
+    # the sd of 100 fits is known to ~7%; the information matrix of one sample to a few %
+    assert np.sqrt(np.diag(cov)) == pytest.approx(fits.std(axis=0), rel=0.2)
+
+
+def test_the_interval_carries_the_error_of_a_map_fitted_on_few_labelled_rows() -> None:
+    """The map is fitted on 600 labelled rows, the window has 3,000: the label draws alone give an
+    interval that misses the realised AUC in about half the windows; with the map's error it covers."""
+    from monitoring.performance import calibration_shifts, recalibrated, recalibration, recalibration_cov
+
+    point = full = 0
+    for k in range(80):
+        rng = np.random.default_rng(k)
+        (sv, yv), (sw, yw) = _overconfident(rng, 600), _overconfident(rng, 3000)
+        fit = recalibration(sv, yv)
+        assert fit is not None
+        real = roc_auc_score(yw, sw)
+        alone = estimate(sw, 200, 0.95, k, recalibrated(sw, fit))
+        shifts = calibration_shifts(sw, fit, recalibration_cov(sv, fit), 200, np.random.default_rng([k, 1]))
+        both = estimate(sw, 200, 0.95, k, recalibrated(sw, fit), shifts)
+        point += alone.low <= real <= alone.high
+        full += both.low <= real <= both.high
+        assert both.high - both.low > alone.high - alone.low
+    assert full >= 0.85 * 80  # nominal 95%: 76 of 80 expected, sd ~2
+    assert point <= 0.75 * 80
+
+
+def test_out_of_fold_calibration_shows_what_in_sample_calibration_hides() -> None:
+    from monitoring.performance import recalibration
+    from training.calibration import cross_fitted, fit_calibrator
+
+    rng = np.random.default_rng(7)
+    raw = rng.random(3000)  # scores that know nothing
+    y = (rng.random(3000) < 0.2).astype(int)
+    in_sample = fit_calibrator("isotonic", raw, y).apply(raw)
+    out_of_fold = cross_fitted("isotonic", raw, y, seed=0, folds=10)
+    slope_in, slope_out = recalibration(in_sample, y)[1], recalibration(out_of_fold, y)[1]  # type: ignore[index]
+    assert slope_in == pytest.approx(1.0, abs=0.05)  # in sample the isotonic fit looks calibrated
+    assert abs(slope_out) < 0.3  # out of fold its steps are noise: a flat map

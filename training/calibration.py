@@ -78,14 +78,15 @@ def platt(z: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
     return w
 
 
-def cross_fitted(method: str, p: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Probabilities calibrated out of fold (two folds): each half by a calibrator fitted on the other."""
+def cross_fitted(method: str, p: np.ndarray, y: np.ndarray, seed: int, folds: int = 2) -> np.ndarray:
+    """Probabilities calibrated out of fold: each of ``folds`` random parts (default two halves) by a
+    calibrator fitted on the others."""
     if method == "none":
         return np.asarray(p, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(p)) % 2
+    fold = rng.permutation(len(p)) % folds
     out = np.empty(len(p), dtype=np.float64)
-    for k in (0, 1):
+    for k in range(folds):
         fit_rows, apply_rows = fold != k, fold == k
         if len(np.unique(y[fit_rows])) < 2:
             out[apply_rows] = p[apply_rows]
