@@ -110,18 +110,18 @@ class PropensityService:
         return self.engine.store.ping()
 
     @bentoml.api(route="/predict")
-    async def predict(self, user_id: str | None = None, context: dict[str, Any] | None = None,
-                      features: dict[str, Any] | None = None, as_of: datetime | None = None,
-                      debug: bool = False) -> PredictResponse:
+    async def predict(self, request: PredictRequest, /) -> PredictResponse:
         """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision.
 
         Scope: ``predict``."""
+        # One body model, not keyword parameters: BentoML inspects the method's signature on every
+        # call, and its keyword path reads a deprecated pydantic attribute (a warning per request).
         try:
             self.ledger_sync.sync(self.engine.store)
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
             return fast_json(await self.engine.predict_async({
-                "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
-                "debug": debug}))
+                "user_id": request.user_id, "context": request.context, "features": request.features,
+                "as_of": request.as_of, "debug": request.debug}))
         except Exception as exc:
             return _failure(exc)
 

@@ -98,30 +98,41 @@ class TreeArrays:
         self.depth = depth
         self.bias = float(self.base_margin) + float(np.sum(self.mean[self.roots], dtype=np.float64))
         self._expf = _libm_expf()
+        # The walk's layout: node i is position 3i; position 3i + k holds its child for k = 0 (x <
+        # threshold), 1 (x >= threshold), 2 (missing), as a position, and the change of mean value
+        # along that edge (Saabas), so one step is one comparison and three gathers.
+        kids = np.stack([self.left, self.right, self.default], axis=1)
+        self._kids3 = (3 * kids).ravel()
+        self._delta3 = (self.mean[kids] - self.mean[:, None]).astype(_F32).ravel()
+        self._feature3 = np.repeat(self.feature, 3)
+        self._threshold3 = np.repeat(self.threshold, 3)
+        self._value3 = np.repeat(self.value, 3)
+        self._roots3 = 3 * self.roots
 
     def _walk(self, X: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
-        """The leaf of every (row, tree); with ``steps``, each level's (split feature, node) pairs."""
+        """The leaf of every (row, tree) as a walk position (3 x node id); with ``steps``, each
+        level's (split feature, change of mean value) pairs."""
         n = len(X)
         flat = np.ascontiguousarray(X, dtype=_F32).ravel()
         row_base = (np.arange(n, dtype=np.intp) * X.shape[1])[:, None]
-        node = np.broadcast_to(self.roots, (n, len(self.roots)))
+        node = np.broadcast_to(self._roots3, (n, len(self._roots3)))
         for _ in range(self.depth):
-            feature = self.feature[node]
+            feature = self._feature3[node]
             x = flat[row_base + feature]
-            child = np.where(x < self.threshold[node], self.left[node], self.right[node])
+            edge = node + (x >= self._threshold3[node]).view(np.int8)
             missing = np.isnan(x)
             if missing.any():
-                child = np.where(missing, self.default[node], child)
+                edge = np.where(missing, node + 2, edge)
             if steps is not None:
-                steps.append((feature, self.mean[child] - self.mean[node]))
-            node = child
+                steps.append((feature, self._delta3[edge]))
+            node = self._kids3[edge]
         return node
 
     def _probability(self, leaves: np.ndarray) -> np.ndarray:
         # float32, tree by tree from the base margin, then XGBoost's sigmoid (common::Sigmoid)
         values = np.empty((len(leaves), leaves.shape[1] + 1), dtype=_F32)
         values[:, 0] = self.base_margin
-        values[:, 1:] = self.value[leaves]
+        values[:, 1:] = self._value3[leaves]
         margin = np.cumsum(values, axis=1, dtype=_F32)[:, -1]
         return sigmoid32(margin, self._expf).astype(np.float64)
 
