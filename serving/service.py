@@ -39,6 +39,7 @@ from serving.responses import (
     UserProfileResponse,
     fast_json,
 )
+from serving.traffic import install_timer_release
 from serving.versioning import PACKAGE_DESCRIPTION, set_service_version, versioned
 
 
@@ -66,6 +67,7 @@ _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SE
                       SETTINGS.get("tracking_uri"))
 install_metrics_templates()
 install_log_filter()
+install_timer_release()
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
