@@ -149,12 +149,12 @@ def records_frame(records: list[Record], vectors: list[Vector], features: Mappin
     keep = rng.random(n) < share if share < 1 else np.ones(n, dtype=bool)
     rows = [v if v is not None and k else {} for v, k in zip(vectors, keep, strict=True)]
     try:
-        vectors = pl.from_dicts(rows, schema=features, strict=False)
+        typed = pl.from_dicts(rows, schema=features, strict=False)
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
-        vectors = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
-                                for n, dtype in features.items()}, schema=features)
-    vectors = vectors.with_columns(pl.col(pl.Float64).fill_nan(None))
-    return pl.concat([head.select(list(LOG_SCHEMA)), vectors], how="horizontal")
+        typed = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
+                              for n, dtype in features.items()}, schema=features)
+    typed = typed.with_columns(pl.col(pl.Float64).fill_nan(None))
+    return pl.concat([head.select(list(LOG_SCHEMA)), typed], how="horizontal")
 
 
 def _typed(value: Any, dtype: pl.DataType) -> Any:
