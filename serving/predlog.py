@@ -138,6 +138,18 @@ def records_frame(records: list[Record], vectors: list[Vector], features: Mappin
     """The log rows of ``records`` (:func:`record_of`; request ids ``<id_prefix>-<seq>`` from
     ``first_seq``): answer columns, and the feature vector (``vectors``, one per record) on a random
     ``share`` (0..1) of the records; NaN is stored as null."""
+    return _nan_as_null(_raw_frame(records, vectors, features, share, rng, id_prefix, first_seq, experiment),
+                        features)
+
+
+def _nan_as_null(frame: pl.DataFrame, features: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
+    return frame.with_columns(pl.col(numbers).fill_nan(None)) if numbers else frame
+
+
+def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
+               share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
+               experiment: str | None) -> pl.DataFrame:
     n = len(records)
     transposed = zip(*records, strict=True) if n else ([] for _ in _RECORD_COLUMNS)
     columns: dict[str, Any] = dict(zip(_RECORD_COLUMNS, transposed, strict=True))
@@ -153,7 +165,6 @@ def records_frame(records: list[Record], vectors: list[Vector], features: Mappin
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
         typed = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
                               for n, dtype in features.items()}, schema=features)
-    typed = typed.with_columns(pl.col(pl.Float64).fill_nan(None))
     return pl.concat([head.select(list(LOG_SCHEMA)), typed], how="horizontal")
 
 
@@ -226,16 +237,17 @@ class PredictionLog:
             return len(batch)
 
     def _frame(self, batch: list[Record], vectors: list[Vector], first: int) -> pl.DataFrame:
-        """:func:`records_frame` of ``batch`` built slice by slice, pausing between slices."""
+        """:func:`records_frame` of ``batch``: the Python objects read slice by slice, pausing between
+        slices; what is left (NaN as null, one frame) runs in Polars without the interpreter lock."""
         parts = []
         for start in range(0, len(batch), CHUNK_ROWS):
             if start:
                 time.sleep(PAUSE_S)
             end = start + CHUNK_ROWS
-            parts.append(records_frame(batch[start:end], vectors[start:end], self.features,
-                                       self.feature_share, self._rng, self._id_prefix, first + start,
-                                       self.experiment))
-        return pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, self.feature_share,
+                                    self._rng, self._id_prefix, first + start, self.experiment))
+        frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+        return _nan_as_null(frame, self.features)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the thread and write what is still queued (idempotent)."""
