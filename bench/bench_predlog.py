@@ -12,9 +12,10 @@ stops, the rows on disk are counted against the requests wrk sent (nothing may b
 Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
 
 ``--inprocess``: the same comparison without HTTP, on the engine the service runs
-(``serving.loader.build_engine``, default configuration, every feature vector logged): per round
-the wall time of ``engine.predict`` for every user in turn, three times, without the log and with
-it, then the time to write what it queued (one flush, timed apart); reports both throughputs, the
+(``serving.loader.build_engine``, default configuration but the answer cache off, every feature
+vector logged): per round the CPU time of ``engine.predict`` for every user in turn, three times,
+without the log and with it, then the CPU time (all threads) to write what it queued (one flush,
+timed apart); reports both throughputs, the
 write time per answer and its share of the answering time (timed seconds apart, so less exposed
 to the machine's load than two whole server runs).
 """
@@ -71,7 +72,7 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
 
 
 def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict[str, Any]:
-    """The log's cost on one engine (see the module doc): per round, the wall time of answering
+    """The log's cost on one engine (see the module doc): per round, the CPU time of answering
     every user three times without the log, then with it (queueing only), then of writing what it
     queued; the log's share of the work is (queueing extra + writing) / answering without it."""
     import time
@@ -81,6 +82,9 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
     from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
 
     engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
+    # every answer computed (the per-user answer cache would serve the second and third round)
+    no_cache = engine.cfg.cache.model_copy(update={"enabled": False})
+    engine.cfg = engine.cfg.model_copy(update={"cache": no_cache})
     for user in shop[1]:
         engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
     engine.store.add_events([normalize_event(e) for e in shop[0]])
@@ -90,10 +94,10 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
     users = sorted({e["user_id"] for e in shop[0]}) * 3
 
     def answer_all() -> float:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for user in users:
             engine.predict({"user_id": user})
-        return time.perf_counter() - t0
+        return time.process_time() - t0
 
     out: list[dict[str, float]] = []
     for i in range(rounds):
@@ -101,9 +105,9 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
         off = answer_all()
         engine.prediction_log = log
         on = answer_all()
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU of every thread: the slices' pauses are not work
         log.flush()
-        write = time.perf_counter() - t0
+        write = time.process_time() - t0
         run = {"off_answers_per_s": len(users) / off, "on_answers_per_s": len(users) / (on + write),
                "write_us_per_answer": write / len(users) * 1e6, "write_share": write / off,
                "wall_ratio": off / (on + write)}

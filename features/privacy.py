@@ -328,7 +328,7 @@ class LedgerSync:
         if not isinstance(self.ledger, FileLedger):
             return 0
         try:
-            stat = self.ledger.path.stat()
+            stat = os.stat(self.ledger.path)  # every request: the bare call, not pathlib's
         except FileNotFoundError:
             return 0
         mark = (stat.st_mtime_ns, stat.st_size)

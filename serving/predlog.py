@@ -1,9 +1,13 @@
 """The prediction log writer: every answer of ``/predict`` and ``/predict_batch``, off the request path.
 
-The request path only appends ``(time, answer, features)`` to a bounded in-memory queue
-(:meth:`PredictionLog.append`, a few hundred nanoseconds); a background thread turns what waits
-into one typed frame (the schema of :mod:`monitoring.log`) every ``flush_every_s`` seconds or as
-soon as ``flush_rows`` records wait, and hands it to a sink:
+The request path only appends one flat tuple of the answer's scalars and its feature vector to a
+bounded in-memory queue (:meth:`PredictionLog.append`, about a microsecond): a tuple of strings,
+numbers and a dict of plain values, which the cyclic collector stops tracking at its first look, so
+queued records do not lengthen the service's collection rounds (serving/gc_policy.py). A background
+thread turns what waits into one typed frame (the schema of :mod:`monitoring.log`) every
+``flush_every_s`` seconds or as soon as ``flush_rows`` records wait, in slices of ``CHUNK_ROWS``
+records with a pause between them, so the interpreter lock is never held for more than a slice
+(the Parquet encoding itself runs without it); then it hands the frame to a sink:
 
 - :class:`ParquetFolderSink`: one Parquet file per flush, ``<folder>/<YYYY-MM-DD>/part-...parquet``
   (so files rotate by size and time), written to a hidden temporary file, fsynced, then renamed:
@@ -38,8 +42,23 @@ import polars as pl
 from monitoring.log import LOG_SCHEMA
 
 logger = logging.getLogger("propensity.predlog")
-Record = tuple[int, Mapping[str, Any], Mapping[str, Any] | None]  # (time µs UTC, answer, features)
+# (time µs UTC, user_id, model_name, model_version, variant, probability, segment, journey_stage,
+#  decision, source): see record_of; the feature vector (a dict or None) is queued beside it
+Record = tuple[Any, ...]
+Vector = Mapping[str, Any] | None
 _ANSWER_COLUMNS = ("user_id", "variant", "probability", "segment", "journey_stage", "decision", "source")
+_RECORD_COLUMNS = ("time", "user_id", "model_name", "model_version", *_ANSWER_COLUMNS[1:])
+CHUNK_ROWS = 64  # records turned into a frame per hold of the interpreter lock (~0.5 ms)
+PAUSE_S = 0.0005  # pause between slices: a waiting request thread takes the lock in it
+
+
+def record_of(time_us: int, answer: Mapping[str, Any]) -> Record:
+    """The queued form of one answer: its logged scalars in a flat tuple (plain values only, so the
+    collector stops tracking it at its first look; a dict inside would keep it tracked)."""
+    model = answer["model"]
+    return (time_us, answer.get("user_id"), model["name"], model["version"], answer.get("variant"),
+            answer.get("probability"), answer.get("segment"), answer.get("journey_stage"),
+            answer.get("decision"), answer.get("source"))
 
 
 class LogSink(Protocol):
@@ -96,10 +115,11 @@ class RedisStreamSink:
 
     def write(self, frame: pl.DataFrame) -> None:
         lines = frame.write_ndjson().splitlines()
-        pipe = self._r.pipeline(transaction=False)
-        for line in lines:
-            pipe.xadd(self.key, {"record": line}, maxlen=self.max_len, approximate=True)
-        pipe.execute()
+        for start in range(0, len(lines), CHUNK_ROWS):  # slices: the lock is free between them
+            pipe = self._r.pipeline(transaction=False)
+            for line in lines[start:start + CHUNK_ROWS]:
+                pipe.xadd(self.key, {"record": line}, maxlen=self.max_len, approximate=True)
+            pipe.execute()
 
     def close(self) -> None:
         self._r.close()
@@ -112,31 +132,40 @@ def feature_schema(kinds: Mapping[str, str]) -> dict[str, pl.DataType]:
             for name, kind in kinds.items() if name not in LOG_SCHEMA}
 
 
-def records_frame(records: list[Record], features: Mapping[str, pl.DataType], share: float,
-                  rng: np.random.Generator, id_prefix: str, first_seq: int,
+def records_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
+                  share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
                   experiment: str | None = None) -> pl.DataFrame:
-    """The log rows of ``records`` (request ids ``<id_prefix>-<seq>`` from ``first_seq``): answer
-    columns, and the feature vector on a random ``share`` (0..1) of the records; NaN is stored as null."""
-    answers = [r[1] for r in records]
-    columns: dict[str, Any] = {
-        "request_id": [f"{id_prefix}-{first_seq + i}" for i in range(len(records))],
-        "time": pl.Series([r[0] for r in records], dtype=pl.Int64).cast(LOG_SCHEMA["time"]),
-        "model_name": [a["model"]["name"] for a in answers],
-        "model_version": [str(a["model"]["version"]) for a in answers],
-        "experiment": [experiment if experiment and a.get("user_id") else None for a in answers],
-    }
-    for name in _ANSWER_COLUMNS:
-        columns[name] = [a.get(name) for a in answers]
+    """The log rows of ``records`` (:func:`record_of`; request ids ``<id_prefix>-<seq>`` from
+    ``first_seq``): answer columns, and the feature vector (``vectors``, one per record) on a random
+    ``share`` (0..1) of the records; NaN is stored as null."""
+    return _nan_as_null(_raw_frame(records, vectors, features, share, rng, id_prefix, first_seq, experiment),
+                        features)
+
+
+def _nan_as_null(frame: pl.DataFrame, features: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
+    return frame.with_columns(pl.col(numbers).fill_nan(None)) if numbers else frame
+
+
+def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
+               share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
+               experiment: str | None) -> pl.DataFrame:
+    n = len(records)
+    transposed = zip(*records, strict=True) if n else ([] for _ in _RECORD_COLUMNS)
+    columns: dict[str, Any] = dict(zip(_RECORD_COLUMNS, transposed, strict=True))
+    columns["request_id"] = [f"{id_prefix}-{first_seq + i}" for i in range(n)]
+    columns["time"] = pl.Series(columns["time"], dtype=pl.Int64).cast(LOG_SCHEMA["time"])
+    columns["model_version"] = [str(v) for v in columns["model_version"]]
+    columns["experiment"] = [experiment if experiment and u else None for u in columns["user_id"]]
     head = pl.DataFrame(columns, schema={c: LOG_SCHEMA[c] for c in columns}, strict=False)
-    keep = rng.random(len(records)) < share if share < 1 else np.ones(len(records), dtype=bool)
-    rows = [r[2] if r[2] is not None and k else {} for r, k in zip(records, keep, strict=True)]
+    keep = rng.random(n) < share if share < 1 else np.ones(n, dtype=bool)
+    rows = [v if v is not None and k else {} for v, k in zip(vectors, keep, strict=True)]
     try:
-        vectors = pl.from_dicts(rows, schema=features, strict=False)
+        typed = pl.from_dicts(rows, schema=features, strict=False)
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
-        vectors = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
-                                for n, dtype in features.items()}, schema=features)
-    vectors = vectors.with_columns(pl.col(pl.Float64).fill_nan(None))
-    return pl.concat([head.select(list(LOG_SCHEMA)), vectors], how="horizontal")
+        typed = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
+                              for n, dtype in features.items()}, schema=features)
+    return pl.concat([head.select(list(LOG_SCHEMA)), typed], how="horizontal")
 
 
 def _typed(value: Any, dtype: pl.DataType) -> Any:
@@ -162,6 +191,7 @@ class PredictionLog:
         self.written = 0
         self.dropped: dict[str, int] = {}
         self._queue: deque[Record] = deque()
+        self._vectors: deque[Vector] = deque()  # in step with _queue (appended first, so never shorter)
         self._rng = np.random.default_rng(seed)
         self._id_prefix, self._seq = uuid.uuid4().hex[:12], 0
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -180,22 +210,23 @@ class PredictionLog:
         elif len(queue) >= self.max_buffer_rows:
             self._drop("buffer_full", 1)
         else:
-            queue.append((time.time_ns() // 1000, answer, features))
+            self._vectors.append(features)
+            queue.append(record_of(time.time_ns() // 1000, answer))
             if len(queue) == self.flush_rows:
                 self._wake.set()
 
     def flush(self) -> int:
         """Write what waits now; returns the number of records written (0 on failure: counted)."""
         with self._flush_lock:
-            queue = self._queue
-            batch = [queue.popleft() for _ in range(len(queue))]
+            queue, vectors = self._queue, self._vectors
+            n = len(queue)  # the vectors deque is at least this long (see append)
+            batch = [queue.popleft() for _ in range(n)]
+            batch_vectors = [vectors.popleft() for _ in range(n)]
             if not batch:
                 return 0
             first, self._seq = self._seq, self._seq + len(batch)
             try:
-                frame = records_frame(batch, self.features, self.feature_share, self._rng, self._id_prefix,
-                                      first, self.experiment)
-                self.sink.write(frame)
+                self.sink.write(self._frame(batch, batch_vectors, first))
             except Exception as exc:  # any failure of the target: counted, never raised into serving
                 self._drop("write_error", len(batch))
                 self._warn(f"prediction log: {len(batch)} records not written ({type(exc).__name__}: {exc})")
@@ -204,6 +235,19 @@ class PredictionLog:
             if self.counters is not None:
                 self.counters.log_written(len(batch))
             return len(batch)
+
+    def _frame(self, batch: list[Record], vectors: list[Vector], first: int) -> pl.DataFrame:
+        """:func:`records_frame` of ``batch``: the Python objects read slice by slice, pausing between
+        slices; what is left (NaN as null, one frame) runs in Polars without the interpreter lock."""
+        parts = []
+        for start in range(0, len(batch), CHUNK_ROWS):
+            if start:
+                time.sleep(PAUSE_S)
+            end = start + CHUNK_ROWS
+            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, self.feature_share,
+                                    self._rng, self._id_prefix, first + start, self.experiment))
+        frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+        return _nan_as_null(frame, self.features)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the thread and write what is still queued (idempotent)."""

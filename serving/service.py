@@ -39,6 +39,7 @@ from serving.responses import (
     UserProfileResponse,
     fast_json,
 )
+from serving.traffic import install_timer_release
 from serving.versioning import PACKAGE_DESCRIPTION, set_service_version, versioned
 
 
@@ -66,6 +67,7 @@ _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SE
                       SETTINGS.get("tracking_uri"))
 install_metrics_templates()
 install_log_filter()
+install_timer_release()
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},
@@ -110,18 +112,18 @@ class PropensityService:
         return self.engine.store.ping()
 
     @bentoml.api(route="/predict")
-    async def predict(self, user_id: str | None = None, context: dict[str, Any] | None = None,
-                      features: dict[str, Any] | None = None, as_of: datetime | None = None,
-                      debug: bool = False) -> PredictResponse:
+    async def predict(self, request: PredictRequest, /) -> PredictResponse:
         """P(convert) for a user (or raw features), with segment, journey stage, reasons and decision.
 
         Scope: ``predict``."""
+        # One body model, not keyword parameters: BentoML inspects the method's signature on every
+        # call, and its keyword path reads a deprecated pydantic attribute (a warning per request).
         try:
             self.ledger_sync.sync(self.engine.store)
             # A ready Response skips BentoML's output schema and serde step (a third of the time).
             return fast_json(await self.engine.predict_async({
-                "user_id": user_id, "context": context or {}, "features": features, "as_of": as_of,
-                "debug": debug}))
+                "user_id": request.user_id, "context": request.context, "features": request.features,
+                "as_of": request.as_of, "debug": request.debug}))
         except Exception as exc:
             return _failure(exc)
 

@@ -144,6 +144,7 @@ BAD_INPUTS = [
     ("GET", "/users/u9?as_of=never", b""), ("GET", "/predict", b""), ("POST", "/no-such-route", b"{}"),
     ("POST", "/predict", b'{"user_id": "u", "debug": "yes please"}'),
     ("POST", "/predict_batch", b'[{"user_id": "u", "colour": "red"}]'),
+    ("POST", "/predict", b'{"user_id": "u", "colour": "red"}'),
 ]
 
 

@@ -4,6 +4,7 @@ view that `propensity ab analyze` reads."""
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import uuid
@@ -20,10 +21,12 @@ from experiments.pipeline import read_exposures
 from monitoring.log import LOG_SCHEMA, scan_prediction_log
 from propensity.errors import DataError
 from serving.predlog import (
+    CHUNK_ROWS,
     ParquetFolderSink,
     PredictionLog,
     RedisStreamSink,
     feature_schema,
+    record_of,
     records_frame,
 )
 
@@ -55,9 +58,11 @@ class Counts:
 
 
 def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
-    records = [(1_700_000_000_000_000 + i, _answer(i), _features(i)) for i in range(4)]
-    records.append((1_700_000_000_000_009, _answer(9, user=""), None))  # raw features, cache-less
-    frame = records_frame(records, feature_schema(KINDS), 1.0, np.random.default_rng(0), "p", 10, "exp")
+    records = [record_of(1_700_000_000_000_000 + i, _answer(i)) for i in range(4)]
+    records.append(record_of(1_700_000_000_000_009, _answer(9, user="")))  # raw features, cache-less
+    vectors = [_features(i) for i in range(4)] + [None]
+    frame = records_frame(records, vectors, feature_schema(KINDS), 1.0, np.random.default_rng(0), "p", 10,
+                          "exp")
     assert frame.columns[:len(LOG_SCHEMA)] == list(LOG_SCHEMA)
     assert {c: frame.schema[c] for c in LOG_SCHEMA} == LOG_SCHEMA
     assert frame["request_id"].to_list() == ["p-10", "p-11", "p-12", "p-13", "p-14"]
@@ -72,15 +77,16 @@ def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
 
 def test_features_of_odd_types_are_coerced_not_lost() -> None:
     odd = {"events_30d": "7", "country": 3, "days_since_last_event": "soon"}
-    frame = records_frame([(0, _answer(0), odd)], feature_schema(KINDS), 1.0, np.random.default_rng(0),
-                          "p", 0)
+    frame = records_frame([record_of(0, _answer(0))], [odd], feature_schema(KINDS), 1.0,
+                          np.random.default_rng(0), "p", 0)
     got = frame.row(0, named=True)
     assert (got["events_30d"], got["country"], got["days_since_last_event"]) == (7.0, "3", None)
 
 
 def test_feature_share_samples_the_vectors_not_the_records() -> None:
-    records = [(i, _answer(i), _features(i)) for i in range(4000)]
-    frame = records_frame(records, feature_schema(KINDS), 0.25, np.random.default_rng(1), "p", 0)
+    records = [record_of(i, _answer(i)) for i in range(4000)]
+    vectors = [_features(i) for i in range(4000)]
+    frame = records_frame(records, vectors, feature_schema(KINDS), 0.25, np.random.default_rng(1), "p", 0)
     share = frame["events_30d"].is_not_null().mean()
     assert frame.height == 4000 and abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
 
@@ -107,6 +113,32 @@ def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> N
     assert (log.written, counts.written, counts.dropped) == (100, 100, {})
     log.append(_answer(0), None)  # after close: counted, not written
     assert counts.dropped == {"closed": 1}
+
+
+def test_a_flush_larger_than_a_slice_keeps_every_record_in_order(tmp_path: Path) -> None:
+    n = 2 * CHUNK_ROWS + 7  # three slices
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10 * n,
+                        flush_every_s=60)
+    for i in range(n):
+        log.append(_answer(i), _features(i))
+    log.close()
+    frame = scan_prediction_log(tmp_path).collect()
+    prefix = frame["request_id"][0].rsplit("-", 1)[0]
+    assert frame["request_id"].to_list() == [f"{prefix}-{i}" for i in range(n)]
+    assert frame["user_id"].to_list() == [f"u{i}" for i in range(n)]
+    assert frame["events_30d"].to_list() == [float(i) for i in range(n)]
+
+
+def test_queued_records_leave_the_cyclic_collector_after_one_look(tmp_path: Path) -> None:
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=100, flush_every_s=60)
+    features = {"events_30d": 1.0, "country": "fr", "engagement_score": None}
+    assert not gc.is_tracked(features)  # a dict of plain values is never tracked
+    log.append(_answer(1), features)
+    gc.collect()
+    # so queued records cost the service's collection rounds nothing
+    assert not any(gc.is_tracked(item) for item in (*log._queue, *log._vectors))
+    log.close()
+    assert scan_prediction_log(tmp_path).collect()["events_30d"].to_list() == [1.0]
 
 
 def test_the_queue_is_bounded_and_the_overflow_counted(tmp_path: Path) -> None:

@@ -98,30 +98,47 @@ class TreeArrays:
         self.depth = depth
         self.bias = float(self.base_margin) + float(np.sum(self.mean[self.roots], dtype=np.float64))
         self._expf = _libm_expf()
+        # The walk's layout: node i is position 2i; position 2i + k holds its child for k = 0 (x <
+        # threshold) and 1 (x >= threshold), as a position, and the change of mean value along that
+        # edge (Saabas). A missing value needs no test of its own: each row is read from two copies,
+        # NaN as -inf in one (it goes left) and +inf in the other (right), and a node reads the copy
+        # of its default direction (slot = 2 x feature + default right). One level: one comparison
+        # and four gathers.
+        default_right = (self.default == self.right) & (self.left != self.right)
+        kids = np.stack([self.left, self.right], axis=1)
+        self._kids2 = (2 * kids).ravel()
+        self._delta2 = (self.mean[kids] - self.mean[:, None]).astype(_F32).ravel()
+        self._slot2 = np.repeat(2 * self.feature + default_right, 2)
+        self._threshold2 = np.repeat(self.threshold, 2)
+        self._value2 = np.repeat(self.value, 2)
+        self._roots2 = 2 * self.roots
 
     def _walk(self, X: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
-        """The leaf of every (row, tree); with ``steps``, each level's (split feature, node) pairs."""
+        """The leaf of every (row, tree) as a walk position (2 x node id); with ``steps``, each
+        level's (split feature, change of mean value) pairs."""
         n = len(X)
-        flat = np.ascontiguousarray(X, dtype=_F32).ravel()
-        row_base = (np.arange(n, dtype=np.intp) * X.shape[1])[:, None]
-        node = np.broadcast_to(self.roots, (n, len(self.roots)))
+        values = np.ascontiguousarray(X, dtype=_F32).ravel()
+        missing = np.isnan(values)
+        both = np.empty((len(values), 2), dtype=_F32)  # [value with NaN as -inf, value with NaN as +inf]
+        both[:, 0] = np.where(missing, -np.inf, values)
+        both[:, 1] = np.where(missing, np.inf, values)
+        flat = both.ravel()
+        row_base = (np.arange(n, dtype=np.intp) * (2 * X.shape[1]))[:, None]
+        node = np.broadcast_to(self._roots2, (n, len(self._roots2)))
         for _ in range(self.depth):
-            feature = self.feature[node]
-            x = flat[row_base + feature]
-            child = np.where(x < self.threshold[node], self.left[node], self.right[node])
-            missing = np.isnan(x)
-            if missing.any():
-                child = np.where(missing, self.default[node], child)
+            slot = self._slot2.take(node)
+            x = flat.take(row_base + slot)
+            edge = node + (x >= self._threshold2.take(node)).view(np.int8)
             if steps is not None:
-                steps.append((feature, self.mean[child] - self.mean[node]))
-            node = child
+                steps.append((slot >> 1, self._delta2.take(edge)))
+            node = self._kids2.take(edge)
         return node
 
     def _probability(self, leaves: np.ndarray) -> np.ndarray:
         # float32, tree by tree from the base margin, then XGBoost's sigmoid (common::Sigmoid)
         values = np.empty((len(leaves), leaves.shape[1] + 1), dtype=_F32)
         values[:, 0] = self.base_margin
-        values[:, 1:] = self.value[leaves]
+        values[:, 1:] = self._value2.take(leaves)
         margin = np.cumsum(values, axis=1, dtype=_F32)[:, -1]
         return sigmoid32(margin, self._expf).astype(np.float64)
 
