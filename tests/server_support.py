@@ -37,14 +37,25 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Signal the process group and wait; then kill every descendant still alive (BentoML's
+        workers run in their own process groups: a SIGKILLed supervisor would leave them behind)."""
+        import psutil  # a BentoML dependency
+
+        descendants: list[psutil.Process] = []
         if self.alive():
             try:
+                descendants = psutil.Process(self.proc.pid).children(recursive=True)
                 os.killpg(self.proc.pid, sig)
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-            except ProcessLookupError:
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+        for child in descendants:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
                 pass
         self._handle.close()
 
