@@ -1,17 +1,19 @@
 """Retraining after a planted concept shift: how much of the champion's lost AUC the challenger wins back.
 
-Per seed: a shop with ``--shift`` (default ``concept:country=fr:0.5@40``) and ``--days`` days; the
+Per seed: a shop with ``--shift`` (default ``concept:loyalty_tier=none:3@40``) and onset + 20 days; the
 champion is trained on snapshots whose labels end at the onset; "now" is 13 days after it (the
 events known then: labels of two post-shift weeks); the challenger is trained on fresh snapshots up
 to the latest complete label window (:func:`training.retrain.latest_cutoff`), its search seeded with
-the champion's parameters (:func:`training.retrain.champion_trial`). Both are scored on the
-labelled snapshot at "now" (the week neither saw) and on the pre-shift validation snapshot, next to
-the oracle (``p_true``):
+the champion's parameters (:func:`training.retrain.champion_trial`), once per recency half-life
+(``--half-lives``, days; 0 = equal weights; :func:`training.retrain.challenger_config`). All are
+scored on the labelled snapshot at "now" (the week neither saw) and on the pre-shift validation
+snapshot, next to the oracle (``p_true``):
 
     loss      = (oracle - champion) after  -  (oracle - champion) before     (AUC points)
-    recovered = (challenger - champion) after / loss
+    recovered = (challenger - champion) after / loss            (per half-life)
 
     python -m bench.bench_retrain [--seeds 42 43 44] [--users 20000] [--shift SPEC] [--snapshots 4]
+                                  [--half-lives 0 3.5]
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--shift", default="concept:country=fr:0.5@40")
+    parser.add_argument("--shift", default="concept:loyalty_tier=none:3@40")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--snapshots", type=int, default=4, help="the challenger's fresh snapshots")
     parser.add_argument("--half-lives", type=float, nargs="+", default=None,
