@@ -1,17 +1,19 @@
 """Retraining after a planted concept shift: how much of the champion's lost AUC the challenger wins back.
 
-Per seed: a shop with ``--shift`` (default ``concept:country=fr:0.5@40``) and ``--days`` days; the
+Per seed: a shop with ``--shift`` (default ``concept:loyalty_tier=none:3@40``) and onset + 20 days; the
 champion is trained on snapshots whose labels end at the onset; "now" is 13 days after it (the
 events known then: labels of two post-shift weeks); the challenger is trained on fresh snapshots up
 to the latest complete label window (:func:`training.retrain.latest_cutoff`), its search seeded with
-the champion's parameters (:func:`training.retrain.champion_trial`). Both are scored on the
-labelled snapshot at "now" (the week neither saw) and on the pre-shift validation snapshot, next to
-the oracle (``p_true``):
+the champion's parameters (:func:`training.retrain.champion_trial`), once per recency half-life
+(``--half-lives``, days; 0 = equal weights; :func:`training.retrain.challenger_config`). All are
+scored on the labelled snapshot at "now" (the week neither saw) and on the pre-shift validation
+snapshot, next to the oracle (``p_true``):
 
     loss      = (oracle - champion) after  -  (oracle - champion) before     (AUC points)
-    recovered = (challenger - champion) after / loss
+    recovered = (challenger - champion) after / loss            (per half-life)
 
     python -m bench.bench_retrain [--seeds 42 43 44] [--users 20000] [--shift SPEC] [--snapshots 4]
+                                  [--half-lives 0 3.5]
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ def _auc(frame: pl.DataFrame, oracle: pl.DataFrame, models: dict) -> dict[str, f
     return out
 
 
-def one_seed(seed: int, users: int, shift: str, trials: int, work: Path,
-             snapshots: int = 4) -> dict[str, float]:
+def one_seed(seed: int, users: int, shift: str, trials: int, work: Path, snapshots: int = 4,
+             half_lives: tuple[float, ...] = (0.0,)) -> dict[str, float]:
     from features.batch.pipeline import build_features
     from features.shop.config import load_generate_config
     from features.shop.generate import generate
     from features.shop.shifts import parse_shift
     from training.config import load_train_config
-    from training.retrain import champion_trial, latest_cutoff
+    from training.retrain import challenger_config, champion_trial, latest_cutoff
     from training.train import train
 
     onset = parse_shift(shift).day
@@ -65,36 +67,54 @@ def one_seed(seed: int, users: int, shift: str, trials: int, work: Path,
                                                  "tracking": {"plots": False, "log_trials": False}})
     champion = train(work / "c.parquet", train_cfg)
     seed_trial = champion_trial(champion.model, list(train_cfg.search.families))
-    challenger = train(work / "r.parquet", train_cfg, seed_trials=[seed_trial] if seed_trial else None)
+    models = {"champion": champion.model}
+    for half_life in half_lives:  # one challenger per recency half-life (0: equal weights)
+        train_cfg.retrain.recency_half_life_days = half_life or None
+        models[f"challenger {half_life:g}"] = train(work / "r.parquet", challenger_config(train_cfg),
+                                                    seed_trials=[seed_trial] if seed_trial else None).model
     oracle = pl.read_parquet(shop.oracle, columns=["user_id", "as_of", "p_true"])
-    after = _auc(pl.read_parquet(work / "after.parquet"), oracle,
-                 {"champion": champion.model, "challenger": challenger.model})
+    after = _auc(pl.read_parquet(work / "after.parquet"), oracle, models)
     before = (champion.oracle_auc or float("nan")) - champion.metrics["auc"]
     loss = (after["oracle"] - after["champion"]) - before
-    return {"seed": seed, "gap_before": before, **after, "loss": loss,
-            "recovered": (after["challenger"] - after["champion"]) / loss if loss > 0 else float("nan")}
+    recovered = {f"recovered {h:g}": (after[f"challenger {h:g}"] - after["champion"]) / loss
+                 if loss > 0 else float("nan") for h in half_lives}
+    return {"seed": seed, "gap_before": before, **after, "loss": loss, **recovered}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--shift", default="concept:country=fr:0.5@40")
+    parser.add_argument("--shift", default="concept:loyalty_tier=none:3@40")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--snapshots", type=int, default=4, help="the challenger's fresh snapshots")
+    parser.add_argument("--half-lives", type=float, nargs="+", default=None,
+                        help="recency half-lives (days) of the challengers, 0 = equal weights "
+                             "[0 and configs/train.yaml retrain.recency_half_life_days]")
     args = parser.parse_args()
+    half_lives = tuple(args.half_lives if args.half_lives is not None else _default_half_lives())
     print(f"shift {args.shift}, {args.users} users, {args.trials} trials (demo profile), challenger on "
-          f"{args.snapshots} snapshots")
-    print(f"{'seed':>5} {'gap before':>10} {'oracle':>7} {'champion':>8} {'challenger':>10} {'loss':>7} "
-          f"{'recovered':>9} {'seconds':>7}")
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["PROPENSITY_HOME"] = tmp
+          f"{args.snapshots} snapshots, recency half-lives {', '.join(f'{h:g}' for h in half_lives)} days")
+    heads = "".join(f" {'chall. ' + format(h, 'g'):>10} {'recov.':>7}" for h in half_lives)
+    print(f"{'seed':>5} {'gap before':>10} {'oracle':>7} {'champion':>8} {'loss':>7}{heads} {'seconds':>7}")
+    with tempfile.TemporaryDirectory() as tmp:  # one work folder: MLflow keeps its store open across seeds
+        os.environ["PROPENSITY_HOME"] = tmp
+        for seed in args.seeds:
             started = time.perf_counter()
-            r = one_seed(seed, args.users, args.shift, args.trials, Path(tmp), args.snapshots)
+            work = Path(tmp) / f"seed{seed}"
+            work.mkdir()
+            r = one_seed(seed, args.users, args.shift, args.trials, work, args.snapshots, half_lives)
+            cells = "".join(f" {r[f'challenger {h:g}']:>10.4f} {r[f'recovered {h:g}']:>7.0%}"
+                            for h in half_lives)
             print(f"{seed:>5} {r['gap_before']:>10.4f} {r['oracle']:>7.4f} {r['champion']:>8.4f} "
-                  f"{r['challenger']:>10.4f} {r['loss']:>7.4f} {r['recovered']:>9.0%} "
-                  f"{time.perf_counter() - started:>7.0f}", flush=True)
+                  f"{r['loss']:>7.4f}{cells} {time.perf_counter() - started:>7.0f}", flush=True)
+
+
+def _default_half_lives() -> list[float]:
+    from training.config import load_train_config
+
+    configured = load_train_config().retrain.recency_half_life_days
+    return [0.0] + ([configured] if configured else [])
 
 
 if __name__ == "__main__":

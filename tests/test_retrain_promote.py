@@ -66,11 +66,11 @@ def _champion(shop, tmp_path, uri: str) -> str:
     return trained.registered_version
 
 
-def _retrain(shop, tmp_path, uri: str, fairness_yaml: str, capsys) -> dict:
+def _retrain(shop, tmp_path, uri: str, fairness_yaml: str, capsys, *extra: str) -> dict:
     (tmp_path / "fairness.yaml").write_text(fairness_yaml)
     main(["retrain", "--events", str(shop.events), "--users", str(shop.users), "--config",
           str(tmp_path / "train.yaml"), "--fairness-config", str(tmp_path / "fairness.yaml"),
-          "--snapshots", "2", "--tracking-uri", uri, "--out", str(tmp_path / "retrain"), "--json"])
+          "--snapshots", "2", "--tracking-uri", uri, "--out", str(tmp_path / "retrain"), "--json", *extra])
     return json.loads(capsys.readouterr().out)
 
 
@@ -78,7 +78,7 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     champion = _champion(shop, tmp_path, store)
     lenient = ("sensitive_features: [gender]\nmin_group_size: 30\n"
                "gate: {demographic_parity_ratio_min: 0.0, equalized_odds_difference_max: 1.0}\n")
-    doc = _retrain(shop, tmp_path, store, lenient, capsys)
+    doc = _retrain(shop, tmp_path, store, lenient, capsys, "--recency-half-life", "5")
     latest = pl.read_parquet(shop.events).get_column("timestamp").max()  # bad rows keep theirs or none
     label_start = latest - timedelta(days=7)  # the latest label window that the data covers
     expected_as_of = datetime(label_start.year, label_start.month, label_start.day, tzinfo=UTC)
@@ -94,6 +94,7 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     query = f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.mlflow.runName = 'trial-0'"
     first_trial = client.search_runs([run.info.experiment_id], query)[0]
     assert first_trial.data.params["family"] == family  # the champion's parameters were tried first
+    assert run.data.params["recency_half_life_days"] == "5.0"  # the flag reached the challenger's fit
     for key, value in champ_run.data.params.items():
         if key.startswith("best."):
             assert first_trial.data.params[key[len("best."):]] == value
@@ -117,6 +118,31 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     assert _alias(client, "challenger") == challenger["version"]
     tags = client.get_model_version("propensity-conversion", refused["challenger"]["version"]).tags
     assert tags["fairness_gate"] == "fail"
+
+
+def test_retrain_reads_epoch_timestamps_in_the_configured_unit(shop, tmp_path, monkeypatch) -> None:
+    """"now" and the snapshots come from one read of the events, in ingest.timestamp_unit."""
+    import shutil
+
+    from training.retrain import fresh_snapshots
+
+    configs = tmp_path / "configs"
+    shutil.copytree("configs", configs)
+    text = (configs / "features.yaml").read_text()
+    (configs / "features.yaml").write_text(text.replace("timestamp_unit: null", "timestamp_unit: s"))
+    monkeypatch.setenv("PROPENSITY_CONFIG_DIR", str(configs))
+    monkeypatch.setenv("PROPENSITY_HOME", str(tmp_path / "work"))
+    events = pl.read_parquet(shop.events).filter(pl.col("timestamp").is_not_null())
+    latest = events.get_column("timestamp").max()
+    epoch = events.with_columns(pl.col("timestamp").dt.epoch("s"))  # integer seconds since 1970
+    epoch.write_parquet(tmp_path / "epoch.parquet")
+    week = timedelta(days=7)
+    now, as_of, out = fresh_snapshots(tmp_path / "epoch.parquet", shop.users, week, 2, week,
+                                      tmp_path / "f.parquet")
+    assert now == latest.replace(microsecond=0)
+    label_start = latest - week
+    assert as_of == datetime(label_start.year, label_start.month, label_start.day, tzinfo=UTC)
+    assert pl.read_parquet(out, columns=["as_of"]).get_column("as_of").n_unique() == 2
 
 
 def _alias(client: MlflowClient, alias: str) -> str:

@@ -32,6 +32,9 @@ class DataConfig(StrictModel):
     # With a single snapshot: "error", or "user_holdout" (a seeded split by user; documented fallback).
     single_snapshot: Literal["error", "user_holdout"] = "error"
     holdout_share: float = Field(default=0.25, gt=0.0, lt=1.0)
+    # Recency weighting of the training rows: weight 0.5 ** (snapshot age in days / half-life), the age
+    # counted from the latest training snapshot; None: every row weighs the same.
+    recency_half_life_days: float | None = Field(default=None, gt=0)
 
 
 class SearchConfig(StrictModel):
@@ -60,6 +63,14 @@ class TrackingConfig(StrictModel):
     plots: bool = True
 
 
+class RetrainConfig(StrictModel):
+    """What ``propensity retrain`` changes in the training settings for the challenger."""
+
+    # The challenger's recency weighting (replaces data.recency_half_life_days); None: equal weights.
+    # The default is the measured best on a planted concept shift (BENCHMARKS.md, Retraining).
+    recency_half_life_days: float | None = Field(default=3.5, gt=0)
+
+
 class TrainConfig(StrictModel):
     """Everything ``propensity train`` reads from ``configs/train.yaml``."""
 
@@ -68,6 +79,7 @@ class TrainConfig(StrictModel):
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     search: SearchConfig = Field(default_factory=lambda: SearchConfig())
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
+    retrain: RetrainConfig = Field(default_factory=lambda: RetrainConfig())
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -144,6 +144,21 @@ def without_empty(train: pl.DataFrame, numeric: list[str], categorical: list[str
     return ([c for c in numeric if c not in empty], [c for c in categorical if c not in empty], empty)
 
 
+def recency_weights(as_of: pl.Series, half_life_days: float | None) -> np.ndarray | None:
+    """Sample weights that favour recent snapshots: ``0.5 ** (age / half_life_days)``, the age being
+    the days from a row's ``as_of`` to the latest ``as_of`` of ``as_of``, scaled to a mean of 1 (so
+    weight-based regularisation such as xgboost's ``min_child_weight`` keeps its scale). ``None``
+    when ``half_life_days`` is ``None`` (equal weights) or there are no rows."""
+    if half_life_days is None or as_of.len() == 0:
+        return None
+    if as_of.dtype == pl.String:
+        as_of = as_of.str.to_datetime()
+    times = as_of.cast(pl.Datetime("us")).dt.epoch("us").to_numpy().astype(np.float64)
+    age_days = (times.max() - times) / 86_400e6
+    weights = np.power(0.5, age_days / half_life_days)
+    return weights / weights.mean()
+
+
 def time_split(frame: pl.DataFrame, cfg: DataConfig, seed: int) -> Split:
     """Train on earlier snapshots, validate on the latest ``cfg.validation_snapshots`` ones."""
     as_of = sorted(frame.get_column("as_of").unique().to_list())

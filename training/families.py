@@ -37,13 +37,15 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class FitContext:
-    """What a fit needs besides the training matrix: validation data, seed, threads, a reporter."""
+    """What a fit needs besides the training matrix: validation data, seed, threads, a reporter and
+    the training rows' sample weights (None: equal weights)."""
 
     X_val: np.ndarray
     y_val: np.ndarray
     seed: int
     threads: int  # 0 = all cores
     report: Report | None = None
+    sample_weight: np.ndarray | None = None
 
 
 class Family:
@@ -94,7 +96,7 @@ class XGBoostFamily(Family):
         }
 
     def fit(self, X: np.ndarray, y: np.ndarray, params: dict[str, Any], ctx: FitContext) -> xgb.Booster:
-        dtrain = xgb.DMatrix(X, label=y, nthread=ctx.threads)
+        dtrain = xgb.DMatrix(X, label=y, weight=ctx.sample_weight, nthread=ctx.threads)
         callbacks = [_XGBReport(ctx, _steps(params["n_rounds"]))] if ctx.report else None
         return xgb.train(self.booster_params(params, ctx.seed, ctx.threads), dtrain,
                          num_boost_round=int(params["n_rounds"]), callbacks=callbacks)
@@ -141,7 +143,7 @@ class HistGradientBoostingFamily(Family):
             early_stopping=False, warm_start=True, random_state=ctx.seed)
         for k, total in enumerate(_steps(int(params["max_iter"]))):
             model.set_params(max_iter=total)
-            model.fit(X, y)
+            model.fit(X, y, sample_weight=ctx.sample_weight)
             if ctx.report:
                 ctx.report(k, _auc(ctx.y_val, self.predict(model, ctx.X_val)))
         return model
@@ -171,7 +173,7 @@ class RandomForestFamily(Family):
             warm_start=True, random_state=ctx.seed, n_jobs=ctx.threads)
         for k, total in enumerate(_steps(int(params["n_estimators"]))):
             model.set_params(n_estimators=total)
-            model.fit(X, y)
+            model.fit(X, y, sample_weight=ctx.sample_weight)
             if ctx.report:
                 ctx.report(k, _auc(ctx.y_val, self.predict(model, ctx.X_val)))
         return model
@@ -190,7 +192,7 @@ class LogisticRegressionFamily(Family):
         model = LogisticRegression(C=params["C"], solver="lbfgs", max_iter=300, random_state=ctx.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(X, y)
+            model.fit(X, y, sample_weight=ctx.sample_weight)
         if ctx.report:
             ctx.report(N_STEPS - 1, _auc(ctx.y_val, self.predict(model, ctx.X_val)))
         return model

@@ -2,7 +2,11 @@
 alias ``challenger`` and the champion/challenger split in the serving config.
 
 "Now" is the latest valid event time of the events given; the snapshots end at the latest cut-off
-whose label window is complete (``now - horizon``, floored to midnight UTC). The Optuna search tries
+whose label window is complete (``now - horizon``, floored to midnight UTC); the events are read and
+validated once, with the features config's timestamp unit (:func:`fresh_snapshots`). The training
+rows are weighted by recency (``retrain.recency_half_life_days`` of the training config: a row's
+weight halves every that many days of its snapshot's age), so the weeks after a concept shift count
+more than the weeks before it (BENCHMARKS.md, Retraining). The Optuna search tries
 the champion's family and parameters first (``study.enqueue_trial``), then each family's defaults,
 then its sampler; the champion's pre-transform (the segmenter) is reused, so both models see the same
 segments. The challenger is registered by :func:`training.train.train` without an alias; the
@@ -19,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from fairness.config import FairnessConfig, load_fairness_config
-from propensity.errors import DataError
 from propensity.paths import work_dir
 from propensity.progress import Progress
 from training.config import TrainConfig
@@ -62,23 +65,19 @@ class RetrainResult:
         }
 
 
-def latest_event_time(events: str | Path) -> datetime:
-    """The latest timestamp among the valid events of ``events`` (ingestion's validation)."""
-    from features.ingest.tables import read_table
-    from features.ingest.validate import validate_events
-
-    clean = validate_events(read_table(events), source=str(events)).clean
-    latest = clean.get_column("timestamp").max()
-    if latest is None:
-        raise DataError(f"{events}: no valid events")
-    assert isinstance(latest, datetime)
-    return latest if latest.tzinfo else latest.replace(tzinfo=UTC)
-
-
 def latest_cutoff(now: datetime, horizon: timedelta) -> datetime:
     """The latest midnight (UTC) whose label window ``[cut-off, cut-off + horizon)`` ends by ``now``."""
     end = (now - horizon).astimezone(UTC)
     return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+
+def challenger_config(train_cfg: TrainConfig) -> TrainConfig:
+    """The training settings of a challenger: ``train_cfg`` with the retrain section's recency
+    weighting as ``data.recency_half_life_days`` and no alias (the alias waits for the gate)."""
+    cfg = train_cfg.model_copy(deep=True)
+    cfg.data.recency_half_life_days = train_cfg.retrain.recency_half_life_days
+    cfg.tracking.alias = None
+    return cfg
 
 
 def champion_trial(model: Any, families: list[str]) -> dict[str, Any]:
@@ -119,13 +118,11 @@ def retrain(events: str | Path, users: str | Path | None, train_cfg: TrainConfig
     resolved = resolve_version(champion)
     assert resolved is not None, "the champion must be a models:/ URI"
     champ_model = load_model(champion)
-    now = latest_event_time(events)
-    as_of = latest_cutoff(now, horizon)
-    features = _snapshots(events, users, as_of, horizon, snapshots, every, out / "features.parquet", say)
+    now, as_of, features = fresh_snapshots(events, users, horizon, snapshots, every,
+                                           out / "features.parquet", say)
     seed = champion_trial(champ_model, list(train_cfg.search.families))
     say(f"challenger search seeded with the champion (v{resolved[1]}): {seed or 'no recorded parameters'}")
-    cfg = train_cfg.model_copy(deep=True)
-    cfg.tracking.alias = None  # the alias waits for the gate
+    cfg = challenger_config(train_cfg)
     trained = train(features, cfg, pre_transform=champ_model.pre_transform, progress=say,
                     seed_trials=[seed] if seed else None)
     verdict, report = _audit(trained, features, users, fairness_cfg, out, explain)
@@ -137,14 +134,21 @@ def retrain(events: str | Path, users: str | Path | None, train_cfg: TrainConfig
                          written, time.perf_counter() - started)
 
 
-def _snapshots(events: str | Path, users: str | Path | None, as_of: datetime, horizon: timedelta,
-               snapshots: int, every: timedelta, out: Path, say: Progress) -> Path:
+def fresh_snapshots(events: str | Path, users: str | Path | None, horizon: timedelta, snapshots: int,
+                    every: timedelta, out: Path,
+                    say: Progress | None = None) -> tuple[datetime, datetime, Path]:
+    """Build the snapshots up to the latest complete label window, reading and validating the events
+    once (with the features config's timestamp unit); returns (now, latest cut-off, the file)."""
     from features.batch.pipeline import build_features
 
-    built = build_features(events, users, as_of, horizon, snapshots, every, out, progress=say)
+    say = say or (lambda _m: None)
+    built = build_features(events, users, lambda latest: latest_cutoff(latest, horizon), horizon, snapshots,
+                           every, out, progress=say)
+    assert built.latest_event is not None  # build_features refuses events without a valid one
+    as_of = datetime.fromisoformat(built.metadata["as_of"][-1])
     say(f"{built.rows} rows in {snapshots} snapshots up to {as_of.date()} (labels to "
         f"{(as_of + horizon).date()})")
-    return Path(built.output)
+    return built.latest_event, as_of, Path(built.output)
 
 
 def _audit(trained: TrainResult, features: Path, users: str | Path | None, cfg: FairnessConfig, out: Path,

@@ -47,6 +47,7 @@ class Prepared:
     categorical: list[str]
     y_train: np.ndarray
     y_valid: np.ndarray
+    w_train: np.ndarray | None = None  # sample weights of the training rows (None: equal)
     encoders: dict[bool, FeatureEncoder] = field(default_factory=dict)
     matrices: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
@@ -60,12 +61,16 @@ class Prepared:
         return self.encoders[scale], X_train, X_valid
 
 
-def prepare(train: pl.DataFrame, valid: pl.DataFrame, numeric: list[str], categorical: list[str]) -> Prepared:
-    """Bundle the split with its labels; matrices are encoded lazily per scaling mode."""
+def prepare(train: pl.DataFrame, valid: pl.DataFrame, numeric: list[str], categorical: list[str],
+            w_train: np.ndarray | None = None) -> Prepared:
+    """Bundle the split with its labels and the training rows' sample weights (None: equal); matrices
+    are encoded lazily per scaling mode."""
     label = registry.LABEL_COLUMN
+    if w_train is not None and len(w_train) != train.height:
+        raise ValueError(f"{len(w_train)} sample weights for {train.height} training rows")
     return Prepared(train, valid, numeric, categorical,
                     train.get_column(label).to_numpy().astype(np.int64),
-                    valid.get_column(label).to_numpy().astype(np.int64))
+                    valid.get_column(label).to_numpy().astype(np.int64), w_train)
 
 
 @dataclass
@@ -93,7 +98,7 @@ def fit_candidate(data: Prepared, family: str, params: dict[str, Any], seed: int
     fam = get_family(family)
     enc, X_train, X_valid = data.encoded(fam.needs_scaling)
     n_threads = effective_threads(threads, len(X_train))
-    ctx = FitContext(X_valid, data.y_valid, seed, n_threads, report)
+    ctx = FitContext(X_valid, data.y_valid, seed, n_threads, report, data.w_train)
     with threadpool_limits(limits=n_threads):  # OpenMP/BLAS pools of scikit-learn
         est = fam.fit(X_train, data.y_train, params, ctx)
     auc = float(roc_auc_score(data.y_valid, fam.predict(est, X_valid)))

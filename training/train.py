@@ -28,6 +28,7 @@ from training.data import (
     Split,
     TrainingData,
     load_training_data,
+    recency_weights,
     select_features,
     time_split,
     without_empty,
@@ -194,7 +195,11 @@ def _prepared_split(source: TrainingData, cfg: TrainConfig, pre_transform: Any,
         say(f"left out (no values in the training rows): {', '.join(empty)}")
     say(f"data: {split.train.height} training rows ({', '.join(split.train_as_of)}), {split.valid.height} "
         f"validation rows ({', '.join(split.valid_as_of)}), {len(numeric) + len(categorical)} features")
-    return split, prepare(split.train, split.valid, numeric, categorical)
+    weights = recency_weights(split.train.get_column("as_of"), cfg.data.recency_half_life_days)
+    if weights is not None:
+        say(f"recency weighting (half-life {cfg.data.recency_half_life_days:g} days): training rows "
+            f"weigh {weights.min():.2f} to {weights.max():.2f}")
+    return split, prepare(split.train, split.valid, numeric, categorical, weights)
 
 
 @dataclass
@@ -328,6 +333,7 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
     mlflow.log_params({"seed": cfg.seed, "n_trials": cfg.search.n_trials, "workers": cfg.search.workers,
                        "families": ",".join(cfg.search.families), "pruner": cfg.search.pruner,
                        "study_name": study_name, "split": split.kind, "n_features": n_features,
+                       "recency_half_life_days": cfg.data.recency_half_life_days,
                        "valid_as_of": ",".join(split.valid_as_of)})
     origin = source.source if source.source != "<frame>" else None
     dataset = from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN, name="snapshot",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,7 @@ class FeatureBuildResult:
     metadata: dict[str, Any] = field(repr=False)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)  # top reasons -> rows
     warnings: list[str] = field(default_factory=list)
+    latest_event: datetime | None = None  # the latest valid event time (UTC), None without events
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` document of ``propensity features``."""
@@ -79,39 +81,65 @@ def _ingest_counts(v: Validated) -> dict[str, int]:
             "quarantined": v.quarantine.height}
 
 
-def build_features(events_path: str | Path, users_path: str | Path | None, as_of: datetime,
-                   horizon: timedelta | None, snapshots: int | None, every: timedelta | None,
-                   out: str | Path, config: FeaturesConfig | str | Path | None = None,
-                   progress: Progress | None = None,
+def build_features(events_path: str | Path, users_path: str | Path | None,
+                   as_of: datetime | Callable[[datetime], datetime], horizon: timedelta | None,
+                   snapshots: int | None, every: timedelta | None, out: str | Path,
+                   config: FeaturesConfig | str | Path | None = None, progress: Progress | None = None,
                    timestamp_unit: TimestampUnit | None = None) -> FeatureBuildResult:
     """Ingest the raw files, build ``snapshots`` stacked snapshots ending at ``as_of``, write them.
 
     ``horizon`` (label window), ``snapshots`` (count) and ``every`` (spacing) default to the config
-    (``configs/features.yaml``). Writes ``out`` (Parquet), its ``.meta.json`` sidecar and, when rows
-    were bad, ``<out stem>.quarantine.parquet``. Users without consent and users in the forget ledger
-    are left out. Epoch-number timestamps are read in ``timestamp_unit`` (default: the config's
-    ``ingest.timestamp_unit``; none: quarantined). Raises :class:`DataError` for unreadable input,
-    a users file that is an events file, an ``out`` that is not ``.parquet``, or too many bad rows
-    (after the quarantine file is written). Suspicious but usable input (a users file matching no
-    event's user, label windows past the end of the data) gives ``warnings``.
+    (``configs/features.yaml``). ``as_of`` may be a function of the latest valid event time (UTC),
+    e.g. "the latest cut-off whose label window the data covers" (the events are read once). Writes
+    ``out`` (Parquet), its ``.meta.json`` sidecar and, when rows were bad, ``<out stem>.quarantine.parquet``.
+    Users without consent and users in the forget ledger are left out. Epoch-number timestamps are
+    read in ``timestamp_unit`` (default: the config's ``ingest.timestamp_unit``; none: quarantined).
+    Raises :class:`DataError` for unreadable input, a users file that is an events file, an ``out``
+    that is not ``.parquet``, events without a valid one (with an ``as_of`` function), or too many bad
+    rows (after the quarantine file is written). Suspicious but usable input (a users file matching
+    no event's user, label windows past the end of the data) gives ``warnings``.
     """
     started = time.perf_counter()
     cfg = config if isinstance(config, FeaturesConfig) else load_features_config(config)
     horizon = horizon or cfg.horizon
-    as_ofs = snapshot_times(as_of, snapshots or cfg.snapshots, every or cfg.every)
+    count, every = snapshots or cfg.snapshots, every or cfg.every
+    as_ofs = [] if callable(as_of) else snapshot_times(as_of, count, every)
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise DataError(f"--out {out}: features are written as Parquet; use a .parquet file name")
     # progress units, about each part's share of the run time
-    track = Tracker(progress, total=_INGEST_UNITS + _SNAPSHOT_UNITS * len(as_ofs)
+    track = Tracker(progress, total=_INGEST_UNITS + _SNAPSHOT_UNITS * count
                     + (_SEGMENT_UNITS if cfg.segment_features else 0) + 1, prefix="features")
     forgotten = forgotten_users(resolve_ledger(cfg))
     q_path = quarantine_path_for(out)
     unit = timestamp_unit or cfg.ingest.timestamp_unit
     events, users, quarantined = _ingest(events_path, users_path, cfg, unit, forgotten, q_path, track)
+    latest = _latest_event(events)
+    if callable(as_of):
+        if latest is None:
+            raise DataError(f"{events_path}: no valid events")
+        as_ofs = snapshot_times(as_of(latest), count, every)
     parts = [events] + ([users] if users is not None else [])
     warnings = _input_warnings(events, users, as_ofs, horizon)
 
+    frame, feature_names = _build_frame(cfg, events, users, as_ofs, horizon, forgotten, track)
+    track.begin(f"writing {out}")
+    meta = write_snapshot(frame, out, _metadata(cfg, as_ofs, horizon, feature_names, events_path, users_path,
+                                                parts, q_path if quarantined else None, len(forgotten)))
+    track.finish(f"wrote {out}")
+    return FeatureBuildResult(
+        output=out, metadata_path=metadata_path(out), rows=meta["rows"], users=meta["users"],
+        label_rate=meta["label_rate"], quarantined=quarantined,
+        quarantine_path=q_path if quarantined else None,
+        digest=meta["digest"], duplicates=sum(p.duplicates for p in parts),
+        seconds=time.perf_counter() - started, metadata=meta,
+        quarantine_reasons=top_reasons(parts), warnings=warnings, latest_event=latest,
+    )
+
+
+def _build_frame(cfg: FeaturesConfig, events: Validated, users: Validated | None, as_ofs: list[datetime],
+                 horizon: timedelta, forgotten: set[str], track: Tracker) -> tuple[Any, list[str]]:
+    """The stacked snapshots (with the segment features when configured) and their feature names."""
     track.begin(f"building {len(as_ofs)} snapshot(s) with the {cfg.engine} engine")
     feature_set = cfg.feature_set
     with make_engine(cfg) as engine:
@@ -127,18 +155,15 @@ def build_features(events_path: str | Path, users_path: str | Path | None, as_of
         frame = add_segment_features(frame, events.clean, None)
         feature_names += list(SEGMENT_FEATURES)
         track.advance(_SEGMENT_UNITS)
-    track.begin(f"writing {out}")
-    meta = write_snapshot(frame, out, _metadata(cfg, as_ofs, horizon, feature_names, events_path, users_path,
-                                                parts, q_path if quarantined else None, len(forgotten)))
-    track.finish(f"wrote {out}")
-    return FeatureBuildResult(
-        output=out, metadata_path=metadata_path(out), rows=meta["rows"], users=meta["users"],
-        label_rate=meta["label_rate"], quarantined=quarantined,
-        quarantine_path=q_path if quarantined else None,
-        digest=meta["digest"], duplicates=sum(p.duplicates for p in parts),
-        seconds=time.perf_counter() - started, metadata=meta,
-        quarantine_reasons=top_reasons(parts), warnings=warnings,
-    )
+    return frame, feature_names
+
+
+def _latest_event(events: Validated) -> datetime | None:
+    """The latest valid event time, in UTC (None without valid events)."""
+    latest = events.clean.get_column("timestamp").max() if events.clean.height else None
+    if not isinstance(latest, datetime):
+        return None
+    return latest.astimezone(UTC) if latest.tzinfo else latest.replace(tzinfo=UTC)
 
 
 def _metadata(cfg: FeaturesConfig, as_ofs: list[datetime], horizon: timedelta, feature_names: list[str],

@@ -22,6 +22,10 @@ from propensity.cli.common import Steps, emit_json, info, took
               help="The model challenged [models:/<registered model>@champion].")
 @click.option("--snapshots", type=click.IntRange(min=2), default=4, show_default=True,
               help="Weekly snapshots to build (the latest validates).")
+@click.option("--recency-half-life", "half_life", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Weigh the training snapshots by recency: a row's weight halves every DAYS days of "
+                   "its snapshot's age; 0 = equal weights [the training config's "
+                   "retrain.recency_half_life_days].")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Training config [configs/train.yaml].")
 @click.option("--profile", default=None, help="A named profile of the training config, e.g. 'demo'.")
@@ -37,7 +41,7 @@ from propensity.cli.common import Steps, emit_json, info, took
               help="Folder for the snapshots and the audit report [<work>/retrain].")
 @click.option("--tracking-uri", default=None, help="MLflow store [default: SQLite in the work folder].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def retrain(events: Path, users: Path | None, champion: str | None, snapshots: int,
+def retrain(events: Path, users: Path | None, champion: str | None, snapshots: int, half_life: float | None,
             config_path: Path | None, profile: str | None, trials: int | None, fairness_config: Path | None,
             serving_config: Path | None, challenger_share: float | None, out_dir: Path | None,
             tracking_uri: str | None, as_json: bool) -> None:
@@ -47,6 +51,8 @@ def retrain(events: Path, users: Path | None, champion: str | None, snapshots: i
 
     cfg = load_train_config(config_path, profile, {"search": {"n_trials": trials},
                                                    "tracking": {"uri": tracking_uri}})
+    if half_life is not None:
+        cfg.retrain.recency_half_life_days = half_life or None
     fairness = load_fairness_config(fairness_config)
     if tracking_uri:
         fairness.tracking.uri = tracking_uri
