@@ -79,8 +79,9 @@ class PredictionLogConfig(StrictModel):
     stream: str = Field(default="predictions", description="Redis stream key, after store.key_prefix")
     stream_max_len: int = Field(default=1_000_000, ge=1000,
                                 description="Redis stream entries kept (approximate trimming)")
-    feature_share: float = Field(default=1.0, ge=0, le=1,
-                                 description="share 0..1 of records that carry the feature vector")
+    feature_share: float = Field(default=0.1, ge=0, le=1,
+                                 description="share 0..1 of records that carry the feature vector (drift "
+                                             "needs a sample; every vector costs throughput and p99)")
     flush_rows: int = Field(default=5000, ge=1, description="write when this many records wait")
     flush_every_s: float = Field(default=5.0, gt=0, le=3600, description="write at least this often, seconds")
     max_buffer_rows: int = Field(default=100_000, ge=1,

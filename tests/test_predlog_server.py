@@ -46,6 +46,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _config(where: Path, shop: dict, **log: object) -> Path:
+    log = {"feature_share": 1.0, **log}  # every vector, to check them all
     where.write_text(json.dumps({"access_log": False, "prediction_log": log,
                                  "experiment": {"enabled": True, "name": "exp-log", "challenger_share": 0.5,
                                                 "challenger_model": str(shop["tmp"] / "model.pkl")}}))
