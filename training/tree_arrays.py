@@ -68,7 +68,7 @@ class TreeArrays:
         self.n_columns = int(learner["learner_model_param"]["num_feature"])
         base = _F32(float(str(learner["learner_model_param"]["base_score"]).strip("[]")))
         self.base_margin = _F32(-np.log(_F32(1.0) / base - _F32(1.0)))
-        feats, thresholds, lefts, rights, defaults, values, means, roots = [], [], [], [], [], [], [], []
+        feats, thresholds, lefts, rights, missing_right, values, means, roots = [], [], [], [], [], [], [], []
         depth, offset = 0, 0
         for tree in trees:
             left, right = tree["left_children"], tree["right_children"]
@@ -81,22 +81,16 @@ class TreeArrays:
             thresholds.append(np.where(is_leaf, _F32(np.inf), cond))
             lefts.append(np.where(is_leaf, ids, left) + offset)
             rights.append(np.where(is_leaf, ids, right) + offset)
-            default_left = np.asarray(tree["default_left"]) == 1
-            defaults.append(np.where(is_leaf, ids, np.where(default_left, left, right)) + offset)
+            missing_right.append(~is_leaf & (np.asarray(tree["default_left"]) != 1))
             values.append(leaf)
             means.append(_mean_values(left, right, leaf, np.asarray(tree["sum_hessian"], dtype=_F32)))
             depth = max(depth, _depth(left, right))
             offset += len(left)
-        self.feature = np.concatenate(feats).astype(np.intp)
-        self.threshold = np.concatenate(thresholds).astype(_F32)
-        self.left = np.concatenate(lefts).astype(np.intp)
-        self.right = np.concatenate(rights).astype(np.intp)
-        self.default = np.concatenate(defaults).astype(np.intp)
-        self.value = np.concatenate(values).astype(_F32)
-        self.mean = np.concatenate(means).astype(_F32)
-        self.roots = np.asarray(roots, dtype=np.intp)
+        feature = np.concatenate(feats).astype(np.intp)
+        mean = np.concatenate(means).astype(_F32)
+        root = np.asarray(roots, dtype=np.intp)
         self.depth = depth
-        self.bias = float(self.base_margin) + float(np.sum(self.mean[self.roots], dtype=np.float64))
+        self.bias = float(self.base_margin) + float(np.sum(mean[root], dtype=np.float64))
         self._expf = _libm_expf()
         # The walk's layout: node i is position 2i; position 2i + k holds its child for k = 0 (x <
         # threshold) and 1 (x >= threshold), as a position, and the change of mean value along that
@@ -104,14 +98,13 @@ class TreeArrays:
         # NaN as -inf in one (it goes left) and +inf in the other (right), and a node reads the copy
         # of its default direction (slot = 2 x feature + default right). One level: one comparison
         # and four gathers.
-        default_right = (self.default == self.right) & (self.left != self.right)
-        kids = np.stack([self.left, self.right], axis=1)
+        kids = np.stack([np.concatenate(lefts), np.concatenate(rights)], axis=1).astype(np.intp)
         self._kids2 = (2 * kids).ravel()
-        self._delta2 = (self.mean[kids] - self.mean[:, None]).astype(_F32).ravel()
-        self._slot2 = np.repeat(2 * self.feature + default_right, 2)
-        self._threshold2 = np.repeat(self.threshold, 2)
-        self._value2 = np.repeat(self.value, 2)
-        self._roots2 = 2 * self.roots
+        self._delta2 = (mean[kids] - mean[:, None]).astype(_F32).ravel()
+        self._slot2 = np.repeat(2 * feature + np.concatenate(missing_right), 2)
+        self._threshold2 = np.repeat(np.concatenate(thresholds).astype(_F32), 2)
+        self._value2 = np.repeat(np.concatenate(values).astype(_F32), 2)
+        self._roots2 = 2 * root
 
     def _walk(self, X: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
         """The leaf of every (row, tree) as a walk position (2 x node id); with ``steps``, each
