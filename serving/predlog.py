@@ -1,9 +1,10 @@
 """The prediction log writer: every answer of ``/predict`` and ``/predict_batch``, off the request path.
 
-The request path only appends one flat tuple of the answer's scalars and its feature vector to a
-bounded in-memory queue (:meth:`PredictionLog.append`, about a microsecond): a tuple of strings,
-numbers and a dict of plain values, which the cyclic collector stops tracking at its first look, so
-queued records do not lengthen the service's collection rounds (serving/gc_policy.py). A background
+The request path only appends one flat tuple of the answer's scalars to a bounded in-memory queue
+and its feature vector (a dict of plain values) to a second one in step (:meth:`PredictionLog.append`,
+about a microsecond): the cyclic collector stops tracking such a tuple at its first look and never
+tracks such a dict (a tuple holding the dict would stay tracked), so queued records do not lengthen
+the service's collection rounds (serving/gc_policy.py). A background
 thread turns what waits into one typed frame (the schema of :mod:`monitoring.log`) every
 ``flush_every_s`` seconds or as soon as ``flush_rows`` records wait, in slices of ``CHUNK_ROWS``
 records with a pause between them, so the interpreter lock is never held for more than a slice
@@ -46,8 +47,8 @@ logger = logging.getLogger("propensity.predlog")
 #  decision, source): see record_of; the feature vector (a dict or None) is queued beside it
 Record = tuple[Any, ...]
 Vector = Mapping[str, Any] | None
-_ANSWER_COLUMNS = ("user_id", "variant", "probability", "segment", "journey_stage", "decision", "source")
-_RECORD_COLUMNS = ("time", "user_id", "model_name", "model_version", *_ANSWER_COLUMNS[1:])
+_RECORD_COLUMNS = ("time", "user_id", "model_name", "model_version", "variant", "probability", "segment",
+                   "journey_stage", "decision", "source")  # the order of record_of
 CHUNK_ROWS = 512  # records per hold of the interpreter lock (~2.5 ms, most of it a fixed cost per frame)
 PAUSE_S = 0.0005  # pause between slices: a waiting request thread takes the lock in it
 
