@@ -23,6 +23,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal ``proc``'s process group and wait (SIGKILL after ``timeout``); then kill every
+    descendant still alive (BentoML's workers run in their own process groups: a SIGKILLed
+    supervisor would leave them behind)."""
+    import psutil  # a BentoML dependency
+
+    descendants: list[psutil.Process] = []
+    if proc.poll() is None:
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class Process:
     """A subprocess in its own session (stopped with its children) with its output in ``log``."""
 
@@ -37,26 +61,7 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        """Signal the process group and wait; then kill every descendant still alive (BentoML's
-        workers run in their own process groups: a SIGKILLed supervisor would leave them behind)."""
-        import psutil  # a BentoML dependency
-
-        descendants: list[psutil.Process] = []
-        if self.alive():
-            try:
-                descendants = psutil.Process(self.proc.pid).children(recursive=True)
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
-        for child in descendants:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_group(self.proc, sig, timeout)
         self._handle.close()
 
     def tail(self, n: int = 3000) -> str:

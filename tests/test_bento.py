@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from server_support import stop_group
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,11 +218,7 @@ def _serve(cmd: list[str], cwd: Path, env: dict[str, str], port: int, log: Path)
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, timeout=30)
 
 
 def _answers(port: int, built: Built) -> list[dict]:
