@@ -4,9 +4,7 @@ and model (300 trees, depth 6: the KNOWN.md reference size), bulk ingestion over
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -42,12 +40,11 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz", timeout:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGTERM to the server's process group, SIGKILL after 20 s, no worker left behind (the tests' stop)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from server_support import stop_group
+
+    stop_group(proc)
 
 
 def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/predict",
