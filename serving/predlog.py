@@ -148,6 +148,9 @@ def _nan_as_null(frame: pl.DataFrame, features: Mapping[str, pl.DataType]) -> pl
     return frame.with_columns(pl.col(numbers).fill_nan(None)) if numbers else frame
 
 
+_POSITION = "__position"
+
+
 def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
                share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
                experiment: str | None) -> pl.DataFrame:
@@ -160,12 +163,19 @@ def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[s
     columns["experiment"] = [experiment if experiment and u else None for u in columns["user_id"]]
     head = pl.DataFrame(columns, schema={c: LOG_SCHEMA[c] for c in columns}, strict=False)
     keep = rng.random(n) < share if share < 1 else np.ones(n, dtype=bool)
-    rows = [v if v is not None and k else {} for v, k in zip(vectors, keep, strict=True)]
+    # Only the sampled vectors are read (the interpreter lock is held while Polars reads dicts);
+    # the other records get null features by a join on the record's position, in Polars.
+    picked = [i for i, (v, k) in enumerate(zip(vectors, keep, strict=True)) if v is not None and k]
+    rows = [vectors[i] for i in picked]
     try:
         typed = pl.from_dicts(rows, schema=features, strict=False)
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
         typed = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
                               for n, dtype in features.items()}, schema=features)
+    if len(picked) < n:
+        position = pl.DataFrame({_POSITION: np.arange(n, dtype=np.int64)})
+        typed = position.join(typed.with_columns(pl.Series(_POSITION, picked, dtype=pl.Int64)), on=_POSITION,
+                              how="left", maintain_order="left").drop(_POSITION)
     return pl.concat([head.select(list(LOG_SCHEMA)), typed], how="horizontal")
 
 
