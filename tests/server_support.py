@@ -27,7 +27,7 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
     """Signal ``proc``'s process group and wait (SIGKILL after ``timeout``); then kill every
     descendant still alive (BentoML's workers run in their own process groups: a SIGKILLed
     supervisor would leave them behind)."""
-    import psutil  # a BentoML dependency
+    import psutil
 
     descendants: list[psutil.Process] = []
     if proc.poll() is None:
