@@ -65,14 +65,12 @@ def contribution_reasons(model: Any, contributions: np.ndarray, top_k: int) -> l
     """Reasons of rows of encoded-column contributions (the last column the bias, left out)."""
     names, groups = _raw_groups(model)
     totals = np.asarray(contributions, dtype=np.float64)[:, :-1] @ groups  # rows x raw features
-    return [top_reasons(names, row, top_k) for row in totals]
-
-
-def top_reasons(raw_names: Sequence[str], totals: np.ndarray, top_k: int) -> list[Reason]:
-    """The ``top_k`` raw features with the largest absolute total contribution (zeros left out);
-    ties keep the raw features' order."""
-    order = np.argsort(-np.abs(totals), kind="stable")[:top_k]
-    return [{"feature": raw_names[i], "contribution": float(totals[i])} for i in order if totals[i] != 0.0]
+    # The top_k raw features by |total| per row (ties keep the raw order; zeros left out), all
+    # rows ranked in one numpy call.
+    order = np.argsort(-np.abs(totals), axis=1, kind="stable")[:, :top_k]
+    values = np.take_along_axis(totals, order, axis=1)
+    return [[{"feature": names[i], "contribution": v} for i, v in zip(idx, vals, strict=True) if v != 0.0]
+            for idx, vals in zip(order.tolist(), values.tolist(), strict=True)]
 
 
 def explainer_reasons(model: Any, rows: Sequence[Mapping[str, Any]], top_k: int,
