@@ -23,7 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy features training serving experiments fairness monitoring content reports propensity
+	$(BIN)/mypy features training serving experiments fairness monitoring content reports propensity bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.support import ROOT, emit, free_port, ingest, shop, stop, train, wait_ready, wrk
+
+
+def _predict_all(engine: Any, users: list[str]) -> list[dict[str, Any]]:
+    return [engine.predict({"user_id": u}) for u in users]
 
 
 def _per_call_us(fn: Callable[[], Any], calls: int) -> float:
@@ -59,7 +64,7 @@ def _engine(workdir: Path, users: int) -> tuple[Any, list[str], str]:
     config.write_text(json.dumps({"cache": {"enabled": False}}))
     engine = build_engine({"config_path": str(config), "model_uri": str(model_path)})
     for i in range(0, len(events[0]), 500):
-        engine.ingest(events[0][i:i + 500])
+        engine.ingest(list(events[0][i:i + 500]))
     return engine, sorted({e["user_id"] for e in events[0]}), str(model_path)
 
 
@@ -177,11 +182,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     samples: dict[str, list[float]] = {}
     for r in range(args.rounds):
         samples.setdefault("predict_engine", []).append(
-            _per_call_us(lambda r=r: [engine.predict({"user_id": u}) for u in users[r::args.rounds][:40]], 1)
+            _per_call_us(partial(_predict_all, engine, users[r::args.rounds][:40]), 1)
             / len(users[r::args.rounds][:40]))
         for name in library.components:
             samples.setdefault(f"render:{name}", []).append(
-                _per_call_us(lambda name=name: library.render(name, variables), 300))
+                _per_call_us(partial(library.render, name, variables), 300))
         samples.setdefault("recommend_for:item_knn", []).append(
             _per_call_us(lambda: recommend_for(model, views, 10), 50))
     median = {k: statistics.median(v) for k, v in samples.items()}

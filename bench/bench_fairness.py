@@ -17,7 +17,9 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import xgboost as xgb
@@ -42,7 +44,7 @@ def build_model(frame: pl.DataFrame, trees: int, threads: int) -> ConversionMode
     return ConversionModel("xgboost", encoder, booster)
 
 
-def per_call_us(fn, rows: list[dict], repeats: int) -> float:  # type: ignore[no-untyped-def]
+def per_call_us(fn, rows: Sequence[Any], repeats: int) -> float:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(repeats):
         for row in rows:

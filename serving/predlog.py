@@ -165,8 +165,12 @@ def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[s
     keep = rng.random(n) < share if share < 1 else np.ones(n, dtype=bool)
     # Only the sampled vectors are read (the interpreter lock is held while Polars reads dicts);
     # the other records get null features by a join on the record's position, in Polars.
-    picked = [i for i, (v, k) in enumerate(zip(vectors, keep, strict=True)) if v is not None and k]
-    rows = [vectors[i] for i in picked]
+    picked: list[int] = []
+    rows: list[Mapping[str, Any]] = []
+    for i, (vector, kept) in enumerate(zip(vectors, keep, strict=True)):
+        if vector is not None and kept:
+            picked.append(i)
+            rows.append(vector)
     try:
         typed = pl.from_dicts(rows, schema=features, strict=False)
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
