@@ -27,6 +27,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                 ["--rounds", "1", "--seconds", "5", "--soak-minutes", "2"]),
     "engine": ("bench.bench_engine", [], ["--requests", "4000", "--rounds", "1"]),
     "asgi": ("bench.bench_asgi", [], ["--requests", "2000", "--rounds", "1"]),
+    "walk": ("bench.bench_walk", [], ["--sizes", "1", "16", "--repeats", "50"]),
     "experiments": ("bench.bench_experiments", [], ["--rows", "1000000"]),
     "content": ("bench.bench_content", ["--rounds", "4", "--seconds", "8"],
                 ["--rounds", "2", "--seconds", "3"]),
