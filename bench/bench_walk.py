@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ def _median_us(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
+
+
+def _xgboost(calls: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return calls.predict(X), calls.contributions(X, True)
 
 
 def _old_class(before: Path) -> Any:
@@ -74,15 +79,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "sizes": {}}
     for n in args.sizes:
         X = X_all[rng.choice(len(X_all), n, replace=False)]
-        row = {"walk": _median_us(lambda X=X: walk.predict_with_contributions(X), args.repeats)}
+        row = {"walk": _median_us(partial(walk.predict_with_contributions, X), args.repeats)}
         if before is not None:
             same = all(np.array_equal(a, b) for a, b in zip(walk.predict_with_contributions(X),
                                                            before.predict_with_contributions(X), strict=True))
             assert same, "the walks differ"
-            row["walk_before"] = _median_us(lambda X=X: before.predict_with_contributions(X), args.repeats)
+            row["walk_before"] = _median_us(partial(before.predict_with_contributions, X), args.repeats)
         if calls is not None:
-            row["xgboost"] = _median_us(lambda X=X: (calls.predict(X), calls.contributions(X, True)),
-                                        args.repeats)
+            row["xgboost"] = _median_us(partial(_xgboost, calls, X), args.repeats)
         out["sizes"][n] = row
         print(json.dumps({"rows": n, **{k: round(v, 1) for k, v in row.items()}}), flush=True)
     return out
