@@ -86,3 +86,26 @@ def test_batcher_waits_for_rows_up_to_its_limits(models) -> None:
     eager = ModelBatcher(approximate=True)
     assert asyncio.run(burst(eager)) == answers
     assert (eager.batches, eager.rows) == (1, 9)
+
+
+def test_contribution_reasons_rank_raw_features_as_a_stable_sort_does() -> None:
+    """Columns summed into their raw features, then the top k by |total| (ties in raw order, zeros
+    left out): the same ranking as numpy's stable argsort of the summed totals."""
+    from types import SimpleNamespace
+
+    from training.scorer import contribution_reasons
+
+    columns = ["a", "b=x", "b=y", "b__missing", "c", "d", "e"]
+    model = SimpleNamespace(transformed_feature_names=columns)
+    rng = np.random.default_rng(5)
+    rows = rng.choice([-1.5, -0.5, 0.0, 0.5, 1.5, 2.0], size=(200, len(columns) + 1))  # ties and zeros
+    names = ["a", "b", "c", "d", "e"]
+    groups = np.array([[n.split("=")[0].removesuffix("__missing") == raw for raw in names] for n in columns],
+                      dtype=float)
+    for top_k in (0, 1, 3, 5):
+        got = contribution_reasons(model, rows, top_k)
+        totals = rows[:, :-1] @ groups
+        for row, reasons in zip(totals, got, strict=True):
+            order = np.argsort(-np.abs(row), kind="stable")[:top_k]
+            expected = [{"feature": names[i], "contribution": float(row[i])} for i in order if row[i] != 0.0]
+            assert reasons == expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import numba
 import numpy as np
 
 from training.preprocess import Frame
@@ -63,14 +64,39 @@ def booster_reasons(model: Any, X: np.ndarray, top_k: int, approximate: bool) ->
 
 def contribution_reasons(model: Any, contributions: np.ndarray, top_k: int) -> list[list[Reason]]:
     """Reasons of rows of encoded-column contributions (the last column the bias, left out)."""
-    names, groups = _raw_groups(model)
-    totals = np.asarray(contributions, dtype=np.float64)[:, :-1] @ groups  # rows x raw features
-    # The top_k raw features by |total| per row (ties keep the raw order; zeros left out), all
-    # rows ranked in one numpy call.
-    order = np.argsort(-np.abs(totals), axis=1, kind="stable")[:, :top_k]
-    values = np.take_along_axis(totals, order, axis=1)
-    return [[{"feature": names[i], "contribution": v} for i, v in zip(idx, vals, strict=True) if v != 0.0]
-            for idx, vals in zip(order.tolist(), values.tolist(), strict=True)]
+    names, column_raw = _raw_groups(model)
+    ranked, values, counts = _rank(np.asarray(contributions, dtype=np.float64), column_raw, len(names), top_k)
+    return [[{"feature": names[i], "contribution": v} for i, v in zip(idx[:c], vals[:c], strict=True)]
+            for idx, vals, c in zip(ranked.tolist(), values.tolist(), counts.tolist(), strict=True)]
+
+
+@numba.njit(nogil=True)
+def _rank(contributions: np.ndarray, column_raw: np.ndarray, n_raw: int,
+          top_k: int) -> tuple:  # pragma: no cover - compiled; tested through contribution_reasons
+    """Per row: the columns' contributions summed into their raw features (in column order), then
+    the ``top_k`` raw features by |total|, largest first, ties in raw order, zeros left out:
+    (raw indices, totals, how many) per row."""
+    n = contributions.shape[0]
+    ranked = np.zeros((n, max(top_k, 1)), np.intp)
+    values = np.zeros((n, max(top_k, 1)), np.float64)
+    counts = np.zeros(n, np.intp)
+    totals = np.zeros(n_raw, np.float64)
+    for r in range(n):
+        totals[:] = 0.0
+        for j in range(column_raw.shape[0]):
+            totals[column_raw[j]] += contributions[r, j]
+        for s in range(top_k):
+            best, best_abs = -1, 0.0
+            for i in range(n_raw):
+                a = abs(totals[i])
+                if a > best_abs:  # strictly: ties keep the lower raw index, zeros are never taken
+                    best, best_abs = i, a
+            if best < 0:
+                break
+            ranked[r, s], values[r, s] = best, totals[best]
+            counts[r] += 1
+            totals[best] = 0.0  # taken
+    return ranked, values, counts
 
 
 def explainer_reasons(model: Any, rows: Sequence[Mapping[str, Any]], top_k: int,
@@ -86,13 +112,12 @@ def explainer_reasons(model: Any, rows: Sequence[Mapping[str, Any]], top_k: int,
 
 
 def _raw_groups(model: Any) -> tuple[list[str], np.ndarray]:
-    """Raw feature names, and the 0/1 matrix (encoded columns x raw features) that sums a row's
-    column contributions into its raw features' totals (cached on the model)."""
+    """Raw feature names, and the raw feature (index into the names) of every encoded column, so
+    a row's column contributions sum into its raw features' totals (cached on the model)."""
     cached = model.__dict__.get("_raw_groups")
     if cached is None:
         raw = [n.split("=", 1)[0].removesuffix("__missing") for n in model.transformed_feature_names]
         names = list(dict.fromkeys(raw))
-        groups = np.zeros((len(raw), len(names)))
-        groups[np.arange(len(raw)), [names.index(n) for n in raw]] = 1.0
-        cached = model.__dict__["_raw_groups"] = (names, groups)
+        column_raw = np.asarray([names.index(n) for n in raw], dtype=np.intp)
+        cached = model.__dict__["_raw_groups"] = (names, column_raw)
     return cached

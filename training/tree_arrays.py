@@ -3,13 +3,13 @@
 XGBoost's per-call overhead (~0.1-0.3 ms of fixed work per ``inplace_predict`` or
 ``pred_contribs`` call, whatever the rows: argument parsing, per-tree depth walks, mean values of
 every node for Saabas) dwarfs the trees themselves on the batches a service sees (1 to ~30 rows of
-a 300-tree, depth-6 model). :class:`TreeArrays` holds every node of every tree in one set of arrays
-(split feature and threshold, left child, default direction, leaf value, and the change of the
-cover-weighted mean value along each edge) and walks them in a loop compiled by numba (already
-installed with SHAP; compiled once per process, ~1 s at model load): ~6 µs a row for the
-probability, ~10 µs with the reasons' contributions, for a 300-tree depth-6 model (numpy, one
-step per depth level over every (row, tree), took ~100 µs for one row and ~450 µs for 16;
-BENCHMARKS.md):
+a 300-tree, depth-6 model). :class:`TreeArrays` holds every node of every tree in one array of
+20-byte records (split feature and threshold, left child, default direction, and the change of
+the cover-weighted mean value along each edge) and walks them in a loop compiled by numba
+(installed with SHAP anyway; compiled once per process, ~1 s at model load): for the bench's
+300-tree model ~11 µs for one row with the reasons' contributions and ~120 µs for 16, against
+~100 and ~470 µs for the earlier numpy walk (one step per depth level over every (row, tree)) and
+~400 and ~1,200 µs for XGBoost's own calls (``bench/bench_walk.py``, BENCHMARKS.md):
 
 - the margin is the base margin plus the leaf values summed tree by tree in float32, and the
   probability is XGBoost's float32 sigmoid (with the C library's ``expf``, which numpy's float32
@@ -44,12 +44,7 @@ def _libm_expf() -> Any:
     return expf
 
 
-def sigmoid32(margin: np.ndarray, expf: Any) -> np.ndarray:
-    """XGBoost's ``common::Sigmoid`` in float32: ``1 / (expf(min(-x, 88.7)) + 1 + 1e-16)``."""
-    x = np.minimum(-margin.astype(_F32), _F32(88.7))
-    e = np.fromiter((expf(v) for v in x.tolist()), dtype=_F32, count=len(x))
-    out: np.ndarray = _F32(1.0) / (e + _F32(1.0) + _F32(1e-16))
-    return out
+_EXPF = _libm_expf()  # the C library's expf, called from the compiled walk
 
 
 def _mean_values(left: list[int], right: list[int], leaf: np.ndarray, hess: np.ndarray) -> np.ndarray:
@@ -64,34 +59,44 @@ def _mean_values(left: list[int], right: list[int], leaf: np.ndarray, hess: np.n
     return means
 
 
+# One node in 20 bytes, so a step reads one cache line: threshold, left child, split feature,
+# default direction, and the change of mean value along the left and the right edge (Saabas).
+NODE = np.dtype([("threshold", np.float32), ("left", np.int32), ("feature", np.int16),
+                 ("default_right", np.int8), ("pad", np.int8), ("delta_left", np.float32),
+                 ("delta_right", np.float32)], align=True)
+
+
 @numba.njit(nogil=True)
-def _forest(X: np.ndarray, nodes: tuple, base: np.float32, contributions: np.ndarray,
+def _forest(X: np.ndarray, nodes: np.ndarray, leaf_value: np.ndarray, roots: np.ndarray, depth: int,
+            base: np.float32, contributions: np.ndarray,
             explain: bool) -> np.ndarray:  # pragma: no cover - compiled; tested through TreeArrays
-    """Margins of the rows of ``X`` (float32, tree by tree); with ``explain``, each step's change of
-    mean value added to ``contributions[row, split feature]`` (float64).
+    """P(positive) of the rows of ``X`` (float64 holding float32); with ``explain``, each step's
+    change of mean value added to ``contributions[row, split feature]`` (float64).
 
     Level by level over all trees of a row: the trees' steps are independent, so the processor
-    overlaps them (a tree at a time waits on every load of its path). A step has no branch: a
-    node's right child is its left child + 1, and a leaf steps to itself (threshold NaN, change 0)."""
-    feature, threshold, left, default_right, value, edge_delta, roots, depth = nodes
-    margins = np.empty(X.shape[0], np.float32)
+    overlaps them (a tree at a time waits on every load of its path). A step has no branch on the
+    path: a node's right child is its left child + 1, and a leaf steps to itself (threshold NaN,
+    changes 0). The margin is summed tree by tree in float32 and turned into a probability by
+    XGBoost's ``common::Sigmoid``: ``1 / (expf(min(-x, 88.7)) + 1 + 1e-16)`` in float32."""
+    probabilities = np.empty(X.shape[0], np.float64)
     node = np.empty(roots.shape[0], np.intp)
     for r in range(X.shape[0]):
         node[:] = roots
         for _ in range(depth):
             for t in range(node.shape[0]):
-                k = node[t]
-                f = feature[k]
+                n = nodes[node[t]]
+                f = n.feature
                 x = X[r, f]
-                right = (x >= threshold[k]) | ((x != x) & default_right[k])
+                right = (x >= n.threshold) | ((x != x) & (n.default_right == 1))
                 if explain:
-                    contributions[r, f] += edge_delta[2 * k + right]
-                node[t] = left[k] + right
+                    contributions[r, f] += n.delta_right if right else n.delta_left
+                node[t] = n.left + right
         margin = base
         for t in range(node.shape[0]):
-            margin = margin + value[node[t]]
-        margins[r] = margin
-    return margins
+            margin = margin + leaf_value[node[t]]
+        e = _EXPF(min(-margin, np.float32(88.7)))
+        probabilities[r] = np.float32(1.0) / (e + np.float32(1.0) + np.float32(1e-16))
+    return probabilities
 
 
 class TreeArrays:
@@ -126,34 +131,43 @@ class TreeArrays:
         left_all = np.concatenate(lefts).astype(np.intp)
         root = np.asarray(roots, dtype=np.intp)
         self.bias = float(self.base_margin) + float(np.sum(mean[root], dtype=np.float64))
-        self._expf = _libm_expf()
-        # The change of cover-weighted mean value along edge 2 x node + (goes right) (Saabas); 0 on
-        # a leaf's step to itself.
-        ids = np.arange(len(left_all))
-        kids = np.stack([left_all, np.where(left_all == ids, ids, left_all + 1)], axis=1)
-        edge_delta = (mean[kids] - mean[:, None]).astype(_F32).ravel()
-        self._nodes = (np.concatenate(feats).astype(np.intp), np.concatenate(thresholds).astype(_F32),
-                       left_all, np.concatenate(default_right), np.concatenate(values).astype(_F32),
-                       edge_delta, root, depth)
+        # The change of cover-weighted mean value along each node's left and right edge (Saabas);
+        # 0 on a leaf's step to itself.
+        if len(left_all) >= 2**31 or self.n_columns >= 2**15:
+            raise ValueError("too many nodes or columns for the compact node layout")
+        leaf_node = left_all == np.arange(len(left_all))
+        right_all = np.where(leaf_node, left_all, left_all + 1)
+        nodes = np.zeros(len(left_all), dtype=NODE)
+        nodes["threshold"] = np.concatenate(thresholds)
+        nodes["left"] = left_all
+        nodes["feature"] = np.concatenate(feats)
+        nodes["default_right"] = np.concatenate(default_right)
+        nodes["delta_left"] = np.where(leaf_node, _F32(0), mean[left_all] - mean)
+        nodes["delta_right"] = np.where(leaf_node, _F32(0), mean[right_all] - mean)
+        self._nodes = nodes
+        self._leaf_value = np.concatenate(values).astype(_F32)
+        self._roots = root
+        self._depth = depth
         self._no_contributions = np.zeros((1, 1))
 
-    def _margins(self, X: np.ndarray, contributions: np.ndarray | None) -> np.ndarray:
+    def _walk(self, X: np.ndarray, contributions: np.ndarray | None) -> np.ndarray:
         rows = np.ascontiguousarray(X, dtype=_F32)
         explain = contributions is not None
         out = contributions if contributions is not None else self._no_contributions
-        margins: np.ndarray = _forest(rows, self._nodes, self.base_margin, out, explain)
-        return margins
+        probabilities: np.ndarray = _forest(rows, self._nodes, self._leaf_value, self._roots, self._depth,
+                                            self.base_margin, out, explain)
+        return probabilities
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """P(positive) per row of the encoded float32 matrix (float64 holding XGBoost's float32)."""
-        return sigmoid32(self._margins(X, None), self._expf).astype(np.float64)
+        return self._walk(X, None)
 
     def predict_with_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, Saabas contributions rows x (columns + 1), the last column the bias)."""
         contributions = np.zeros((len(X), self.n_columns + 1))
-        margins = self._margins(X, contributions)
+        probabilities = self._walk(X, contributions)
         contributions[:, -1] += self.bias
-        return sigmoid32(margins, self._expf).astype(np.float64), contributions
+        return probabilities, contributions
 
 
 def _depth(left: list[int], right: list[int]) -> int:
