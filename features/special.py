@@ -67,10 +67,10 @@ def cart_columns() -> dict[str, pl.Expr]:
     }
 
 
-def online_cart(events: Iterable[Any], as_of_us: int, last_atc: int | None,
-                last_buy: int | None) -> dict[str, float]:
-    """The cart features of one profile: ``events`` are its records (``ts``, ``event``,
-    ``session_id``), ``last_atc`` / ``last_buy`` the latest add_to_cart / purchase before as_of."""
+def online_cart_rate(events: Iterable[Any], as_of_us: int) -> float:
+    """``cart_abandon_rate_30d`` of one profile: of the sessions with an add_to_cart in the 30 days
+    before ``as_of``, the share without a purchase (``events`` are records: ``ts``, ``event``,
+    ``session_id``); NaN without such sessions."""
     start30 = as_of_us - 30 * US_PER_DAY
     carts: set[str] = set()
     bought: set[str] = set()
@@ -79,13 +79,20 @@ def online_cart(events: Iterable[Any], as_of_us: int, last_atc: int | None,
         if (kind == "add_to_cart" or kind == "purchase") and start30 <= rec.ts < as_of_us \
                 and rec.session_id is not None:
             (carts if kind == "add_to_cart" else bought).add(rec.session_id)
+    return len(carts - bought) / len(carts) if carts else NAN
+
+
+def online_cart_hours(rate: float, as_of_us: int, last_atc: int | None,
+                      last_buy: int | None) -> dict[str, float]:
+    """The cart features of one profile: ``rate`` is :func:`online_cart_rate`, ``last_atc`` /
+    ``last_buy`` the latest add_to_cart / purchase before as_of."""
     hours = NAN
     if last_atc is not None and (last_buy is None or last_atc > last_buy):
         hours = (as_of_us - last_atc) / US_PER_HOUR
     return {
         "cart_open": 0.0 if math.isnan(hours) else 1.0,
         "hours_since_cart_abandoned": hours,
-        "cart_abandon_rate_30d": len(carts - bought) / len(carts) if carts else NAN,
+        "cart_abandon_rate_30d": rate,
     }
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from features.definitions import FeatureSet
-from features.live.profile import UserProfile, online_features
+from features.feature_set import active_feature_set
+from features.live.evaluate import compiled_for
+from features.live.profile import UserProfile
 from features.segments.config import SegmentsConfig
 from features.segments.engagement import EngagementState
 from features.segments.journey import JourneyMachine, JourneyState
@@ -35,6 +37,9 @@ class ProfileState:
     profile: UserProfile
     engagement: EngagementState
     journey: JourneyState
+    # (feature set's compiled functions' id, as_of, until, fixed, stamps, cart rate): plain values
+    # only, so the cyclic collector stops tracking the tuple
+    _memo: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, profile: UserProfile, seg_cfg: SegmentsConfig, machine: JourneyMachine) -> ProfileState:
@@ -49,8 +54,18 @@ class ProfileState:
 
     def features(self, as_of_us: int, feature_set: FeatureSet | None = None) -> dict[str, Any]:
         """The features of ``feature_set`` (default: the configured set) plus ``engagement_score``,
-        ``journey_stage`` and ``segment`` at ``as_of``."""
-        out = online_features(self.profile, as_of_us, feature_set)
+        ``journey_stage`` and ``segment`` at ``as_of``.
+
+        The fold over the events is kept while no event enters or leaves a window (requests for
+        "now" move ``as_of`` forward by little): a later ``as_of`` before that moment only
+        recomputes the "time since" features, the cart's hours and the CRM features, with the
+        same numbers as a full evaluation (:func:`features.live.evaluate.generate_source`)."""
+        compiled = compiled_for(feature_set or active_feature_set())
+        memo = self._memo
+        if memo is None or memo[0] != id(compiled) or not memo[1] <= as_of_us < memo[2]:
+            fixed, stamps, rate, until = compiled.parts(self.profile.events, as_of_us, self.profile.compacted)
+            memo = self._memo = (id(compiled), as_of_us, until, fixed, stamps, rate)
+        out = compiled.finish(memo[3], memo[4], memo[5], as_of_us, self.profile.attributes)
         out["engagement_score"], segment = self.engagement.score_and_segment_at(as_of_us)
         out["journey_stage"] = self.journey.stage_at(as_of_us)
         out["segment"] = segment

@@ -258,3 +258,41 @@ def test_offsets_and_naive_times_are_utc() -> None:
     _, a = normalize_event({**base, "timestamp": "2026-03-01T10:00:00+02:00"})
     _, b = normalize_event({**base, "timestamp": "2026-03-01T08:00:00"})
     assert a.ts == b.ts and a.event == "page_view"
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)) or x == y
+        for x, y in zip(a.values(), b.values(), strict=True))
+
+
+def test_serving_reuses_the_fold_only_while_no_event_enters_or_leaves_a_window() -> None:
+    """The served state keeps its fold over the events between requests; at every later as_of,
+    also one µs either side of each event and of each window edge of each event (where a count
+    changes), its features are a fresh evaluation's, and they match the brute force."""
+    from features.segments.config import load_segments_config
+    from features.segments.journey import machine_for
+    from serving.scoring import ProfileState
+
+    store = InProcessProfileStore(retention_days=90.0)
+    rng = random.Random(7)
+    events = random_events(rng, "u1", 120, days=40.0)
+    apply(store, events)
+    profile = store.get_profile("u1")
+    seg = load_segments_config()
+    state = ProfileState.build(profile, seg, machine_for(seg))
+    stamps = sorted(to_epoch_us(datetime.fromisoformat(e["timestamp"])) for e in events)
+    edges = {t + d for t in stamps[::7] for w in (0, 1, 7, 30) for d in (w * 86_400_000_000 - 1,
+                                                                         w * 86_400_000_000,
+                                                                         w * 86_400_000_000 + 1)}
+    moments = sorted(edges | {stamps[0] + int(rng.uniform(0, 75 * 86400e6)) for _ in range(40)})
+    reused = 0
+    for as_of in moments:
+        before = state._memo
+        got = state.features(as_of)
+        reused += state._memo is before
+        fresh = online_features(profile, as_of)
+        assert _same({k: got[k] for k in fresh}, fresh), as_of
+    assert reused > len(moments) // 10  # the fold was kept between some requests
+    as_of = datetime(2026, 3, 20, 12, tzinfo=UTC)
+    assert_close(state.features(to_epoch_us(as_of)), reference_features(events, as_of))

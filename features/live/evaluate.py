@@ -181,8 +181,32 @@ def _output(spec: FeatureSpec, src: _Source) -> str:
     return f"((as_of - {v}) / {scale[agg]} if {v} is not None else NAN)"
 
 
+_CART_WINDOW_DAYS = 30  # features.special.online_cart_rate's window
+NEVER = 2**62  # "no membership change ahead" (epoch µs far beyond any event)
+
+
+def _boundary(windows: list[int]) -> list[str]:
+    """Lines keeping ``until``: the first later ``as_of`` at which this event (counted now) leaves
+    its smallest window, ``ts + W days + 1`` (an event counts while ``ts >= as_of - W days``)."""
+    lines = []
+    for i, w in enumerate(windows):
+        lines.append(f"        {'if' if i == 0 else 'elif'} ts + {w * US_PER_DAY} >= as_of:")
+        lines.append(f"            b = ts + {w * US_PER_DAY + 1}")
+        lines.append("            if b < until:")
+        lines.append("                until = b")
+    return lines
+
+
 def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
-    """The Python source of the evaluator of ``feature_set`` and the constants it refers to."""
+    """The Python source of the evaluator of ``feature_set`` and the constants it refers to.
+
+    Two functions: ``parts(events, as_of, comp)`` folds the events once and returns the outputs
+    that depend on ``as_of`` only through which events count (counts, sums, shares, ... of each
+    window), the raw timestamps of the "time since" outputs, the cart's abandon rate, and
+    ``until``: the first later ``as_of`` at which an event enters or leaves a window (so the parts
+    hold for every ``as_of`` in ``[as_of, until)``); ``finish(fixed, stamps, rate, as_of, attrs)``
+    turns them into the feature dict at ``as_of``. ``evaluate`` is ``finish`` of ``parts``.
+    """
     src = _Source()
     specs = list(feature_set.specs) + [_ATC_LAST, _BUY_LAST]
     outputs = {s.name: _output(s, src) for s in specs}  # registers accumulators in a stable order
@@ -198,48 +222,83 @@ def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
     early = used(history)  # read for every event; the others only for events inside a window
     late = used(windowed) - early
     windows = sorted({a.window_days for a in windowed if a.window_days is not None})
-    lines = ["def evaluate(events, as_of, comp, attrs):"]
+    boundaries = sorted(set(windows) | {_CART_WINDOW_DAYS})
+    lines = ["def parts(events, as_of, comp):", f"    until = {NEVER}"]
     lines += [f"    s{w} = as_of - {w * US_PER_DAY}" for w in windows]
     lines += [f"    {_init(a, src.accs[a])}" for a in accs]
     lines += ["    for rec in events:", "        ts = rec[0]", "        if ts >= as_of:",
+              "            if ts < until:", "                until = ts + 1",  # counts from as_of = ts + 1
               "            continue", "        ev = rec[2]"]
+    lines += _boundary(boundaries)
     lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in sorted(early)]
     lines += _block(src, history, "        ")
     if windows:
         lines += [f"        if ts < s{windows[-1]}:", "            continue"]
         lines += [f"        f_{name} = rec[{RECORD_FIELDS.index(name)}]" for name in sorted(late)]
         lines += _block(src, windowed, "        ", windows[-1])
+    timed = {s.name: src.var(_acc(s)) for s in specs if _KIND[s.aggregate] in ("last", "first")}
+    stamp_names = list(dict.fromkeys(timed.values()))
+    fixed = [e.name for e in feature_set.entries if isinstance(e, FeatureSpec) and e.name not in timed]
+    lines.append("    fixed = (" + "".join(f"{outputs[n]}, " for n in fixed) + ")")
+    lines.append("    stamps = (" + "".join(f"{v}, " for v in stamp_names) + ")")
+    lines.append("    return fixed, stamps, _cart_rate(events, as_of), until")
     last_atc, last_buy = src.var(_acc(_ATC_LAST)), src.var(_acc(_BUY_LAST))
-    lines.append(f"    cart = _cart(events, as_of, {last_atc}, {last_buy})")
+    lines.append("def finish(fixed, stamps, rate, as_of, attrs):")
+    if stamp_names:
+        lines.append("    " + "".join(f"{v}, " for v in stamp_names) + "= stamps")
+    lines.append(f"    cart = _cart(rate, as_of, {last_atc}, {last_buy})")
     lines.append("    crm = _profile(attrs, as_of)")
     lines.append("    return {")
     for entry in feature_set.entries:
         where = "cart" if entry.feature.group == "cart" else "crm"
-        value = outputs[entry.name] if isinstance(entry, FeatureSpec) else f"{where}[{entry.name!r}]"
+        if not isinstance(entry, FeatureSpec):
+            value = f"{where}[{entry.name!r}]"
+        else:
+            value = outputs[entry.name] if entry.name in timed else f"fixed[{fixed.index(entry.name)}]"
         lines.append(f"        {entry.name!r}: {value},")
     lines.append("    }")
+    lines.append("def evaluate(events, as_of, comp, attrs):")
+    lines.append("    fixed, stamps, rate, _ = parts(events, as_of, comp)")
+    lines.append("    return finish(fixed, stamps, rate, as_of, attrs)")
     return "\n".join(lines) + "\n", src.consts
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """The compiled functions of one feature set (see :func:`generate_source`)."""
+
+    evaluate: Evaluator
+    parts: Callable[[Sequence[Any], int, Any], tuple[tuple, tuple, float, int]]
+    finish: Callable[[tuple, tuple, float, int, Mapping[str, Any]], dict[str, Any]]
 
 
 def compile_evaluator(feature_set: FeatureSet) -> Evaluator:
     """The evaluator ``(events, as_of_us, compacted, attributes) -> {feature: value}`` of the set."""
-    from features.special import NAN, online_cart, profile_attributes
+    return compiled_for(feature_set).evaluate
+
+
+def _compile(feature_set: FeatureSet) -> Compiled:
+    from features.special import NAN, online_cart_hours, online_cart_rate, profile_attributes
 
     code, consts = generate_source(feature_set)
-    namespace: dict[str, Any] = {"_round": round, "NAN": NAN, "_cart": online_cart,
-                                 "_profile": profile_attributes, **consts}
+    namespace: dict[str, Any] = {"_round": round, "NAN": NAN, "_cart": online_cart_hours,
+                                 "_cart_rate": online_cart_rate, "_profile": profile_attributes, **consts}
     exec(compile(code, f"<online evaluator of {len(feature_set.entries)} features>", "exec"), namespace)
-    evaluate: Evaluator = namespace["evaluate"]
-    return evaluate
+    return Compiled(namespace["evaluate"], namespace["parts"], namespace["finish"])
+
+
+def compiled_for(feature_set: FeatureSet) -> Compiled:
+    """The compiled functions of ``feature_set`` (compiled once, kept on the set object)."""
+    found: Compiled | None = feature_set.__dict__.get("_online_compiled")
+    if found is None:
+        found = _compile(feature_set)
+        feature_set.__dict__["_online_compiled"] = found  # a cache, not state: frozen dataclass stays equal
+    return found
 
 
 def evaluator_for(feature_set: FeatureSet) -> Evaluator:
     """The compiled evaluator of ``feature_set`` (compiled once, kept on the set object)."""
-    found: Evaluator | None = feature_set.__dict__.get("_online_evaluator")
-    if found is None:
-        found = compile_evaluator(feature_set)
-        feature_set.__dict__["_online_evaluator"] = found  # a cache, not state: frozen dataclass stays equal
-    return found
+    return compiled_for(feature_set).evaluate
 
 
-__all__ = ["Special", "compile_evaluator", "evaluator_for", "generate_source"]
+__all__ = ["Compiled", "Special", "compile_evaluator", "compiled_for", "evaluator_for", "generate_source"]
