@@ -98,8 +98,11 @@ class PredictionEngine:
 
     # -- profiles -------------------------------------------------------------------------------
 
-    def _state(self, user_id: str) -> ProfileState:
-        version = self.store.version(user_id)
+    def _state(self, user_id: str, version: int | None = None) -> ProfileState:
+        """The user's built state, rebuilt when the store's version differs (``version``: already
+        read for this request; one read less, a round trip with Redis)."""
+        if version is None:
+            version = self.store.version(user_id)
         state = self._states.get(user_id)
         if state is not None and state.profile.version == version:
             self._states.move_to_end(user_id)
@@ -151,6 +154,7 @@ class PredictionEngine:
             raise DataError("user_id: required unless 'features' is given")
         cache = self.cfg.cache
         key: tuple | None = None
+        version: int | None = None
         if cache.enabled:
             version = self.store.version(user_id)
             ctx_key = tuple(sorted((k, str(v)) for k, v in context.items()))
@@ -158,7 +162,7 @@ class PredictionEngine:
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
                 return self._exposed(hit[1], hit[2], cached=True), None
-        state = self._state(user_id)
+        state = self._state(user_id, version)
         profile = state.profile
         if profile.deleted:
             source = "deleted"
