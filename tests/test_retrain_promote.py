@@ -95,6 +95,7 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     first_trial = client.search_runs([run.info.experiment_id], query)[0]
     assert first_trial.data.params["family"] == family  # the champion's parameters were tried first
     assert run.data.params["recency_half_life_days"] == "5.0"  # the flag reached the challenger's fit
+    assert run.data.params["refit_with_validation"] == "True"  # retrain.refit_with_validation: true
     for key, value in champ_run.data.params.items():
         if key.startswith("best."):
             assert first_trial.data.params[key[len("best."):]] == value
@@ -112,12 +113,15 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     strict = ("sensitive_features: [gender]\nmin_group_size: 30\ngate: {demographic_parity_ratio_min: 1.0}\n"
               "confidence: {method: off}\n")
     (tmp_path / "work" / "serving.yaml").unlink()
-    refused = _retrain(shop, tmp_path, store, strict, capsys)
+    refused = _retrain(shop, tmp_path, store, strict, capsys, "--no-refit")
     assert refused["fairness_gate"] == "fail" and refused["challenger"]["alias"] is None
     assert refused["serving_config"] is None and not (tmp_path / "work" / "serving.yaml").exists()
     assert _alias(client, "challenger") == challenger["version"]
     tags = client.get_model_version("propensity-conversion", refused["challenger"]["version"]).tags
     assert tags["fairness_gate"] == "fail"
+    refused_run = client.get_run(client.get_model_version("propensity-conversion",
+                                                          refused["challenger"]["version"]).run_id)
+    assert refused_run.data.params["refit_with_validation"] == "False"
 
 
 def test_retrain_reads_epoch_timestamps_in_the_configured_unit(shop, tmp_path, monkeypatch) -> None:
@@ -158,6 +162,51 @@ def test_retrain_without_a_champion_is_one_line(shop, tmp_path, store, capsys) -
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: model: cannot resolve 'models:/propensity-conversion@champion'")
     assert "\n" not in err
+
+
+def _links(as_of: datetime, n: int, feature: str, rng: np.random.Generator) -> pl.DataFrame:
+    """A snapshot whose label follows ``feature`` (``x`` or ``z``), the other column being noise."""
+    x, z = rng.standard_normal(n), rng.standard_normal(n)
+    signal = x if feature == "x" else z
+    label = (signal + 0.5 * rng.standard_normal(n) > 0).astype(np.int64)
+    return pl.DataFrame({"user_id": [f"u{i}" for i in range(n)], "as_of": [as_of] * n, "x": x, "z": z,
+                         "label": label})
+
+
+def test_refit_learns_from_the_validation_snapshot(tmp_path, store) -> None:
+    """Two training snapshots where ``z`` decides, a validation snapshot (and the week after it)
+    where ``x`` does, as after a concept shift: the candidate fitted on the training rows only ranks
+    the week after no better than chance; refitted with the validation rows (the recency weights
+    counted from them), it ranks it about as well as ``x`` itself, while the logged validation
+    metrics stay the held-out candidate's. Without calibration: a calibrator fitted on the held-out
+    candidate's scores (which carry no signal here) would flatten any ranking."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.config import load_train_config
+    from training.train import train
+
+    rng = np.random.default_rng(7)
+    day = datetime(2026, 9, 1, tzinfo=UTC)
+    week = timedelta(days=7)
+    frame = pl.concat([_links(day, 600, "z", rng), _links(day + week, 600, "z", rng),
+                       _links(day + 2 * week, 600, "x", rng)])
+    after = _links(day + 3 * week, 2000, "x", rng)
+    y = after.get_column("label").to_numpy()
+    client, results = MlflowClient(store), {}
+    for refit in (False, True):
+        cfg = load_train_config(overrides={
+            "seed": 1, "calibration": "none", "data": {"features": ["x", "z"], "recency_half_life_days": 1.0,
+                                "refit_with_validation": refit},
+            "search": {"families": ["logistic_regression"], "n_trials": 1},
+            "tracking": {"uri": store, "plots": False, "log_trials": False}})
+        results[refit] = done = train(frame, cfg)
+        assert client.get_run(done.run_id).data.params["refit_with_validation"] == str(refit)
+        assert done.model.metadata["refit_with_validation"] is refit
+    auc = {refit: roc_auc_score(y, done.model.predict_proba(after)) for refit, done in results.items()}
+    best = roc_auc_score(y, after.get_column("x").to_numpy())  # x decides: no ranking does better
+    assert abs(auc[False] - 0.5) < 0.05
+    assert auc[True] > best - 0.01 and best > 0.8
+    assert results[True].metrics["auc"] == pytest.approx(results[False].metrics["auc"])
 
 
 # --- promote --from-experiment ------------------------------------------------------------------

@@ -35,6 +35,10 @@ class DataConfig(StrictModel):
     # Recency weighting of the training rows: weight 0.5 ** (snapshot age in days / half-life), the age
     # counted from the latest training snapshot; None: every row weighs the same.
     recency_half_life_days: float | None = Field(default=None, gt=0)
+    # After the search, fit the chosen family and parameters again on the training and validation rows
+    # together (same budget: rounds, trees, iterations); the validation metrics and the calibrator
+    # stay those of the candidate fitted without the validation rows.
+    refit_with_validation: bool = False
 
 
 class SearchConfig(StrictModel):
@@ -69,6 +73,9 @@ class RetrainConfig(StrictModel):
     # The challenger's recency weighting (replaces data.recency_half_life_days); None: equal weights.
     # The default is the measured best on a planted concept shift (BENCHMARKS.md, Retraining).
     recency_half_life_days: float | None = Field(default=3.5, gt=0)
+    # The challenger's data.refit_with_validation: the chosen candidate refitted with the latest
+    # (validation) snapshot, the freshest labels after a shift (BENCHMARKS.md, Retraining).
+    refit_with_validation: bool = True
 
 
 class TrainConfig(StrictModel):

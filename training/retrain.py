@@ -73,9 +73,11 @@ def latest_cutoff(now: datetime, horizon: timedelta) -> datetime:
 
 def challenger_config(train_cfg: TrainConfig) -> TrainConfig:
     """The training settings of a challenger: ``train_cfg`` with the retrain section's recency
-    weighting as ``data.recency_half_life_days`` and no alias (the alias waits for the gate)."""
+    weighting as ``data.recency_half_life_days``, its refit as ``data.refit_with_validation``, and
+    no alias (the alias waits for the gate)."""
     cfg = train_cfg.model_copy(deep=True)
     cfg.data.recency_half_life_days = train_cfg.retrain.recency_half_life_days
+    cfg.data.refit_with_validation = train_cfg.retrain.refit_with_validation
     cfg.tracking.alias = None
     return cfg
 

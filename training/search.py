@@ -105,6 +105,21 @@ def fit_candidate(data: Prepared, family: str, params: dict[str, Any], seed: int
     return enc, est, auc
 
 
+def refit_candidate(best: Fitted, data: Prepared, half_life_days: float | None, seed: int,
+                    threads: int) -> Fitted:
+    """``best``'s family and parameters fitted again on the training and validation rows together
+    (a new encoder; recency weights, when ``half_life_days`` is set, counted from the validation
+    snapshot), with the budget the search chose (rounds, trees, iterations: no early stopping to
+    redo). Its ``auc`` stays the held-out one of ``best``: the validation rows are no longer unseen."""
+    from training.data import recency_weights
+
+    rows = pl.concat([data.train, data.valid], how="vertical_relaxed")
+    weights = recency_weights(rows.get_column("as_of"), half_life_days)
+    both = prepare(rows, data.valid, data.numeric, data.categorical, weights)
+    encoder, estimator, _ = fit_candidate(both, best.family, best.params, seed, threads)
+    return Fitted(best.trial, best.family, best.params, encoder, estimator, best.auc)
+
+
 def effective_threads(threads: int, n_rows: int) -> int:
     """Threads for one fit: the configured number, or with 0 ("auto") one thread below 50,000 rows
     (thread start-up and spin-waits cost more than they save there) and all cores above."""

@@ -48,6 +48,7 @@ from training.search import (
     make_storage,
     make_study,
     prepare,
+    refit_candidate,
     run_trials,
     run_workers,
 )
@@ -214,8 +215,10 @@ class _Final:
 
 
 def _final_model(best: Fitted, data: Prepared, split: Split, source: TrainingData, cfg: TrainConfig,
-                 run_id: str, pre_transform: Any) -> _Final:
-    """Calibrate the best candidate on the validation rows and wrap it as a :class:`ConversionModel`."""
+                 run_id: str, pre_transform: Any, refit: Fitted | None = None) -> _Final:
+    """Calibrate the best candidate on the validation rows and wrap it as a :class:`ConversionModel`;
+    with ``refit`` (the same candidate refitted on training + validation rows) the model wraps the
+    refit with that calibrator, and the metrics stay the held-out candidate's."""
     family = get_family(best.family)
     raw = family.predict(best.estimator, data.encoded(family.needs_scaling)[2])
     choice = choose_calibration(raw, data.y_valid, cfg.calibration, cfg.seed)
@@ -223,8 +226,9 @@ def _final_model(best: Fitted, data: Prepared, split: Split, source: TrainingDat
     metrics["auc_uncalibrated"] = float(classification_metrics(data.y_valid, raw)["auc"])
     metadata = {"dataset_digest": source.digest, "run_id": run_id, "params": best.params,
                 "calibration": choice.method, "valid_as_of": split.valid_as_of,
-                "feature_specs": _feature_specs(source.meta)}
-    model = ConversionModel(best.family, best.encoder, best.estimator, choice.calibrator, pre_transform,
+                "refit_with_validation": refit is not None, "feature_specs": _feature_specs(source.meta)}
+    fitted = refit or best
+    model = ConversionModel(best.family, fitted.encoder, fitted.estimator, choice.calibrator, pre_transform,
                             metadata=metadata)
     return _Final(model, metrics, choice.crossed, data.y_valid, choice.losses)
 
@@ -259,7 +263,11 @@ def train(features: str | Path | pl.DataFrame | pd.DataFrame, cfg: TrainConfig, 
         study, objective, done = _search(data, cfg, study_name, (uri, experiment_id, run_id), say,
                                          list(seed_trials or []))
         best = _best_candidate(study, objective, data, cfg)
-        final = _final_model(best, data, split, source, cfg, run_id, pre_transform)
+        refit = None
+        if cfg.data.refit_with_validation:
+            say(f"refitting {best.family} on the training and validation rows ({split.valid_as_of[-1]})")
+            refit = refit_candidate(best, data, cfg.data.recency_half_life_days, cfg.seed, cfg.search.threads)
+        final = _final_model(best, data, split, source, cfg, run_id, pre_transform, refit)
         oracle_value = _oracle_auc(split.valid, oracle, source.meta, say)
         if oracle_value is not None:
             final.metrics["oracle_auc"] = oracle_value
@@ -334,6 +342,7 @@ def _log_inputs(cfg: TrainConfig, source: TrainingData, split: Split, study_name
                        "families": ",".join(cfg.search.families), "pruner": cfg.search.pruner,
                        "study_name": study_name, "split": split.kind, "n_features": n_features,
                        "recency_half_life_days": cfg.data.recency_half_life_days,
+                       "refit_with_validation": cfg.data.refit_with_validation,
                        "valid_as_of": ",".join(split.valid_as_of)})
     origin = source.source if source.source != "<frame>" else None
     dataset = from_polars(source.frame, source=origin, targets=registry.LABEL_COLUMN, name="snapshot",

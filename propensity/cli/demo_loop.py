@@ -101,6 +101,9 @@ def _retrain(ctx: DemoContext) -> None:
         return
     trials = min(ctx.trials or RETRAIN_TRIALS, RETRAIN_TRIALS)
     cfg = load_train_config(None, "demo", {"search": {"n_trials": trials}})
+    # No refit on the validation snapshot here (retrain's default is on): on the demo shop it adds one
+    # ~28 s hist-gradient-boosting fit, which takes the demo to ~3 min (BENCHMARKS.md, Retraining).
+    cfg.retrain.refit_with_validation = False
     done = retrain(ctx.made["past_events"], ctx.made["shop"].users, cfg, champion=ctx.made["serving_uri"],
                    out_dir=ctx.out / "retrain", serving_config=ctx.out / "serving.yaml",
                    challenger_share=CHALLENGER_SHARE, explain=False, progress=info)

@@ -26,6 +26,11 @@ from propensity.cli.common import Steps, emit_json, info, took
               help="Weigh the training snapshots by recency: a row's weight halves every DAYS days of "
                    "its snapshot's age; 0 = equal weights [the training config's "
                    "retrain.recency_half_life_days].")
+@click.option("--refit/--no-refit", "refit", default=None,
+              help="After the search, fit the chosen candidate again on the training and validation "
+                   "snapshots together (the latest labels; same rounds; validation metrics and "
+                   "calibration stay the held-out candidate's) [the training config's "
+                   "retrain.refit_with_validation: on].")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Training config [configs/train.yaml].")
 @click.option("--profile", default=None, help="A named profile of the training config, e.g. 'demo'.")
@@ -42,9 +47,9 @@ from propensity.cli.common import Steps, emit_json, info, took
 @click.option("--tracking-uri", default=None, help="MLflow store [default: SQLite in the work folder].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def retrain(events: Path, users: Path | None, champion: str | None, snapshots: int, half_life: float | None,
-            config_path: Path | None, profile: str | None, trials: int | None, fairness_config: Path | None,
-            serving_config: Path | None, challenger_share: float | None, out_dir: Path | None,
-            tracking_uri: str | None, as_json: bool) -> None:
+            refit: bool | None, config_path: Path | None, profile: str | None, trials: int | None,
+            fairness_config: Path | None, serving_config: Path | None, challenger_share: float | None,
+            out_dir: Path | None, tracking_uri: str | None, as_json: bool) -> None:
     from fairness.config import load_fairness_config
     from training.config import load_train_config
     from training.retrain import retrain as retrain_stage
@@ -53,6 +58,8 @@ def retrain(events: Path, users: Path | None, champion: str | None, snapshots: i
                                                    "tracking": {"uri": tracking_uri}})
     if half_life is not None:
         cfg.retrain.recency_half_life_days = half_life or None
+    if refit is not None:
+        cfg.retrain.refit_with_validation = refit
     fairness = load_fairness_config(fairness_config)
     if tracking_uri:
         fairness.tracking.uri = tracking_uri
