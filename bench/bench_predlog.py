@@ -6,16 +6,16 @@
 Per round, in a rotated order so load changes hit both alike: ``propensity serve`` from this
 checkout (1 worker, in-process store, the default serving configuration with the access log off),
 once with ``prediction_log.enabled: false`` and once with the default log (Parquet files in the
-work folder, every feature vector kept); 2,000 live users loaded through PUT /users and
+work folder, feature vectors on the default sample share); 2,000 live users loaded through PUT /users and
 POST /events, a 3 s warm-up, then wrk at 16 connections for ``--seconds``. After each "on" server
 stops, the rows on disk are counted against the requests wrk sent (nothing may be missing).
 Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
 
 ``--inprocess``: the same comparison without HTTP, on the engine the service runs
-(``serving.loader.build_engine``, default configuration but the answer cache off, every feature
-vector logged): per round the CPU time of ``engine.predict`` for every user in turn, three times,
-without the log and with it, then the CPU time (all threads) to write what it queued (one flush,
-timed apart); reports both throughputs, the
+(``serving.loader.build_engine``, default configuration but the answer cache off, feature vectors
+on the default sample share): per round the CPU time of ``engine.predict`` for every user in
+turn, three times, without the log and with it, then the CPU time (all threads) to write what it
+queued (one flush, timed apart); reports both throughputs, the
 write time per answer and its share of the answering time (timed seconds apart, so less exposed
 to the machine's load than two whole server runs).
 """
@@ -90,7 +90,8 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
     engine.store.add_events([normalize_event(e) for e in shop[0]])
     schema = feature_schema(logged_feature_kinds(engine))
     log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), schema, flush_rows=10**9,
-                        flush_every_s=3600, max_buffer_rows=10**9)  # its writes are timed apart
+                        flush_every_s=3600, max_buffer_rows=10**9,
+                        feature_share=engine.cfg.prediction_log.feature_share)  # its writes are timed apart
     users = sorted({e["user_id"] for e in shop[0]}) * 3
 
     def answer_all() -> float:
