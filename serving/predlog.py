@@ -28,6 +28,7 @@ import atexit
 import io
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -208,6 +209,7 @@ class PredictionLog:
         self._queue: deque[Record] = deque()
         self._vectors: deque[Vector] = deque()  # in step with _queue (appended first, so never shorter)
         self._rng = np.random.default_rng(seed)
+        self._draw = random.Random(seed).random  # the request path's draws of the vector sample
         self._id_prefix, self._seq = uuid.uuid4().hex[:12], 0
         self._wake, self._stop = threading.Event(), threading.Event()
         self._flush_lock = threading.Lock()
@@ -225,7 +227,9 @@ class PredictionLog:
         elif len(queue) >= self.max_buffer_rows:
             self._drop("buffer_full", 1)
         else:
-            self._vectors.append(features)
+            # The sample is drawn here: a vector not logged is not kept alive until the flush.
+            share = self.feature_share
+            self._vectors.append(features if share >= 1 or self._draw() < share else None)
             queue.append(record_of(time.time_ns() // 1000, answer))
             if len(queue) == self.flush_rows:
                 self._wake.set()
@@ -259,8 +263,8 @@ class PredictionLog:
             if start:
                 time.sleep(PAUSE_S)
             end = start + CHUNK_ROWS
-            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, self.feature_share,
-                                    self._rng, self._id_prefix, first + start, self.experiment))
+            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, 1.0, self._rng,
+                                    self._id_prefix, first + start, self.experiment))  # sampled at append
         frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
         return _nan_as_null(frame, self.features)
 

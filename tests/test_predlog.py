@@ -91,6 +91,21 @@ def test_feature_share_samples_the_vectors_not_the_records() -> None:
     assert frame.height == 4000 and abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
 
 
+
+def test_the_log_draws_its_vector_sample_when_an_answer_is_queued(tmp_path: Path) -> None:
+    """A quarter of the records carry their vector; the others are queued without it (not kept
+    alive until the flush), every record is written."""
+    log = PredictionLog(ParquetFolderSink(tmp_path / "log"), feature_schema(KINDS), flush_rows=10**6,
+                        flush_every_s=60, feature_share=0.25, seed=3)
+    for i in range(4000):
+        log.append(_answer(i), _features(i))
+    kept = sum(v is not None for v in log._vectors)
+    log.close()
+    frame = scan_prediction_log(tmp_path / "log").collect()
+    share = frame["events_30d"].is_not_null().mean()
+    assert frame.height == 4000 and frame["events_30d"].is_not_null().sum() == kept
+    assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
+
 def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> None:
     counts = Counts()
     log = PredictionLog(ParquetFolderSink(tmp_path / "log"), feature_schema(KINDS), flush_rows=40,
