@@ -108,6 +108,14 @@ def reference_frame(reference: str | Path | None, model: Any) -> pl.DataFrame:
 Fit = tuple[tuple[float, float] | None, np.ndarray | None]  # a recalibration map and its covariance
 
 
+def _fitted(p: np.ndarray, y: np.ndarray, cfg: MonitorConfig) -> Fit:
+    """:func:`recalibration` of ``p`` on ``y``, with its covariance under
+    ``performance.calibration_uncertainty``."""
+    fit = recalibration(p, y)
+    cov = recalibration_cov(p, fit) if fit is not None and cfg.performance.calibration_uncertainty else None
+    return fit, cov
+
+
 def _calibration(frame: pl.DataFrame, probability: np.ndarray, model: Any, cfg: MonitorConfig) -> Fit:
     """Recalibration of the model's probabilities on the reference's labelled rows: those of its
     latest snapshot when it holds several (the validation rows: the model did not fit them). The
@@ -131,9 +139,7 @@ def _calibration(frame: pl.DataFrame, probability: np.ndarray, model: Any, cfg: 
 
         raw = expit(model.margin(frame.filter(pl.Series(keep))))
         p = cross_fitted(calibrator.method, raw, y, cfg.seed, folds)
-    fit = recalibration(p, y)
-    return fit, (recalibration_cov(p, fit) if fit is not None and cfg.performance.calibration_uncertainty
-                 else None)
+    return _fitted(p, y, cfg)
 
 
 def _window_starts(t0: datetime, t1: datetime, every: timedelta, warm_up: bool) -> list[datetime]:
@@ -264,10 +270,7 @@ def _recent_calibration(parts: list[tuple[tuple[Any, Any], pl.DataFrame]], end: 
         return None, None
     rows = pl.concat([part.select("probability", "label") for part in known])
     rows = rows.gather_every(max(1, rows.height // CALIBRATION_ROWS))
-    p = rows.get_column("probability").to_numpy()
-    fit = recalibration(p, rows.get_column("label").to_numpy())
-    return fit, (recalibration_cov(p, fit) if fit is not None and cfg.performance.calibration_uncertainty
-                 else None)
+    return _fitted(rows.get_column("probability").to_numpy(), rows.get_column("label").to_numpy(), cfg)
 
 
 BATCH_ROWS = 2_000_000  # records whose feature rows are read at once: bounds the memory of a read
