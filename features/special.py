@@ -22,6 +22,7 @@ from features.batch.evaluate import per_unit
 from features.schema import AGE_BANDS, age_band
 
 US_PER_DAY = 86_400_000_000
+CART_WINDOW_DAYS = 30  # the window of cart_abandon_rate_30d
 US_PER_HOUR = 3_600_000_000
 NAN = math.nan
 _EV = pl.col("event")
@@ -45,7 +46,8 @@ def cart_sessions(history: pl.LazyFrame) -> pl.LazyFrame:
     Only cart and purchase events with a session in the window take part, so the (user, session)
     grouping runs over a small share of the events.
     """
-    in_session = (pl.col(_AGE) <= 30 * US_PER_DAY) & pl.col("session_id").is_not_null() & (_ATC | _PURCHASE)
+    in_session = ((pl.col(_AGE) <= CART_WINDOW_DAYS * US_PER_DAY) & pl.col("session_id").is_not_null()
+                  & (_ATC | _PURCHASE))
     sessions = (history.filter(in_session).group_by("user_id", "session_id")
                 .agg(_ATC.any().alias("__cart"), _PURCHASE.any().alias("__bought"))
                 .filter(pl.col("__cart")))
@@ -71,7 +73,7 @@ def online_cart_rate(events: Iterable[Any], as_of_us: int) -> float:
     """``cart_abandon_rate_30d`` of one profile: of the sessions with an add_to_cart in the 30 days
     before ``as_of``, the share without a purchase (``events`` are records: ``ts``, ``event``,
     ``session_id``); NaN without such sessions."""
-    start30 = as_of_us - 30 * US_PER_DAY
+    start30 = as_of_us - CART_WINDOW_DAYS * US_PER_DAY
     carts: set[str] = set()
     bought: set[str] = set()
     for rec in events:

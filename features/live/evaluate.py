@@ -181,7 +181,6 @@ def _output(spec: FeatureSpec, src: _Source) -> str:
     return f"((as_of - {v}) / {scale[agg]} if {v} is not None else NAN)"
 
 
-_CART_WINDOW_DAYS = 30  # features.special.online_cart_rate's window
 NEVER = 2**62  # "no membership change ahead" (epoch µs far beyond any event)
 
 
@@ -207,6 +206,8 @@ def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
     hold for every ``as_of`` in ``[as_of, until)``); ``finish(fixed, stamps, rate, as_of, attrs)``
     turns them into the feature dict at ``as_of``. ``evaluate`` is ``finish`` of ``parts``.
     """
+    from features.special import CART_WINDOW_DAYS  # Polars with it: imported when first compiled
+
     src = _Source()
     specs = list(feature_set.specs) + [_ATC_LAST, _BUY_LAST]
     outputs = {s.name: _output(s, src) for s in specs}  # registers accumulators in a stable order
@@ -222,7 +223,7 @@ def generate_source(feature_set: FeatureSet) -> tuple[str, dict[str, Any]]:
     early = used(history)  # read for every event; the others only for events inside a window
     late = used(windowed) - early
     windows = sorted({a.window_days for a in windowed if a.window_days is not None})
-    boundaries = sorted(set(windows) | {_CART_WINDOW_DAYS})
+    boundaries = sorted(set(windows) | {CART_WINDOW_DAYS})
     lines = ["def parts(events, as_of, comp):", f"    until = {NEVER}"]
     lines += [f"    s{w} = as_of - {w * US_PER_DAY}" for w in windows]
     lines += [f"    {_init(a, src.accs[a])}" for a in accs]
@@ -272,11 +273,6 @@ class Compiled:
     finish: Callable[[tuple, tuple, float, int, Mapping[str, Any]], dict[str, Any]]
 
 
-def compile_evaluator(feature_set: FeatureSet) -> Evaluator:
-    """The evaluator ``(events, as_of_us, compacted, attributes) -> {feature: value}`` of the set."""
-    return compiled_for(feature_set).evaluate
-
-
 def _compile(feature_set: FeatureSet) -> Compiled:
     from features.special import NAN, online_cart_hours, online_cart_rate, profile_attributes
 
@@ -297,8 +293,9 @@ def compiled_for(feature_set: FeatureSet) -> Compiled:
 
 
 def evaluator_for(feature_set: FeatureSet) -> Evaluator:
-    """The compiled evaluator of ``feature_set`` (compiled once, kept on the set object)."""
+    """The evaluator ``(events, as_of_us, compacted, attributes) -> {feature: value}`` of
+    ``feature_set`` (compiled once, kept on the set object)."""
     return compiled_for(feature_set).evaluate
 
 
-__all__ = ["Compiled", "Special", "compile_evaluator", "compiled_for", "evaluator_for", "generate_source"]
+__all__ = ["Compiled", "Special", "compiled_for", "evaluator_for", "generate_source"]
