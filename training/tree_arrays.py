@@ -131,8 +131,6 @@ class TreeArrays:
         left_all = np.concatenate(lefts).astype(np.intp)
         root = np.asarray(roots, dtype=np.intp)
         self.bias = float(self.base_margin) + float(np.sum(mean[root], dtype=np.float64))
-        # The change of cover-weighted mean value along each node's left and right edge (Saabas);
-        # 0 on a leaf's step to itself.
         if len(left_all) >= 2**31 or self.n_columns >= 2**15:
             raise ValueError("too many nodes or columns for the compact node layout")
         leaf_node = left_all == np.arange(len(left_all))
@@ -142,6 +140,7 @@ class TreeArrays:
         nodes["left"] = left_all
         nodes["feature"] = np.concatenate(feats)
         nodes["default_right"] = np.concatenate(default_right)
+        # The change of cover-weighted mean value along each edge (Saabas); 0 on a leaf's step to itself.
         nodes["delta_left"] = np.where(leaf_node, _F32(0), mean[left_all] - mean)
         nodes["delta_right"] = np.where(leaf_node, _F32(0), mean[right_all] - mean)
         self._nodes = nodes
