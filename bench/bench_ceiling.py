@@ -93,8 +93,8 @@ def measure(kind: str, workdir: Path, model_path: Path, shop: tuple, seconds: in
         if kind.startswith("service"):
             _ingest(url, shop[1], shop[0])
         wrk(url, users, 3, workdir)  # warm-up: profile states, caches, first collections
-        return {"c2": wrk(url, users, seconds, workdir, connections=2),
-                "c16": wrk(url, users, seconds, workdir)}
+        return {"c2": wrk(url, users, seconds, workdir, connections=2, server_pid=proc.pid),
+                "c16": wrk(url, users, seconds, workdir, server_pid=proc.pid)}
     finally:
         _stop(proc)
 
@@ -132,7 +132,8 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in rounds[0]:
         out[kind] = {c: {m: statistics.median(r[kind][c][m] for r in rounds)
-                         for m in ("requests_per_s", "p99_ms", "non_2xx")} for c in ("c2", "c16")}
+                         for m in ("requests_per_s", "p99_ms", "non_2xx", "server_cpu_us")}
+                     for c in ("c2", "c16")}
     tuned = out["bentoml_tuned"]
     for kind in ("service", "service_before"):
         if kind in out:
@@ -140,6 +141,9 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[kind]["throughput_vs_tuned_c16"] = rps / tuned["c16"]["requests_per_s"]
             out[kind]["p99_vs_tuned_c2"] = out[kind]["c2"]["p99_ms"] / tuned["c2"]["p99_ms"]
             out[kind]["p99_vs_tuned_c16"] = out[kind]["c16"]["p99_ms"] / tuned["c16"]["p99_ms"]
+            # CPU-bound throughput from CPU per answer: moves much less with other processes' load
+            out[kind]["cpu_throughput_vs_tuned_c16"] = (tuned["c16"]["server_cpu_us"]
+                                                       / out[kind]["c16"]["server_cpu_us"])
     return out
 
 
@@ -151,7 +155,8 @@ LABELS = {"bentoml_default": "BentoML no-op, default",
 def markdown(rounds: list[dict[str, Any]]) -> str:
     """The rounds and their medians as one Markdown table, ratios to the tuned no-op of the same round."""
     head = ("| round | server | req/s c2 | p99 ms c2 | req/s c16 | p99 ms c16 | req/s vs tuned (c16) "
-            "| p99 vs tuned (c2) | p99 vs tuned (c16) | non-2xx |\n|---|---|---|---|---|---|---|---|---|---|")
+            "| p99 vs tuned (c2) | p99 vs tuned (c16) | non-2xx | server CPU µs/req (c16) "
+            "| CPU-bound req/s vs tuned |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     median = _summary(rounds)
     for name, run in [*((str(i + 1), r) for i, r in enumerate(rounds)), ("median", median)]:
@@ -164,7 +169,8 @@ def markdown(rounds: list[dict[str, Any]]) -> str:
                 f"| {c16['requests_per_s'] / tuned['c16']['requests_per_s']:.2f} "
                 f"| {c2['p99_ms'] / tuned['c2']['p99_ms']:.2f} "
                 f"| {c16['p99_ms'] / tuned['c16']['p99_ms']:.2f} "
-                f"| {c2['non_2xx'] + c16['non_2xx']:.0f} |")
+                f"| {c2['non_2xx'] + c16['non_2xx']:.0f} | {c16['server_cpu_us']:.0f} "
+                f"| {tuned['c16']['server_cpu_us'] / c16['server_cpu_us']:.2f} |")
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
         _wait_ready(url, proc)
         _ingest(url, shop[1], shop[0])
         warm = wrk(url, users, 3, run_dir)
-        result: dict[str, Any] = wrk(url, users, seconds, run_dir)
+        result: dict[str, Any] = wrk(url, users, seconds, run_dir, server_pid=proc.pid)
     finally:
         _stop(proc)  # SIGTERM: the service writes what its log still holds
     if log_on:
@@ -145,14 +145,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         order = [False, True] if i % 2 == 0 else [True, False]
         run = {("on" if on else "off"): measure(on, workdir, model_path, shop, args.seconds) for on in order}
         run["ratio"] = run["on"]["requests_per_s"] / run["off"]["requests_per_s"]
+        run["cpu_ratio"] = run["off"]["server_cpu_us"] / run["on"]["server_cpu_us"]
         print(json.dumps({"round": i + 1, **run}), flush=True)
         rounds.append(run)
-    median = {k: {m: statistics.median(r[k][m] for r in rounds) for m in ("requests_per_s", "p99_ms")}
-              for k in ("off", "on")}
+    median = {k: {m: statistics.median(r[k][m] for r in rounds)
+                  for m in ("requests_per_s", "p99_ms", "server_cpu_us")} for k in ("off", "on")}
     results: dict[str, Any] = {
         "users": args.users, "seconds": args.seconds, "rounds": rounds, "median": median,
         "ratio_of_medians": median["on"]["requests_per_s"] / median["off"]["requests_per_s"],
         "median_of_ratios": statistics.median(float(r["ratio"]) for r in rounds),
+        "median_of_cpu_ratios": statistics.median(float(r["cpu_ratio"]) for r in rounds),
         "load_average": os.getloadavg()}
     print(json.dumps({k: v for k, v in results.items() if k != "rounds"}, indent=2))
     if args.json_path:

@@ -47,11 +47,30 @@ def stop(proc: subprocess.Popen) -> None:
     stop_group(proc)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/predict",
-        extra_body: str = "", connections: int = 16) -> dict[str, float]:
+        extra_body: str = "", connections: int = 16, server_pid: int | None = None) -> dict[str, float]:
     """``wrk`` (up to 2 threads, ``connections`` connections) POSTing ``{"user_id": <cycling
     users><extra_body>}`` to ``path``: requests/s, p99 latency (ms), requests sent and non-2xx
-    answers. ``extra_body`` is raw JSON text starting with a comma (``', "slots": ["hero"]'``)."""
+    answers. ``extra_body`` is raw JSON text starting with a comma (``', "slots": ["hero"]'``).
+
+    With ``server_pid``, also the server's CPU time per answered request (µs, its whole process
+    tree, ``server_cpu_us``): what each answer costs the machine, which moves much less than
+    requests/s with the load of other processes."""
     script = workdir / f"{path.strip('/').replace('/', '_') or 'root'}.lua"
     ids = ",".join(f'"{u}"' for u in users)
     tail = extra_body.replace("\\", "\\\\").replace("'", "\\'")
@@ -61,15 +80,20 @@ def wrk(url: str, users: list[str], seconds: int, workdir: Path, path: str = "/p
         "request = function()\n  n = n + 1\n"
         f'  local body = \'{{"user_id": "\' .. ids[(n % #ids) + 1] .. \'"{tail}}}\'\n'
         f'  return wrk.format(nil, "{path}", nil, body)\nend\n')
+    cpu_before = tree_cpu_s(server_pid) if server_pid is not None else 0.0
     out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    cpu = tree_cpu_s(server_pid) - cpu_before if server_pid is not None else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-            "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+    found = {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,  # type: ignore[union-attr]
+             "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+    if server_pid is not None:
+        found["server_cpu_us"] = cpu / max(total, 1) * 1e6
+    return found
 
 
 def emit(results: dict[str, Any], json_path: str | None) -> dict[str, Any]:

@@ -135,13 +135,11 @@ def feature_schema(kinds: Mapping[str, str]) -> dict[str, pl.DataType]:
 
 
 def records_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
-                  share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
-                  experiment: str | None = None) -> pl.DataFrame:
+                  id_prefix: str, first_seq: int, experiment: str | None = None) -> pl.DataFrame:
     """The log rows of ``records`` (:func:`record_of`; request ids ``<id_prefix>-<seq>`` from
-    ``first_seq``): answer columns, and the feature vector (``vectors``, one per record) on a random
-    ``share`` (0..1) of the records; NaN is stored as null."""
-    return _nan_as_null(_raw_frame(records, vectors, features, share, rng, id_prefix, first_seq, experiment),
-                        features)
+    ``first_seq``): answer columns, and the feature vector (``vectors``, one per record; None = not
+    in the sample, drawn at append time) as typed columns; NaN is stored as null."""
+    return _nan_as_null(_raw_frame(records, vectors, features, id_prefix, first_seq, experiment), features)
 
 
 def _nan_as_null(frame: pl.DataFrame, features: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -153,8 +151,7 @@ _POSITION = "__position"
 
 
 def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
-               share: float, rng: np.random.Generator, id_prefix: str, first_seq: int,
-               experiment: str | None) -> pl.DataFrame:
+               id_prefix: str, first_seq: int, experiment: str | None) -> pl.DataFrame:
     n = len(records)
     transposed = zip(*records, strict=True) if n else ([] for _ in _RECORD_COLUMNS)
     columns: dict[str, Any] = dict(zip(_RECORD_COLUMNS, transposed, strict=True))
@@ -163,13 +160,12 @@ def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[s
     columns["model_version"] = [str(v) for v in columns["model_version"]]
     columns["experiment"] = [experiment if experiment and u else None for u in columns["user_id"]]
     head = pl.DataFrame(columns, schema={c: LOG_SCHEMA[c] for c in columns}, strict=False)
-    keep = rng.random(n) < share if share < 1 else np.ones(n, dtype=bool)
     # Only the sampled vectors are read (the interpreter lock is held while Polars reads dicts);
     # the other records get null features by a join on the record's position, in Polars.
     picked: list[int] = []
     rows: list[Mapping[str, Any]] = []
-    for i, (vector, kept) in enumerate(zip(vectors, keep, strict=True)):
-        if vector is not None and kept:
+    for i, vector in enumerate(vectors):
+        if vector is not None:
             picked.append(i)
             rows.append(vector)
     try:
@@ -208,7 +204,6 @@ class PredictionLog:
         self.dropped: dict[str, int] = {}
         self._queue: deque[Record] = deque()
         self._vectors: deque[Vector] = deque()  # in step with _queue (appended first, so never shorter)
-        self._rng = np.random.default_rng(seed)
         self._draw = random.Random(seed).random  # the request path's draws of the vector sample
         self._id_prefix, self._seq = uuid.uuid4().hex[:12], 0
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -263,8 +258,8 @@ class PredictionLog:
             if start:
                 time.sleep(PAUSE_S)
             end = start + CHUNK_ROWS
-            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, 1.0, self._rng,
-                                    self._id_prefix, first + start, self.experiment))  # sampled at append
+            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, self._id_prefix,
+                                    first + start, self.experiment))
         frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
         return _nan_as_null(frame, self.features)
 

@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import redis
@@ -61,8 +60,7 @@ def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
     records = [record_of(1_700_000_000_000_000 + i, _answer(i)) for i in range(4)]
     records.append(record_of(1_700_000_000_000_009, _answer(9, user="")))  # raw features, cache-less
     vectors = [_features(i) for i in range(4)] + [None]
-    frame = records_frame(records, vectors, feature_schema(KINDS), 1.0, np.random.default_rng(0), "p", 10,
-                          "exp")
+    frame = records_frame(records, vectors, feature_schema(KINDS), "p", 10, "exp")
     assert frame.columns[:len(LOG_SCHEMA)] == list(LOG_SCHEMA)
     assert {c: frame.schema[c] for c in LOG_SCHEMA} == LOG_SCHEMA
     assert frame["request_id"].to_list() == ["p-10", "p-11", "p-12", "p-13", "p-14"]
@@ -77,18 +75,17 @@ def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
 
 def test_features_of_odd_types_are_coerced_not_lost() -> None:
     odd = {"events_30d": "7", "country": 3, "days_since_last_event": "soon"}
-    frame = records_frame([record_of(0, _answer(0))], [odd], feature_schema(KINDS), 1.0,
-                          np.random.default_rng(0), "p", 0)
+    frame = records_frame([record_of(0, _answer(0))], [odd], feature_schema(KINDS), "p", 0)
     got = frame.row(0, named=True)
     assert (got["events_30d"], got["country"], got["days_since_last_event"]) == (7.0, "3", None)
 
 
-def test_feature_share_samples_the_vectors_not_the_records() -> None:
-    records = [record_of(i, _answer(i)) for i in range(4000)]
-    vectors = [_features(i) for i in range(4000)]
-    frame = records_frame(records, vectors, feature_schema(KINDS), 0.25, np.random.default_rng(1), "p", 0)
-    share = frame["events_30d"].is_not_null().mean()
-    assert frame.height == 4000 and abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
+def test_records_without_a_vector_keep_their_row_with_null_features() -> None:
+    records = [record_of(i, _answer(i)) for i in range(6)]
+    vectors = [_features(i) if i % 3 == 0 else None for i in range(6)]
+    frame = records_frame(records, vectors, feature_schema(KINDS), "p", 0)
+    assert frame["request_id"].to_list() == [f"p-{i}" for i in range(6)]  # every record, in order
+    assert frame["events_30d"].to_list() == [0.0, None, None, 3.0, None, None]
 
 
 

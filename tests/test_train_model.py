@@ -63,6 +63,29 @@ def test_scaling_imputes_median_standardises_and_flags_missing() -> None:
     assert enc.feature_names_out == ["x", "x__missing"]
 
 
+@pytest.mark.parametrize("scale", [False, True])
+def test_encoding_mappings_equals_encoding_the_frame(scale: bool) -> None:
+    """The serving path (rows as mappings: complete ones read at once, incomplete or odd ones value by
+    value) encodes exactly as the batch path encodes the same rows as a frame."""
+    train = pl.DataFrame({"x": [1.0, 2.0, None, 4.0], "y": [0.5, None, 7.0, 1.0], "z": [1, 2, 3, 4],
+                          "tier": ["gold", "silver", None, "gold"]})
+    enc = FeatureEncoder(["x", "y", "z"], ["tier"], scale=scale).fit(train)
+    complete = [{"x": 3.5, "y": None, "z": 2, "tier": "gold"},
+                {"x": True, "y": 1e-3, "z": -1, "tier": "bronze"}]
+    expected = enc.transform(pl.DataFrame(complete, schema={"x": pl.Float64, "y": pl.Float64, "z": pl.Float64,
+                                                            "tier": pl.String}))
+    np.testing.assert_array_equal(enc.encode_rows(complete), expected)
+    absent = [{"x": 3.5, "z": 2, "tier": "gold"}]  # "y" absent: missing, as a None would be
+    np.testing.assert_array_equal(enc.encode_rows(absent), expected[:1])
+    numeric_text = [{"x": "3.5", "y": None, "z": "2", "tier": "gold"}]
+    np.testing.assert_array_equal(enc.encode_rows(numeric_text), expected[:1])
+    with pytest.raises(ValueError, match="abc"):  # what float() says, whichever path ran
+        enc.encode_rows([{"x": "abc", "y": 1.0, "z": 1, "tier": None}])
+    with pytest.raises(TypeError):
+        enc.encode_rows([{"x": [1.0], "y": 1.0, "z": 1, "tier": None}])
+    assert "_numeric_getter" not in pickle.loads(pickle.dumps(enc)).__dict__  # artefacts stay as trained
+
+
 def test_absent_columns_count_as_missing(frame: pl.DataFrame) -> None:
     model = fitted(frame, "xgboost")
     without = frame.drop("tenure_days")

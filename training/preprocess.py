@@ -12,6 +12,7 @@ the serving fast path.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -147,14 +148,30 @@ class FeatureEncoder:
         """One row (shape 1 × n) from a mapping, without pandas; missing keys are missing values."""
         return self.encode_rows([features])
 
+    def _numeric_block(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The numeric values of ``rows`` as float32, None and absent keys as NaN: one numpy conversion
+        of Python values (element-wise numpy assignment costs ~10x more per value)."""
+        names = self.numeric
+        if len(names) > 1:  # complete vectors (the served profiles): one C-level read per row, ~2x faster
+            getter = self.__dict__.get("_numeric_getter")
+            if getter is None:
+                getter = self.__dict__["_numeric_getter"] = operator.itemgetter(*names)
+            try:
+                return np.array([getter(f) for f in rows], dtype=np.float32)
+            except (KeyError, TypeError, ValueError):  # a key absent, or a value float() must judge
+                pass
+        values = [[math.nan if (v := f.get(name)) is None else float(v) for name in names] for f in rows]
+        return np.array(values, dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state, without the getter built at serving time (artefacts stay as trained)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_numeric_getter"}
+
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows (n × columns) from mappings, without pandas, exactly as :meth:`transform` encodes them."""
         n, width = len(rows), len(self.numeric)
         out = np.zeros((n, self.n_columns_), dtype=np.float32)
-        # One conversion of Python floats: element-wise numpy assignment costs ~10x more per value.
-        names = self.numeric
-        values = [[math.nan if (v := f.get(name)) is None else float(v) for name in names] for f in rows]
-        out[:, :width] = np.array(values, dtype=np.float32).reshape(n, width)
+        out[:, :width] = self._numeric_block(rows).reshape(n, width)
         if self.scale:
             for k, i in enumerate(self.missing_columns_):
                 out[:, self.missing_offset_ + k] = np.isnan(out[:, i])
