@@ -9,7 +9,9 @@ the champion's parameters (:func:`training.retrain.champion_trial`), once per re
 refit setting (``--refit``: 0 = the searched candidate as fitted on the training snapshots, 1 = the
 same candidate refitted on training + validation snapshots, ``retrain.refit_with_validation``).
 All are scored on the labelled snapshot at "now" (the week neither saw; AUC and, for the
-challengers, log loss) and on the pre-shift validation snapshot, next to the oracle (``p_true``):
+challengers, log loss) and on the pre-shift validation snapshot, next to the oracle (``p_true``).
+Without ``--half-lives`` and ``--refit`` it measures the shipped default (configs/train.yaml
+``retrain:``; plus equal weights when that default weighs by recency):
 
     loss      = (oracle - champion) after  -  (oracle - champion) before     (AUC points)
     recovered = (challenger - champion) after / loss            (per challenger)

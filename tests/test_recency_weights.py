@@ -72,3 +72,5 @@ def test_the_challenger_takes_the_retrain_half_life() -> None:
     challenger = challenger_config(cfg)
     assert challenger.data.recency_half_life_days == 5.0 and challenger.tracking.alias is None
     assert cfg.tracking.alias == "challenger"  # the given config is not changed
+    default = challenger_config(load_train_config())  # configs/train.yaml: equal weights, refit on
+    assert default.data.recency_half_life_days is None and default.data.refit_with_validation is True

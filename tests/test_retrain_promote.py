@@ -122,6 +122,7 @@ def test_retrain_stages_a_challenger_seeded_with_the_champion(shop, tmp_path, st
     refused_run = client.get_run(client.get_model_version("propensity-conversion",
                                                           refused["challenger"]["version"]).run_id)
     assert refused_run.data.params["refit_with_validation"] == "False"
+    assert refused_run.data.params["recency_half_life_days"] == "None"  # default: equal weights
 
 
 def test_retrain_reads_epoch_timestamps_in_the_configured_unit(shop, tmp_path, monkeypatch) -> None:

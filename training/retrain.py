@@ -4,9 +4,10 @@ alias ``challenger`` and the champion/challenger split in the serving config.
 "Now" is the latest valid event time of the events given; the snapshots end at the latest cut-off
 whose label window is complete (``now - horizon``, floored to midnight UTC); the events are read and
 validated once, with the features config's timestamp unit (:func:`fresh_snapshots`). The training
-rows are weighted by recency (``retrain.recency_half_life_days`` of the training config: a row's
-weight halves every that many days of its snapshot's age), so the weeks after a concept shift count
-more than the weeks before it (BENCHMARKS.md, Retraining). The Optuna search tries
+rows can be weighted by recency (``retrain.recency_half_life_days`` of the training config: a row's
+weight halves every that many days of its snapshot's age; default equal weights, which with the
+refit on the validation snapshot, ``retrain.refit_with_validation``, win back the most of a concept
+shift: BENCHMARKS.md, Retraining). The Optuna search tries
 the champion's family and parameters first (``study.enqueue_trial``), then each family's defaults,
 then its sampler; the champion's pre-transform (the segmenter) is reused, so both models see the same
 segments. The challenger is registered by :func:`training.train.train` without an alias; the

@@ -25,7 +25,7 @@ from propensity.cli.common import Steps, emit_json, info, took
 @click.option("--recency-half-life", "half_life", type=click.FloatRange(min=0), default=None, metavar="DAYS",
               help="Weigh the training snapshots by recency: a row's weight halves every DAYS days of "
                    "its snapshot's age; 0 = equal weights [the training config's "
-                   "retrain.recency_half_life_days].")
+                   "retrain.recency_half_life_days: equal weights].")
 @click.option("--refit/--no-refit", "refit", default=None,
               help="After the search, fit the chosen candidate again on the training and validation "
                    "snapshots together (the latest labels; same rounds; validation metrics and "
