@@ -9,7 +9,8 @@ once with ``prediction_log.enabled: false`` and once with the default log (Parqu
 work folder, feature vectors on the default sample share); 2,000 live users loaded through PUT /users and
 POST /events, a 3 s warm-up, then wrk at 16 connections for ``--seconds``. After each "on" server
 stops, the rows on disk are counted against the requests wrk sent (nothing may be missing).
-Reports median requests/s and p99 per setting and the ratio on/off (goal >= 0.95).
+Reports median requests/s, p99 and the server's CPU time per answered request (its process tree) per
+setting, and the ratios on/off (goal >= 0.95; the CPU ratio moves less with other processes' load).
 
 ``--inprocess``: the same comparison without HTTP, on the engine the service runs
 (``serving.loader.build_engine``, default configuration but the answer cache off, feature vectors
