@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.support import ROOT, wrk
+from bench.support import ROOT, process_tree, wrk
 from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
 from bench.support import shop as _shop
@@ -102,11 +102,7 @@ def measure(kind: str, workdir: Path, model_path: Path, shop: tuple, seconds: in
 
 
 def _rss_mb(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    return sum(p.memory_info().rss for p in process_tree(pid) if p.is_running()) / 2**20
 
 
 def soak(workdir: Path, model_path: Path, shop: tuple, seconds: int) -> dict[str, Any]:

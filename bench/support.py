@@ -47,13 +47,20 @@ def stop(proc: subprocess.Popen) -> None:
     stop_group(proc)
 
 
+def process_tree(pid: int) -> list[Any]:
+    """``psutil.Process`` of ``pid`` and of its descendants (a server and its workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` and its live descendants."""
     import psutil
 
     total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in process_tree(pid):
         try:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:

@@ -88,7 +88,6 @@ def test_records_without_a_vector_keep_their_row_with_null_features() -> None:
     assert frame["events_30d"].to_list() == [0.0, None, None, 3.0, None, None]
 
 
-
 def test_the_log_draws_its_vector_sample_when_an_answer_is_queued(tmp_path: Path) -> None:
     """A quarter of the records carry their vector; the others are queued without it (not kept
     alive until the flush), every record is written."""
@@ -102,6 +101,7 @@ def test_the_log_draws_its_vector_sample_when_an_answer_is_queued(tmp_path: Path
     share = frame["events_30d"].is_not_null().mean()
     assert frame.height == 4000 and frame["events_30d"].is_not_null().sum() == kept
     assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
+
 
 def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> None:
     counts = Counts()
