@@ -1,14 +1,17 @@
 """The prediction log writer: every answer of ``/predict`` and ``/predict_batch``, off the request path.
 
-The request path only appends one flat tuple of the answer's scalars to a bounded in-memory queue
-and its feature vector (a dict of plain values) to a second one in step (:meth:`PredictionLog.append`,
-about a microsecond): the cyclic collector stops tracking such a tuple at its first look and never
-tracks such a dict (a tuple holding the dict would stay tracked), so queued records do not lengthen
-the service's collection rounds (serving/gc_policy.py). A background
+The request path only appends the answer's scalars to one list per log column
+(:func:`queue_answer`) and its feature vector (a dict of plain values, or None outside the
+sample) to one more list (:meth:`PredictionLog.append`, about a microsecond): the cyclic collector
+tracks none of these values, so queued records do not lengthen the service's collection rounds
+(serving/gc_policy.py), and the flush turns each column into a Polars Series in a few large
+steps instead of reading one object per record. A background
 thread turns what waits into one typed frame (the schema of :mod:`monitoring.log`) every
-``flush_every_s`` seconds or as soon as ``flush_rows`` records wait, in slices of ``CHUNK_ROWS``
-records with a pause between them, so the interpreter lock is never held for more than a slice
-(the Parquet encoding itself runs without it); then it hands the frame to a sink:
+``flush_every_s`` seconds or as soon as ``flush_rows`` records wait. Reading the queued Python
+objects holds the interpreter lock, so it runs in steps of about 0.1 ms with a pause between
+them, in which a waiting request thread takes the lock (a longer hold is a request's longer
+wait, which shows at p99); building the frame from those parts and encoding it runs in Polars
+without the lock. Then the frame goes to a sink:
 
 - :class:`ParquetFolderSink`: one Parquet file per flush, ``<folder>/<YYYY-MM-DD>/part-...parquet``
   (so files rotate by size and time), written to a hidden temporary file, fsynced, then renamed:
@@ -32,35 +35,48 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import polars as pl
 
 from monitoring.log import LOG_SCHEMA
 
 logger = logging.getLogger("propensity.predlog")
-# (time µs UTC, user_id, model_name, model_version, variant, probability, segment, journey_stage,
-#  decision, source): see record_of; the feature vector (a dict or None) is queued beside it
-Record = tuple[Any, ...]
 Vector = Mapping[str, Any] | None
+Columns = tuple[list[Any], ...]  # one list per _RECORD_COLUMNS entry
 _RECORD_COLUMNS = ("time", "user_id", "model_name", "model_version", "variant", "probability", "segment",
-                   "journey_stage", "decision", "source")  # the order of record_of
-CHUNK_ROWS = 512  # records per hold of the interpreter lock (~2.5 ms, most of it a fixed cost per frame)
-PAUSE_S = 0.0005  # pause between slices: a waiting request thread takes the lock in it
+                   "journey_stage", "decision", "source")  # the order of queue_answer
+SLICE_ROWS = 2048  # values of one column turned into a Series per hold of the interpreter lock (~0.05 ms)
+VECTOR_ROWS = 32  # feature vectors read per hold (~0.1 ms)
+STREAM_ROWS = 128  # Redis stream entries sent per hold
+PAUSE_S = 0.0005  # pause between holds: a waiting request thread takes the lock in it
 
 
-def record_of(time_us: int, answer: Mapping[str, Any]) -> Record:
-    """The queued form of one answer: its logged scalars in a flat tuple (plain values only, so the
-    collector stops tracking it at its first look; a dict inside would keep it tracked)."""
-    model = answer["model"]
-    return (time_us, answer.get("user_id"), model["name"], model["version"], answer.get("variant"),
-            answer.get("probability"), answer.get("segment"), answer.get("journey_stage"),
-            answer.get("decision"), answer.get("source"))
+def new_columns() -> Columns:
+    """Empty queue columns for :func:`queue_answer`."""
+    return tuple([] for _ in _RECORD_COLUMNS)
+
+
+def queue_answer(columns: Columns, time_us: int, answer: Mapping[str, Any]) -> None:
+    """Append one answer's logged scalars to ``columns``, column by column in ``_RECORD_COLUMNS``
+    order: the last column's length is the number of complete records (a reader in another thread
+    takes that many from every column). The lists hold plain values only, which the cyclic
+    collector never tracks: queued answers cost its rounds nothing."""
+    model, get = answer["model"], answer.get
+    when, user, name, version, variant, probability, segment, stage, decision, source = columns
+    when.append(time_us)
+    user.append(get("user_id"))
+    name.append(model["name"])
+    version.append(model["version"])
+    variant.append(get("variant"))
+    probability.append(get("probability"))
+    segment.append(get("segment"))
+    stage.append(get("journey_stage"))
+    decision.append(get("decision"))
+    source.append(get("source"))
 
 
 class LogSink(Protocol):
@@ -117,9 +133,11 @@ class RedisStreamSink:
 
     def write(self, frame: pl.DataFrame) -> None:
         lines = frame.write_ndjson().splitlines()
-        for start in range(0, len(lines), CHUNK_ROWS):  # slices: the lock is free between them
+        for start in range(0, len(lines), STREAM_ROWS):  # slices: the lock is free between them
+            if start:
+                time.sleep(PAUSE_S)
             pipe = self._r.pipeline(transaction=False)
-            for line in lines[start:start + CHUNK_ROWS]:
+            for line in lines[start:start + STREAM_ROWS]:
                 pipe.xadd(self.key, {"record": line}, maxlen=self.max_len, approximate=True)
             pipe.execute()
 
@@ -134,50 +152,76 @@ def feature_schema(kinds: Mapping[str, str]) -> dict[str, pl.DataType]:
             for name, kind in kinds.items() if name not in LOG_SCHEMA}
 
 
-def records_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
-                  id_prefix: str, first_seq: int, experiment: str | None = None) -> pl.DataFrame:
-    """The log rows of ``records`` (:func:`record_of`; request ids ``<id_prefix>-<seq>`` from
-    ``first_seq``): answer columns, and the feature vector (``vectors``, one per record; None = not
-    in the sample, drawn at append time) as typed columns; NaN is stored as null."""
-    return _nan_as_null(_raw_frame(records, vectors, features, id_prefix, first_seq, experiment), features)
+def records_frame(columns: Columns, vectors: list[Vector], features: Mapping[str, pl.DataType],
+                  id_prefix: str, first_seq: int, experiment: str | None = None,
+                  pause_s: float = 0.0) -> pl.DataFrame:
+    """The log rows of the queued ``columns`` (:func:`queue_answer`; request ids
+    ``<id_prefix>-<seq>`` from ``first_seq``): answer columns, and the feature vector (``vectors``,
+    one per record; None = not in the sample, drawn at append time) as typed columns; NaN is stored
+    as null.
+
+    Reading Python objects holds the interpreter lock, so it runs in small steps (``SLICE_ROWS``
+    values of a column, ``VECTOR_ROWS`` vectors, each under ~0.1 ms) with a sleep of ``pause_s``
+    between them, in which a request thread takes the lock; the rest is one Polars query, which
+    runs without it."""
+    head: dict[str, pl.Series] = {}
+    for name, values in zip(_RECORD_COLUMNS, columns, strict=True):
+        parts = []
+        for start in range(0, max(len(values), 1), SLICE_ROWS):
+            if pause_s:
+                time.sleep(pause_s)
+            chunk = values[start:start + SLICE_ROWS]
+            if name == "model_version":
+                chunk = [str(v) for v in chunk]
+            parts.append(pl.Series(name, chunk, dtype=_RAW_SCHEMA[name], strict=False))
+        head[name] = pl.concat(parts) if len(parts) > 1 else parts[0]
+    picked = [i for i, vector in enumerate(vectors) if vector is not None]
+    rows = [vector for vector in vectors if vector is not None]
+    sampled = [pl.DataFrame(schema=features)]
+    for start in range(0, len(rows), VECTOR_ROWS):
+        if pause_s:
+            time.sleep(pause_s)
+        sampled.append(_vectors_slice(rows[start:start + VECTOR_ROWS], features))
+    # Row i of the log takes row where[i] of the sampled vectors; null (not in the sample): no vector.
+    where: list[int | None] = [None] * len(vectors)
+    for k, i in enumerate(picked):
+        where[i] = k
+    return _assemble(pl.DataFrame(head), pl.concat(sampled), pl.Series(where, dtype=pl.UInt32), features,
+                     id_prefix, first_seq, experiment)
 
 
-def _nan_as_null(frame: pl.DataFrame, features: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
-    return frame.with_columns(pl.col(numbers).fill_nan(None)) if numbers else frame
+# The answer columns as queued (time as integer µs; the rest as logged)
+_RAW_SCHEMA: dict[str, pl.DataType] = {c: (pl.Int64() if c == "time" else LOG_SCHEMA[c])
+                                       for c in _RECORD_COLUMNS}
 
 
-_POSITION = "__position"
-
-
-def _raw_frame(records: list[Record], vectors: list[Vector], features: Mapping[str, pl.DataType],
-               id_prefix: str, first_seq: int, experiment: str | None) -> pl.DataFrame:
-    n = len(records)
-    transposed = zip(*records, strict=True) if n else ([] for _ in _RECORD_COLUMNS)
-    columns: dict[str, Any] = dict(zip(_RECORD_COLUMNS, transposed, strict=True))
-    columns["request_id"] = [f"{id_prefix}-{first_seq + i}" for i in range(n)]
-    columns["time"] = pl.Series(columns["time"], dtype=pl.Int64).cast(LOG_SCHEMA["time"])
-    columns["model_version"] = [str(v) for v in columns["model_version"]]
-    columns["experiment"] = [experiment if experiment and u else None for u in columns["user_id"]]
-    head = pl.DataFrame(columns, schema={c: LOG_SCHEMA[c] for c in columns}, strict=False)
-    # Only the sampled vectors are read (the interpreter lock is held while Polars reads dicts);
-    # the other records get null features by a join on the record's position, in Polars.
-    picked: list[int] = []
-    rows: list[Mapping[str, Any]] = []
-    for i, vector in enumerate(vectors):
-        if vector is not None:
-            picked.append(i)
-            rows.append(vector)
+def _vectors_slice(rows: list[Mapping[str, Any]], features: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The feature vectors ``rows`` as typed columns (values of other types: converted, else null)."""
     try:
-        typed = pl.from_dicts(rows, schema=features, strict=False)
+        return pl.from_dicts(rows, schema=features, strict=False)
     except (pl.exceptions.PolarsError, TypeError, ValueError):  # raw request features of odd types
-        typed = pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows]
-                              for n, dtype in features.items()}, schema=features)
-    if len(picked) < n:
-        position = pl.DataFrame({_POSITION: np.arange(n, dtype=np.int64)})
-        typed = position.join(typed.with_columns(pl.Series(_POSITION, picked, dtype=pl.Int64)), on=_POSITION,
-                              how="left", maintain_order="left").drop(_POSITION)
-    return pl.concat([head.select(list(LOG_SCHEMA)), typed], how="horizontal")
+        return pl.DataFrame({n: [_typed(row.get(n), dtype) for row in rows] for n, dtype in features.items()},
+                            schema=features)
+
+
+def _assemble(head: pl.DataFrame, sampled: pl.DataFrame, where: pl.Series,
+              features: Mapping[str, pl.DataType], id_prefix: str, first_seq: int,
+              experiment: str | None) -> pl.DataFrame:
+    """The log frame from the answer columns and the typed vectors (row ``where[i]`` for record
+    ``i``; null: none), in Polars only (it runs without the interpreter lock): request ids, the
+    experiment of identified users, times as datetimes, NaN as null, the columns in log order."""
+    user = pl.col("user_id")
+    numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
+    vectors = sampled.select(pl.all().gather(where))
+    return (pl.concat([head, vectors], how="horizontal").lazy()
+            .with_columns(pl.concat_str(pl.lit(f"{id_prefix}-"),
+                                        pl.int_range(first_seq, first_seq + head.height, dtype=pl.Int64)
+                                        .cast(pl.String)).alias("request_id"),
+                          pl.col("time").cast(LOG_SCHEMA["time"]),
+                          (pl.when(user.is_not_null() & (user != "")).then(pl.lit(experiment, pl.String))
+                           .otherwise(pl.lit(None, pl.String)).alias("experiment")),
+                          *([pl.col(numbers).fill_nan(None)] if numbers else []))
+            .select(*LOG_SCHEMA, *features).collect())
 
 
 def _typed(value: Any, dtype: pl.DataType) -> Any:
@@ -202,8 +246,8 @@ class PredictionLog:
         self.feature_share = feature_share
         self.written = 0
         self.dropped: dict[str, int] = {}
-        self._queue: deque[Record] = deque()
-        self._vectors: deque[Vector] = deque()  # in step with _queue (appended first, so never shorter)
+        self._columns = new_columns()
+        self._vectors: list[Vector] = []  # in step with _columns (appended first, so never shorter)
         self._draw = random.Random(seed).random  # the request path's draws of the vector sample
         self._id_prefix, self._seq = uuid.uuid4().hex[:12], 0
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -216,52 +260,47 @@ class PredictionLog:
 
     def append(self, answer: Mapping[str, Any], features: Mapping[str, Any] | None) -> None:
         """Queue one answer (request path: no I/O, no copy); counted as dropped when the queue is full."""
-        queue = self._queue
+        columns = self._columns
+        queued = len(columns[-1])
         if self._closed:
             self._drop("closed", 1)
-        elif len(queue) >= self.max_buffer_rows:
+        elif queued >= self.max_buffer_rows:
             self._drop("buffer_full", 1)
         else:
             # The sample is drawn here: a vector not logged is not kept alive until the flush.
             share = self.feature_share
             self._vectors.append(features if share >= 1 or self._draw() < share else None)
-            queue.append(record_of(time.time_ns() // 1000, answer))
-            if len(queue) == self.flush_rows:
+            queue_answer(columns, time.time_ns() // 1000, answer)
+            if queued + 1 == self.flush_rows:
                 self._wake.set()
 
     def flush(self) -> int:
         """Write what waits now; returns the number of records written (0 on failure: counted)."""
         with self._flush_lock:
-            queue, vectors = self._queue, self._vectors
-            n = len(queue)  # the vectors deque is at least this long (see append)
-            batch = [queue.popleft() for _ in range(n)]
-            batch_vectors = [vectors.popleft() for _ in range(n)]
-            if not batch:
+            n = len(self._columns[-1])  # complete records (see queue_answer); vectors: at least n
+            if not n:
                 return 0
-            first, self._seq = self._seq, self._seq + len(batch)
+            columns = tuple(self._take(values, n) for values in self._columns)
+            vectors = self._take(self._vectors, n)
+            first, self._seq = self._seq, self._seq + n
             try:
-                self.sink.write(self._frame(batch, batch_vectors, first))
+                self.sink.write(records_frame(columns, vectors, self.features, self._id_prefix, first,
+                                              self.experiment, PAUSE_S))
             except Exception as exc:  # any failure of the target: counted, never raised into serving
-                self._drop("write_error", len(batch))
-                self._warn(f"prediction log: {len(batch)} records not written ({type(exc).__name__}: {exc})")
+                self._drop("write_error", n)
+                self._warn(f"prediction log: {n} records not written ({type(exc).__name__}: {exc})")
                 return 0
-            self.written += len(batch)
+            self.written += n
             if self.counters is not None:
-                self.counters.log_written(len(batch))
-            return len(batch)
+                self.counters.log_written(n)
+            return n
 
-    def _frame(self, batch: list[Record], vectors: list[Vector], first: int) -> pl.DataFrame:
-        """:func:`records_frame` of ``batch``: the Python objects read slice by slice, pausing between
-        slices; what is left (NaN as null, one frame) runs in Polars without the interpreter lock."""
-        parts = []
-        for start in range(0, len(batch), CHUNK_ROWS):
-            if start:
-                time.sleep(PAUSE_S)
-            end = start + CHUNK_ROWS
-            parts.append(_raw_frame(batch[start:end], vectors[start:end], self.features, self._id_prefix,
-                                    first + start, self.experiment))
-        frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
-        return _nan_as_null(frame, self.features)
+    @staticmethod
+    def _take(values: list[Any], n: int) -> list[Any]:
+        """The first ``n`` values, removed (request threads append at the end meanwhile)."""
+        taken = values[:n]
+        del values[:n]
+        return taken
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the thread and write what is still queued (idempotent)."""

@@ -30,6 +30,7 @@ from typing import Any
 from serving.auth import Authenticator, scope_for
 from serving.errors import error_body, normalize_error
 from serving.guards import BodyError, Limits, check_body, check_user_path, parse_json
+from serving.metrics import publish_all
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -161,6 +162,8 @@ class ProtectionMiddleware:
                             [(b"www-authenticate", b"Bearer")] if decision.status == 401 else [])
             return
         if needed is None:  # probes, metrics, docs: open and never limited
+            if path == "/metrics":
+                publish_all()  # this worker's counts of the last second (serving.metrics)
             await self.app(scope, receive, send)
             return
         if self.buckets is not None:

@@ -86,8 +86,9 @@ class PropensityService:
     def __init__(self) -> None:
         # A bento always serves the models it carries; from a checkout, the configured ones.
         champion, challenger = carried_models(PropensityService)
+        self.metrics = ServiceMetrics()
         self.engine = build_engine(SETTINGS, carried=champion, carried_challenger=challenger,
-                                   metrics=ServiceMetrics(), log_predictions=True)
+                                   metrics=self.metrics, log_predictions=True)
         set_service_version()
         # One ledger location for every process: the runner resolved it; a bento resolves it the same way.
         self.ledger = open_ledger(SETTINGS.get("ledger") or resolve_ledger(store_cfg=_CFG.store))
@@ -104,13 +105,16 @@ class PropensityService:
         gc_policy.freeze_startup_heap()
 
     @bentoml.on_startup
-    async def _schedule_gc(self) -> None:
-        """Collections run between requests on this worker's event loop (serving.gc_policy)."""
+    async def _schedule_rounds(self) -> None:
+        """Collections (serving.gc_policy) and metric updates (serving.metrics) run between
+        requests on this worker's event loop."""
         gc_policy.schedule_collection(_CFG.gc_every_s)
+        self.metrics.schedule_publishing()
 
     @bentoml.on_shutdown
     def _close_prediction_log(self) -> None:
-        """Write the prediction log's pending records before the worker exits."""
+        """Write the prediction log's pending records and counts before the worker exits."""
+        self.metrics.publish()
         if self.engine.prediction_log is not None:
             self.engine.prediction_log.close()
 

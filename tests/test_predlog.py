@@ -20,12 +20,13 @@ from experiments.pipeline import read_exposures
 from monitoring.log import LOG_SCHEMA, scan_prediction_log
 from propensity.errors import DataError
 from serving.predlog import (
-    CHUNK_ROWS,
+    SLICE_ROWS,
     ParquetFolderSink,
     PredictionLog,
     RedisStreamSink,
     feature_schema,
-    record_of,
+    new_columns,
+    queue_answer,
     records_frame,
 )
 
@@ -44,6 +45,13 @@ def _features(i: int) -> dict:
             "engagement_score": 0.5, "not_a_feature": 1}
 
 
+def _columns(*timed: tuple[int, dict]) -> tuple[list, ...]:
+    columns = new_columns()
+    for time_us, answer in timed:
+        queue_answer(columns, time_us, answer)
+    return columns
+
+
 class Counts:
     def __init__(self) -> None:
         self.written = 0
@@ -57,8 +65,8 @@ class Counts:
 
 
 def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
-    records = [record_of(1_700_000_000_000_000 + i, _answer(i)) for i in range(4)]
-    records.append(record_of(1_700_000_000_000_009, _answer(9, user="")))  # raw features, cache-less
+    records = _columns(*[(1_700_000_000_000_000 + i, _answer(i)) for i in range(4)],
+                       (1_700_000_000_000_009, _answer(9, user="")))  # raw features, cache-less
     vectors = [_features(i) for i in range(4)] + [None]
     frame = records_frame(records, vectors, feature_schema(KINDS), "p", 10, "exp")
     assert frame.columns[:len(LOG_SCHEMA)] == list(LOG_SCHEMA)
@@ -75,13 +83,13 @@ def test_records_carry_the_answer_and_a_typed_feature_vector() -> None:
 
 def test_features_of_odd_types_are_coerced_not_lost() -> None:
     odd = {"events_30d": "7", "country": 3, "days_since_last_event": "soon"}
-    frame = records_frame([record_of(0, _answer(0))], [odd], feature_schema(KINDS), "p", 0)
+    frame = records_frame(_columns((0, _answer(0))), [odd], feature_schema(KINDS), "p", 0)
     got = frame.row(0, named=True)
     assert (got["events_30d"], got["country"], got["days_since_last_event"]) == (7.0, "3", None)
 
 
 def test_records_without_a_vector_keep_their_row_with_null_features() -> None:
-    records = [record_of(i, _answer(i)) for i in range(6)]
+    records = _columns(*[(i, _answer(i)) for i in range(6)])
     vectors = [_features(i) if i % 3 == 0 else None for i in range(6)]
     frame = records_frame(records, vectors, feature_schema(KINDS), "p", 0)
     assert frame["request_id"].to_list() == [f"p-{i}" for i in range(6)]  # every record, in order
@@ -128,7 +136,7 @@ def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> N
 
 
 def test_a_flush_larger_than_a_slice_keeps_every_record_in_order(tmp_path: Path) -> None:
-    n = 2 * CHUNK_ROWS + 7  # three slices
+    n = 2 * SLICE_ROWS + 7  # three slices of each column
     log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10 * n,
                         flush_every_s=60)
     for i in range(n):
@@ -148,7 +156,7 @@ def test_queued_records_leave_the_cyclic_collector_after_one_look(tmp_path: Path
     log.append(_answer(1), features)
     gc.collect()
     # so queued records cost the service's collection rounds nothing
-    assert not any(gc.is_tracked(item) for item in (*log._queue, *log._vectors))
+    assert not any(gc.is_tracked(item) for column in (*log._columns, log._vectors) for item in column)
     log.close()
     assert scan_prediction_log(tmp_path).collect()["events_30d"].to_list() == [1.0]
 

@@ -111,6 +111,8 @@ def test_metrics_count_predictions_events_cache_hits_and_scores(url: str) -> Non
     assert delta("propensity_predictions_total", **labels) == 2
     assert delta("propensity_cache_hits_total") == 1
     assert delta("propensity_score_count") == 2
+    assert delta("propensity_score_bucket", le="1.0") == 2  # every probability is <= 1
+    assert delta("propensity_score_sum") == pytest.approx(2 * first["probability"])
     assert delta("propensity_events_total", outcome="applied") == 1
     assert delta("propensity_events_total", outcome="duplicate") == 1
     assert delta("propensity_events_total", outcome="refused") == 1
