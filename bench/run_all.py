@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+_LOG_ON_OFF = ["--variant", "log_on=", "--variant", "log_off=prediction_log: {enabled: false}"]
 # name -> (module, full-size arguments, quick arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "generate": ("bench.bench_generate", [], ["--users", "20000", "--repeat", "1"]),
@@ -25,6 +26,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # in-process, and resident memory over a 10-minute run (quick: 2 minutes)
     "ceiling": ("bench.bench_ceiling", ["--rounds", "3", "--seconds", "10", "--soak-minutes", "10"],
                 ["--rounds", "1", "--seconds", "5", "--soak-minutes", "2"]),
+    # settings of the service side by side (here: the prediction log on and off)
+    "variants": ("bench.bench_variants", [*_LOG_ON_OFF], [*_LOG_ON_OFF, "--rounds", "1", "--seconds", "3"]),
     "engine": ("bench.bench_engine", [], ["--requests", "4000", "--rounds", "1"]),
     "asgi": ("bench.bench_asgi", [], ["--requests", "2000", "--rounds", "1"]),
     "walk": ("bench.bench_walk", [], ["--sizes", "1", "16", "--repeats", "50"]),
