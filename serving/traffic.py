@@ -7,10 +7,7 @@ request's OpenTelemetry spans) stay alive for the whole timeout. At 1,000 reques
 (serving/gc_policy.py) walks the tens of thousands of objects the last second left behind: a
 stall of ~10 ms a second, which is the p99 at 16 connections. :func:`install_timer_release` makes
 the middleware cancel its timer once the request is done; the timeout, its 504 answer and
-everything else behave as before. It also runs the application in the request's own task
-instead of a second task raced against a waiter future (BentoML's way): on expiry, before the
-response has started, the timer cancels the request's task and the middleware answers 504 (~5 µs
-less a request).
+everything else behave as before.
 """
 
 from __future__ import annotations
@@ -19,43 +16,32 @@ import asyncio
 from typing import Any
 
 
-class _Deadline:
-    __slots__ = ("started", "expired")
-
-    def __init__(self) -> None:
-        self.started = False  # the response has started: the timeout no longer applies
-        self.expired = False  # the timer cancelled the request's task
-
-
-def _expire(task: asyncio.Task | None, deadline: _Deadline) -> None:
-    if not deadline.started and task is not None:
-        deadline.expired = True
-        task.cancel()
-
-
 async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
     from starlette.responses import JSONResponse
 
     if scope["type"] not in ("http", "websocket"):
         await self.app(scope, receive, send)
         return
-    task = asyncio.current_task()
-    deadline = _Deadline()
-    timer = asyncio.get_running_loop().call_later(self.timeout, _expire, task, deadline)
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
 
     async def _send(message: Any) -> None:
-        deadline.started = True
+        if not waiter.done():
+            waiter.set_result(None)
         await send(message)
 
+    task = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
     try:
-        await self.app(scope, receive, _send)
-    except asyncio.CancelledError:
-        if not deadline.expired or task is None:
-            raise  # cancelled by someone else (a client gone, the server stopping)
-        task.uncancel()
-        answer = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
-                              status_code=504)
-        await answer(scope, receive, send)
+        try:
+            await waiter
+        except TimeoutError:
+            if task.cancel():
+                answer = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                      status_code=504)
+                await answer(scope, receive, send)
+        else:
+            await task
     finally:
         timer.cancel()
 
