@@ -45,3 +45,36 @@ def test_the_timeout_still_answers_504() -> None:
     install_timer_release()
     sent, _ = asyncio.run(_requests(TimeoutMiddleware(_slow, timeout=0.05), 1))
     assert sent[0]["status"] == 504 and "0.05 seconds" in json.loads(sent[1]["body"])["error"]
+
+
+async def _started_then_slow(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(0.1)
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+def test_the_timeout_does_not_cut_a_response_that_has_started() -> None:
+    install_timer_release()
+    sent, _ = asyncio.run(_requests(TimeoutMiddleware(_started_then_slow, timeout=0.02), 1))
+    assert [m.get("status") or m.get("body") for m in sent] == [200, b"late"]
+
+
+def test_a_cancellation_from_elsewhere_still_cancels_the_request() -> None:
+    install_timer_release()
+    started = []
+
+    async def app(scope, receive, send) -> None:
+        started.append(True)
+        await asyncio.sleep(5)
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(_requests(TimeoutMiddleware(app, timeout=30), 1))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main()) and started == [True]
