@@ -40,6 +40,7 @@ from typing import Any
 from bench.support import ROOT, process_tree, wrk
 from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
+from bench.support import serve as _serve
 from bench.support import shop as _shop
 from bench.support import stop as _stop
 from bench.support import train as _train
@@ -61,25 +62,25 @@ def noop_starlette_app() -> Any:
 
 
 def _start(kind: str, workdir: Path, model_path: Path, before: Path | None) -> tuple[subprocess.Popen, str]:
+    if kind.startswith("service"):
+        config = workdir / "serving.yaml"
+        config.write_text("access_log: false\n")  # everything else: the default configuration
+        code = ROOT
+        if kind == "service_before":
+            assert before is not None
+            code = before
+        proc, url = _serve(model_path, workdir, config, code)
+        _wait_ready(url, proc)
+        return proc, url
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPENSITY_HOME": str(workdir)}
-    cwd = ROOT
     if kind.startswith("bentoml_"):
         env["NOOP_TUNED"] = "1" if kind == "bentoml_tuned" else "0"
         args = ["-m", "bentoml", "serve", "bench.noop_service:NoopService", "--port", str(port)]
-    elif kind == "starlette":
+    else:  # starlette
         args = ["-m", "uvicorn", "bench.bench_ceiling:noop_starlette_app", "--factory", "--port", str(port),
                 "--no-access-log", "--log-level", "warning"]
-    else:
-        config = workdir / "serving.yaml"
-        config.write_text("access_log: false\n")  # everything else: the default configuration
-        if kind == "service_before":
-            assert before is not None
-            cwd = before
-            env["PYTHONPATH"] = str(before)
-        args = ["-m", "propensity.cli", "serve", "--model", str(model_path), "--port", str(port),
-                "--config", str(config)]
-    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc, path="/predict" if kind == "starlette" else "/readyz")

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +38,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bench.support import ROOT, emit, free_port, ingest, shop, stop, train, wait_ready, wrk
+from bench.support import emit, ingest, serve, shop, stop, train, wait_ready, wrk
 
 
 def _predict_all(engine: Any, users: list[str]) -> list[dict[str, Any]]:
@@ -120,13 +118,7 @@ def _content_server(workdir: Path, model: Any) -> tuple[subprocess.Popen, str]:
         "content": {"enabled": True, "recommenders": {"item_knn": str(workdir / "item_knn.joblib")},
                     "catalogue": str(workdir / "catalogue.parquet"),
                     "exposure_log": str(workdir / "content_exposures.jsonl")}}))
-    port = free_port()
-    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model",
-                             str(workdir / "model.pkl"), "--port", str(port), "--workers", "1",
-                             "--config", str(config)], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{port}"
+    return serve(workdir / "model.pkl", workdir, config, workers=1)
 
 
 def _http(workdir: Path, model: Any, users: int, seconds: int, rounds: int) -> dict[str, Any]:

@@ -27,15 +27,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.support import ROOT, wrk
-from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
+from bench.support import serve, wrk
 from bench.support import shop as _shop
 from bench.support import stop as _stop
 from bench.support import train as _train
@@ -47,12 +44,7 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
     run_dir = Path(tempfile.mkdtemp(prefix="on-" if log_on else "off-", dir=workdir))
     config = run_dir / "serving.yaml"
     config.write_text(f"access_log: false\nprediction_log:\n  enabled: {str(log_on).lower()}\n")
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPENSITY_HOME": str(run_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model_path),
-                             "--port", str(port), "--config", str(config)], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(model_path, run_dir, config)
     users = sorted({e["user_id"] for e in shop[0]})
     try:
         _wait_ready(url, proc)

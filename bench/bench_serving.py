@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.support import ROOT, emit
+from bench.support import ROOT, emit, serve
 from bench.support import free_port as _free_port
 from bench.support import ingest as _ingest
 from bench.support import shop as _shop
@@ -118,13 +118,7 @@ def _service(model_path: Path, backend: str, workers: int, cache: bool, approxim
     config.write_text(f"cache:\n  enabled: {str(cache).lower()}\naccess_log: false\n"
                       f"reasons_approximate: {str(approximate).lower()}\n{extra_config}"
                       f"store:\n  backend: {backend}\n  key_prefix: '{prefix}'\n")
-    port = _free_port()
-    env = {**os.environ, "PROPENSITY_HOME": str(workdir), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model_path),
-                             "--port", str(port), "--workers", str(workers), "--config", str(config)],
-                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(model_path, workdir, config, workers=workers)
     try:
         _wait_ready(url, proc)
         result: dict[str, Any] = {"backend": backend, "workers": workers, "cache": cache,

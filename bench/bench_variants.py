@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.support import ROOT, free_port, ingest, shop, stop, train, wait_ready, wrk
+from bench.support import ROOT, ingest, serve, shop, stop, train, wait_ready, wrk
 
 
 def parse_variant(text: str) -> tuple[str, Path, str]:
@@ -50,12 +47,7 @@ def measure(name: str, code: Path, settings: str, workdir: Path, model: Path, da
     config.write_text("access_log: false\n" + settings + "\n")
     home = workdir / name
     home.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(code), "PROPENSITY_HOME": str(home)}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", "--model", str(model), "--port",
-                             str(port), "--config", str(config)], cwd=code, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(model, home, config, code)
     users = sorted({e["user_id"] for e in data[0]})
     try:
         wait_ready(url, proc)

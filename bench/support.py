@@ -4,6 +4,7 @@ and model (300 trees, depth 6: the KNOWN.md reference size), bulk ingestion over
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -37,6 +38,21 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz", timeout:
             pass
         time.sleep(0.3)
     raise RuntimeError("server not ready in time")
+
+
+def serve(model: Path, home: Path, config: Path, code: Path = ROOT,
+          workers: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``propensity serve`` of the checkout ``code`` on a free port, in its own process group:
+    ``model``, the serving config file ``config``, ``PROPENSITY_HOME`` = ``home``. Returns the
+    process and its URL at once (see :func:`wait_ready`)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(code), "PROPENSITY_HOME": str(home)}
+    args = ["--model", str(model), "--port", str(port), "--config", str(config)]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    proc = subprocess.Popen([sys.executable, "-m", "propensity.cli", "serve", *args], cwd=code, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -64,10 +65,18 @@ def schedule_collection(every_s: float) -> None:
     if every_s <= 0:
         gc.enable()
         return
+    call_every(every_s, collect_round)
+
+
+def call_every(every_s: float, round_: Callable[[], object]) -> None:
+    """Run ``round_`` every ``every_s`` seconds on the running event loop, between requests (the
+    next round is scheduled even when one raises)."""
     loop = asyncio.get_running_loop()
 
     def tick() -> None:
-        collect_round()
-        loop.call_later(every_s, tick)
+        try:
+            round_()
+        finally:
+            loop.call_later(every_s, tick)
 
     loop.call_later(every_s, tick)

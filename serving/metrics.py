@@ -21,7 +21,6 @@ sees this worker's answers of the last second at the next scrape.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import threading
 import weakref
@@ -118,18 +117,6 @@ class ServiceMetrics:
         observe_many(self._score, scores)
         if hits:
             self._cache_hits.inc(hits)
-
-    def schedule_publishing(self, every_s: float = 1.0) -> None:
-        """:meth:`publish` every ``every_s`` seconds on the running event loop (the worker's)."""
-        loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            try:
-                self.publish()
-            finally:
-                loop.call_later(every_s, tick)
-
-        loop.call_later(every_s, tick)
 
     def events(self, applied: int = 0, duplicate: int = 0, dropped: int = 0, refused: int = 0) -> None:
         """Count the events of one ``/events`` request by outcome."""

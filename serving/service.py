@@ -109,7 +109,7 @@ class PropensityService:
         """Collections (serving.gc_policy) and metric updates (serving.metrics) run between
         requests on this worker's event loop."""
         gc_policy.schedule_collection(_CFG.gc_every_s)
-        self.metrics.schedule_publishing()
+        gc_policy.call_every(1.0, self.metrics.publish)
 
     @bentoml.on_shutdown
     def _close_prediction_log(self) -> None:
