@@ -86,6 +86,9 @@ class PredictionLogConfig(StrictModel):
     flush_every_s: float = Field(default=5.0, gt=0, le=3600, description="write at least this often, seconds")
     max_buffer_rows: int = Field(default=100_000, ge=1,
                                  description="records held in memory at most; beyond, dropped and counted")
+    writer: Literal["process", "thread"] = Field(
+        default="process", description="process = frames built and written by a child process (the "
+                                       "request path keeps the interpreter lock); thread = in the worker")
 
 
 class ServingConfig(StrictModel):

@@ -38,11 +38,12 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import polars as pl
 
 from monitoring.log import LOG_SCHEMA
+from serving.predlog_writer import WriterProcess
 
 logger = logging.getLogger("propensity.predlog")
 Vector = Mapping[str, Any] | None
@@ -100,13 +101,16 @@ class ParquetFolderSink:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self._tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._pid = 0
+        self._tag = ""
         self._seq = 0
 
     def write(self, frame: pl.DataFrame) -> None:
         now = datetime.now(UTC)
         day = self.folder / now.strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)
+        if self._pid != os.getpid():  # names unique per writing process (a restarted writer included)
+            self._pid, self._tag, self._seq = os.getpid(), f"{os.getpid()}-{uuid.uuid4().hex[:8]}", 0
         self._seq += 1
         name = f"part-{now:%Y%m%dT%H%M%S}-{self._tag}-{self._seq:06d}.parquet"
         buffer = io.BytesIO()
@@ -126,10 +130,20 @@ class RedisStreamSink:
     """``XADD`` one entry per record (field ``record``: the record as one JSON object) to ``key``."""
 
     def __init__(self, url: str, key: str, max_len: int) -> None:
-        import redis
+        self.url, self.key, self.max_len = url, key, max_len
+        self._client: Any = None
 
-        self.key, self.max_len = key, max_len
-        self._r = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0)
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (it travels to the writer process): the connection is opened where it is used."""
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def _r(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0, socket_timeout=10.0)
+        return self._client
 
     def write(self, frame: pl.DataFrame) -> None:
         lines = frame.write_ndjson().splitlines()
@@ -142,7 +156,8 @@ class RedisStreamSink:
             pipe.execute()
 
     def close(self) -> None:
-        self._r.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def feature_schema(kinds: Mapping[str, str]) -> dict[str, pl.DataType]:
@@ -240,7 +255,8 @@ class PredictionLog:
 
     def __init__(self, sink: LogSink, features: Mapping[str, pl.DataType], *, flush_rows: int = 5000,
                  flush_every_s: float = 5.0, max_buffer_rows: int = 100_000, feature_share: float = 1.0,
-                 experiment: str | None = None, counters: LogCounters | None = None, seed: int | None = None):
+                 experiment: str | None = None, counters: LogCounters | None = None, seed: int | None = None,
+                 writer: Literal["process", "thread"] = "process"):
         self.sink, self.features, self.experiment, self.counters = sink, dict(features), experiment, counters
         self.flush_rows, self.flush_every_s, self.max_buffer_rows = flush_rows, flush_every_s, max_buffer_rows
         self.feature_share = feature_share
@@ -250,6 +266,10 @@ class PredictionLog:
         self._vectors: list[Vector] = []  # in step with _columns (appended first, so never shorter)
         self._draw = random.Random(seed).random  # the request path's draws of the vector sample
         self._id_prefix, self._seq = uuid.uuid4().hex[:12], 0
+        # process: frames built and written by a child (serving/predlog_writer.py), off this
+        # process's interpreter lock; thread: here, in the flush thread
+        self._writer = (WriterProcess(sink, self.features, self._id_prefix, experiment)
+                        if writer == "process" else None)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -284,8 +304,11 @@ class PredictionLog:
             vectors = self._take(self._vectors, n)
             first, self._seq = self._seq, self._seq + n
             try:
-                self.sink.write(records_frame(columns, vectors, self.features, self._id_prefix, first,
-                                              self.experiment, PAUSE_S))
+                if self._writer is not None:
+                    self._writer.write(first, columns, vectors)
+                else:
+                    self.sink.write(records_frame(columns, vectors, self.features, self._id_prefix, first,
+                                                  self.experiment, PAUSE_S))
             except Exception as exc:  # any failure of the target: counted, never raised into serving
                 self._drop("write_error", n)
                 self._warn(f"prediction log: {n} records not written ({type(exc).__name__}: {exc})")
@@ -311,6 +334,9 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=timeout_s)
         self.flush()
+        if self._writer is not None:  # the child closes its sink
+            self._writer.close(timeout_s)
+            return
         try:
             self.sink.close()
         except Exception:  # closing a connection that already failed
@@ -357,4 +383,5 @@ def open_prediction_log(cfg: Any, kinds: Mapping[str, str], counters: LogCounter
     experiment = cfg.experiment.name if cfg.experiment.enabled else None
     return PredictionLog(sink, feature_schema(kinds), flush_rows=log_cfg.flush_rows,
                          flush_every_s=log_cfg.flush_every_s, max_buffer_rows=log_cfg.max_buffer_rows,
-                         feature_share=log_cfg.feature_share, experiment=experiment, counters=counters)
+                         feature_share=log_cfg.feature_share, experiment=experiment, counters=counters,
+                         writer=log_cfg.writer)

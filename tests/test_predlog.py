@@ -9,6 +9,7 @@ import math
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -29,6 +30,7 @@ from serving.predlog import (
     queue_answer,
     records_frame,
 )
+from serving.predlog_writer import WriterProcess
 
 KINDS = {"events_30d": "numeric", "days_since_last_event": "numeric", "country": "categorical",
          "segment": "categorical", "engagement_score": "numeric"}
@@ -111,10 +113,11 @@ def test_the_log_draws_its_vector_sample_when_an_answer_is_queued(tmp_path: Path
     assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 4000)
 
 
-def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_every_appended_answer_is_in_the_folder_after_close(tmp_path: Path, writer: str) -> None:
     counts = Counts()
     log = PredictionLog(ParquetFolderSink(tmp_path / "log"), feature_schema(KINDS), flush_rows=40,
-                        flush_every_s=60, counters=counts)
+                        flush_every_s=60, counters=counts, writer=writer)  # type: ignore[arg-type]
     for i in range(40):
         log.append(_answer(i), _features(i))
     deadline = time.monotonic() + 20
@@ -172,12 +175,13 @@ def test_the_queue_is_bounded_and_the_overflow_counted(tmp_path: Path) -> None:
     assert scan_prediction_log(tmp_path).collect().height == 5
 
 
-def test_an_unwritable_target_counts_its_records_as_dropped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_an_unwritable_target_counts_its_records_as_dropped(tmp_path: Path, writer: str) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     counts = Counts()
     log = PredictionLog(ParquetFolderSink(blocker / "log"), feature_schema(KINDS), flush_every_s=60,
-                        counters=counts)
+                        counters=counts, writer=writer)  # type: ignore[arg-type]
     for i in range(7):
         log.append(_answer(i), _features(i))
     assert log.flush() == 0
@@ -230,3 +234,53 @@ def test_the_jsonl_exposure_log_and_first_exposure_tables_are_still_read(tmp_pat
     with pytest.raises(DataError, match="inside an experiment"):
         first_exposures(pl.DataFrame({"user_id": ["a"], "variant": ["champion"], "experiment": [None],
                                       "time": ["2026-01-01T00:00:00Z"]}))
+
+
+def test_both_writers_write_the_same_rows(tmp_path: Path) -> None:
+    """The child process builds the frame the in-process writer builds (request ids aside)."""
+    frames = []
+    for writer in ("process", "thread"):
+        log = PredictionLog(ParquetFolderSink(tmp_path / writer), feature_schema(KINDS), flush_rows=10**6,
+                            flush_every_s=60, feature_share=0.5, seed=7, writer=writer)  # type: ignore[arg-type]
+        for i in range(300):
+            log.append({**_answer(i), "user_id": None if i % 50 == 0 else f"u{i}"}, _features(i))
+        log.close()
+        frames.append(scan_prediction_log(tmp_path / writer).collect().drop("request_id", "time"))
+    assert frames[0].height == 300 and frames[0].equals(frames[1])
+
+
+def test_a_dead_writer_process_is_replaced_and_a_batch_in_flight_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = Counts()
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
+                        flush_every_s=60, counters=counts)
+    log.append(_answer(0), None)
+    assert log.flush() == 1
+    first = log._writer._proc  # type: ignore[union-attr]
+    assert first is not None and first.poll() is None
+    first.kill()  # found dead before the next batch: a new writer takes it, nothing lost
+    first.wait()
+    log.append(_answer(1), None)
+    assert log.flush() == 1
+    second = log._writer._proc  # type: ignore[union-attr]
+    assert second is not None and second.pid != first.pid
+    started = WriterProcess._started
+
+    def dies_on_receipt(self: WriterProcess) -> Any:
+        proc = started(self)
+        proc.kill()  # dies with the batch in flight
+        proc.wait()
+        return proc
+
+    monkeypatch.setattr(WriterProcess, "_started", dies_on_receipt)
+    for i in range(2, 5):
+        log.append(_answer(i), None)
+    assert log.flush() == 0 and counts.dropped == {"write_error": 3}
+    monkeypatch.undo()
+    log.append(_answer(5), None)
+    assert log.flush() == 1  # healed
+    last = log._writer._proc  # type: ignore[union-attr]
+    log.close()
+    assert last is not None and last.poll() == 0  # the writer exits on close, cleanly
+    assert sorted(scan_prediction_log(tmp_path).collect()["user_id"].to_list()) == ["u0", "u1", "u5"]
+    assert counts.written == 3

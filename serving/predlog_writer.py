@@ -1,0 +1,157 @@
+"""The prediction log's frame building and writes in a child process (``prediction_log.writer: process``).
+
+Measured on the service (BENCHMARKS.md): a flush built in a thread of the worker took the
+interpreter lock some 45 times per 5,000 records (each Polars call releases it, each return takes
+it back from the busy request thread), about 20 ms in all. At 2 connections the worker is busy all
+the time, so every take-back delayed a request: about 2% of the requests, which is the p99. Here the
+worker's log thread only pickles what waits (one hold of the lock, ~3 ms per 5,000 records) and
+writes it to a pipe; a child process (``python -m serving.predlog_writer``, niced) builds the
+typed frame (:func:`serving.predlog.records_frame`) and hands it to the sink, then answers with one
+status line. The worker's flush waits for that answer, so what ``flush`` reports as written is on
+disk (or in the stream), as with the in-process writer.
+
+Protocol on the child's stdin: frames of an 8-byte big-endian length and a pickle; the first frame
+is ``(sink, features, id_prefix, experiment)``, every later one ``(first_seq, columns, vectors)``.
+On the status pipe (the child's original stdout; its fd 1 then points to stderr), one JSON line per
+batch: ``{"written": n}`` or ``{"error": "..."}``. End of input: the child closes its sink and exits.
+A child that died is noticed by the next write (its batch counts as dropped) and started again by
+the one after: the log heals by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+_HEADER = struct.Struct(">Q")
+NICE = 10  # the writer yields the processor to the request path (and to the load on a shared host)
+PIPE_BYTES = 1 << 20  # the pipe holds a typical batch, so sending it is one system call
+
+
+class WriterExited(RuntimeError):
+    """The writer process is gone (the batch in flight is not written)."""
+
+
+def _send(stream: IO[bytes], obj: Any) -> None:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any | None:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    size = _HEADER.unpack(head)[0]
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
+
+
+def _widen(fd: int) -> None:
+    with contextlib.suppress(AttributeError, OSError):  # Linux only; the default size still works
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+class WriterProcess:
+    """The worker's end: starts the child on first use and after it died, sends batches, reads answers."""
+
+    def __init__(self, sink: Any, features: dict[str, Any], id_prefix: str, experiment: str | None) -> None:
+        self._spec = (sink, features, id_prefix, experiment)
+        pickle.dumps(self._spec)  # a sink that cannot travel fails here, at start-up, not at the first flush
+        self._proc: subprocess.Popen | None = None
+
+    def _started(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._proc = None
+        code_root = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
+        paths = (code_root, os.environ.get("PYTHONPATH"))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "serving.predlog_writer"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert proc.stdin is not None
+        _widen(proc.stdin.fileno())
+        try:
+            _send(proc.stdin, self._spec)
+        except OSError as exc:
+            self._stop(proc)
+            raise WriterExited(f"prediction log writer did not start ({exc})") from None
+        self._proc = proc
+        return proc
+
+    def write(self, first_seq: int, columns: tuple[list[Any], ...], vectors: list[Any]) -> int:
+        """Send one batch and wait for the child's answer: the number of records written.
+        Raises :class:`WriterExited` (child gone) or RuntimeError (the sink's error)."""
+        proc = self._started()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            _send(proc.stdin, (first_seq, columns, vectors))
+            line = proc.stdout.readline()
+        except OSError:
+            line = b""
+        if not line:
+            self._stop(proc)
+            raise WriterExited(f"prediction log writer exited (code {proc.returncode})")
+        status = json.loads(line)
+        if "error" in status:
+            raise RuntimeError(status["error"])
+        return int(status["written"])
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """End of input: the child closes its sink and exits (killed after ``timeout_s``)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self._stop(proc, timeout_s)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    """The child: read batches from stdin until it closes, write each through the sink."""
+    from serving.predlog import records_frame
+
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    status = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the status pipe
+    stdin = sys.stdin.buffer
+    spec = _receive(stdin)
+    if spec is None:
+        return
+    sink, features, id_prefix, experiment = spec
+    try:
+        while (batch := _receive(stdin)) is not None:
+            first_seq, columns, vectors = batch
+            try:
+                sink.write(records_frame(columns, vectors, features, id_prefix, first_seq, experiment))
+                reply: dict[str, Any] = {"written": len(columns[-1])}
+            except Exception as exc:  # the worker counts the batch as dropped and reports it
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            status.write(json.dumps(reply).encode() + b"\n")
+    finally:
+        with contextlib.suppress(Exception):
+            sink.close()
+
+
+if __name__ == "__main__":
+    main()
