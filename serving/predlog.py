@@ -6,12 +6,18 @@ sample) to one more list (:meth:`PredictionLog.append`, about a microsecond): th
 tracks none of these values, so queued records do not lengthen the service's collection rounds
 (serving/gc_policy.py), and the flush turns each column into a Polars Series in a few large
 steps instead of reading one object per record. A background
-thread turns what waits into one typed frame (the schema of :mod:`monitoring.log`) every
-``flush_every_s`` seconds or as soon as ``flush_rows`` records wait. Reading the queued Python
-objects holds the interpreter lock, so it runs in steps of about 0.1 ms with a pause between
-them, in which a waiting request thread takes the lock (a longer hold is a request's longer
-wait, which shows at p99); building the frame from those parts and encoding it runs in Polars
-without the lock. Then the frame goes to a sink:
+thread takes what waits every ``flush_every_s`` seconds or as soon as ``flush_rows`` records
+wait, and one typed frame (the schema of :mod:`monitoring.log`) is built from it and written:
+
+- by default in a child process (:mod:`serving.predlog_writer`): the thread only pickles the
+  queued lists (one short hold of the interpreter lock) and sends them; building the frame there
+  costs the request path nothing (in the worker, every Polars call gives the lock back and takes
+  it again from the busy request thread: ~45 short waits per 5,000 records);
+- with ``writer="thread"``, in the flush thread: reading the queued Python objects holds the
+  interpreter lock, so it runs in steps of about 0.1 ms with a pause between them; building the
+  frame from those parts and encoding it runs in Polars without the lock.
+
+Then the frame goes to a sink:
 
 - :class:`ParquetFolderSink`: one Parquet file per flush, ``<folder>/<YYYY-MM-DD>/part-...parquet``
   (so files rotate by size and time), written to a hidden temporary file, fsynced, then renamed:
