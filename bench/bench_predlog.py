@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog [--rounds 3] [--seconds 10] [--json out.json]
     PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog --inprocess [--rounds 5] [--json out.json]
+    PYTHONPATH=$PWD .venv/bin/python -m bench.bench_predlog --lock [--rounds 5] [--json out.json]
 
 Per round, in a rotated order so load changes hit both alike: ``propensity serve`` from this
 checkout (1 worker, in-process store, the default serving configuration with the access log off),
@@ -18,7 +19,13 @@ on the default sample share): per round the CPU time of ``engine.predict`` for e
 turn, three times, without the log and with it, then the CPU time (all threads) to write what it
 queued (one flush, timed apart); reports both throughputs, the
 write time per answer and its share of the answering time (timed seconds apart, so less exposed
-to the machine's load than two whole server runs).
+to the machine's load than two whole server runs). The write's CPU includes the writer process's.
+
+``--lock``: what a flush costs a busy request thread, for both writers (``prediction_log.writer``
+process and thread). 5,000 answers of the engine are queued, then flushed by the log's thread
+while this process's main thread runs Python without pause (as a worker at 2 connections does);
+the main thread's stalls (gaps over 0.2 ms between two of its steps: it waited for the
+interpreter lock) are summed: per flush the time stalled, their number and the longest.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import os
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.support import ingest as _ingest
 from bench.support import serve, wrk
@@ -99,9 +106,9 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
         off = answer_all()
         engine.prediction_log = log
         on = answer_all()
-        t0 = time.process_time()  # CPU of every thread: the slices' pauses are not work
+        t0 = time.process_time() + _writer_cpu_s(log)  # CPU of every thread and of the writer process
         log.flush()
-        write = time.process_time() - t0
+        write = time.process_time() + _writer_cpu_s(log) - t0
         run = {"off_answers_per_s": len(users) / off, "on_answers_per_s": len(users) / (on + write),
                "write_us_per_answer": write / len(users) * 1e6, "write_share": write / off,
                "wall_ratio": off / (on + write)}
@@ -114,6 +121,70 @@ def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict
             "written": log.written, "dropped": log.dropped, "answers": len(users) * rounds}
 
 
+def _writer_cpu_s(log: Any) -> float:
+    """CPU seconds of the log's writer process so far (0 without one)."""
+    import psutil
+
+    proc = getattr(getattr(log, "_writer", None), "_proc", None)
+    if proc is None or proc.poll() is not None:
+        return 0.0
+    times = psutil.Process(proc.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: int = 5000) -> dict[str, Any]:
+    """Per writer, per round: how long the main thread, busy running Python, was kept off the
+    interpreter lock while a flush of ``n`` answers ran (see the module doc)."""
+    import threading
+    import time
+
+    from features.live.profile import normalize_event
+    from serving.loader import build_engine, logged_feature_kinds
+    from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
+
+    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
+    no_cache = engine.cfg.cache.model_copy(update={"enabled": False})  # 5,000 answers, each computed
+    engine.cfg = engine.cfg.model_copy(update={"cache": no_cache})
+    for user in shop[1]:
+        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
+    engine.store.add_events([normalize_event(e) for e in shop[0]])
+    schema = feature_schema(logged_feature_kinds(engine))
+    users = sorted({e["user_id"] for e in shop[0]})
+    out: dict[Literal["process", "thread"], list[dict[str, float]]] = {"process": [], "thread": []}
+    for i in range(rounds):
+        for writer in out if i % 2 == 0 else reversed(list(out)):
+            log = PredictionLog(ParquetFolderSink(workdir / f"lock-{writer}"), schema, flush_rows=10**9,
+                                flush_every_s=3600, max_buffer_rows=10**9, writer=writer,
+                                feature_share=engine.cfg.prediction_log.feature_share)
+            engine.prediction_log = log
+            for k in range(n):
+                engine.predict({"user_id": users[k % len(users)]})
+            engine.prediction_log = None
+            done = threading.Event()
+
+            def flush(log: PredictionLog = log, done: threading.Event = done) -> None:
+                log.flush()
+                done.set()
+
+            flusher = threading.Thread(target=flush)
+            gaps: list[float] = []
+            started = last = time.perf_counter()
+            flusher.start()
+            while not done.is_set():
+                now = time.perf_counter()
+                if now - last > 0.0002:
+                    gaps.append(now - last)
+                last = now
+            run = {"flush_ms": (time.perf_counter() - started) * 1e3, "stalled_ms": sum(gaps) * 1e3,
+                   "stalls": len(gaps), "longest_ms": max(gaps, default=0.0) * 1e3}
+            flusher.join()
+            log.close()
+            print(json.dumps({"round": i + 1, "writer": writer, **run}), flush=True)
+            out[writer].append(run)
+    median = {w: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for w, runs in out.items()}
+    return {"answers_per_flush": n, "rounds": out, "median": median}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -121,11 +192,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", dest="json_path", default=None)
     parser.add_argument("--inprocess", action="store_true", help="the engine without HTTP (see above)")
+    parser.add_argument("--lock", action="store_true", help="a flush's stalls of a busy thread (see above)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-predlog-"))
     shop = _shop(args.users)
     model_path = workdir / "model.pkl"
     _train(shop, model_path)
+    if args.lock:
+        found = {"users": args.users, **lock_stalls(workdir, model_path, shop, args.rounds),
+                 "load_average": os.getloadavg()}
+        print(json.dumps({k: v for k, v in found.items() if k != "rounds"}, indent=2))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(found, indent=2))
+        return found
     if args.inprocess:
         found = {"users": args.users, **inprocess(workdir, model_path, shop, args.rounds),
                  "load_average": os.getloadavg()}

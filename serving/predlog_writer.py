@@ -15,7 +15,8 @@ is ``(sink, features, id_prefix, experiment)``, every later one ``(first_seq, co
 On the status pipe (the child's original stdout; its fd 1 then points to stderr), one JSON line per
 batch: ``{"written": n}`` or ``{"error": "..."}``. End of input: the child closes its sink and exits.
 A child that died is noticed by the next write (its batch counts as dropped) and started again by
-the one after: the log heals by itself.
+the one after: the log heals by itself. The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the
+whole process group): it ends when its input ends, which the worker's exit, however abrupt, causes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import fcntl
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -132,6 +134,8 @@ def main() -> None:
 
     with contextlib.suppress(OSError):
         os.nice(NICE)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a signal to the process group (Ctrl-C) must not cut
+        signal.signal(sig, signal.SIG_IGN)  # a batch: the child ends when its input does
     status = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the status pipe
     stdin = sys.stdin.buffer

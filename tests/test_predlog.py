@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import math
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -284,3 +285,23 @@ def test_a_dead_writer_process_is_replaced_and_a_batch_in_flight_counted(
     assert last is not None and last.poll() == 0  # the writer exits on close, cleanly
     assert sorted(scan_prediction_log(tmp_path).collect()["user_id"].to_list()) == ["u0", "u1", "u5"]
     assert counts.written == 3
+
+
+def test_the_writer_process_ends_with_its_input_not_with_a_signal(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM to the process group must not cut a batch: the child outlives them and
+    exits, cleanly, when the log closes its input."""
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
+                        flush_every_s=60)
+    log.append(_answer(0), None)
+    assert log.flush() == 1
+    child = log._writer._proc  # type: ignore[union-attr]
+    assert child is not None
+    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert child.poll() is None
+    log.append(_answer(1), None)
+    assert log.flush() == 1 and log._writer._proc is child  # type: ignore[union-attr]
+    log.close()
+    assert child.poll() == 0
+    assert scan_prediction_log(tmp_path).collect().height == 2
