@@ -31,6 +31,7 @@ interpreter lock) are summed: per flush the time stalled, their number and the l
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -139,6 +140,7 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
     import time
 
     from features.live.profile import normalize_event
+    from serving.gc_policy import freeze_startup_heap
     from serving.loader import build_engine, logged_feature_kinds
     from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
 
@@ -157,9 +159,12 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
                                 flush_every_s=3600, max_buffer_rows=10**9, writer=writer,
                                 feature_share=engine.cfg.prediction_log.feature_share)
             engine.prediction_log = log
+            engine.predict({"user_id": users[0]})
+            log.flush()  # the writer process starts at the first flush, once per worker: not timed
             for k in range(n):
                 engine.predict({"user_id": users[k % len(users)]})
             engine.prediction_log = None
+            freeze_startup_heap()  # as in a service worker: no collection in the timed part
             done = threading.Event()
 
             def flush(log: PredictionLog = log, done: threading.Event = done) -> None:
@@ -179,6 +184,7 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
                    "stalls": len(gaps), "longest_ms": max(gaps, default=0.0) * 1e3}
             flusher.join()
             log.close()
+            gc.enable()
             print(json.dumps({"round": i + 1, "writer": writer, **run}), flush=True)
             out[writer].append(run)
     median = {w: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for w, runs in out.items()}
