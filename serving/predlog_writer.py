@@ -14,9 +14,11 @@ Protocol on the child's stdin: frames of an 8-byte big-endian length and a pickl
 is ``(sink, features, id_prefix, experiment)``, every later one ``(first_seq, columns, vectors)``.
 On the status pipe (the child's original stdout; its fd 1 then points to stderr), one JSON line per
 batch: ``{"written": n}`` or ``{"error": "..."}``. End of input: the child closes its sink and exits.
-A child that died is noticed by the next write (its batch counts as dropped) and started again by
-the one after: the log heals by itself. The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the
-whole process group): it ends when its input ends, which the worker's exit, however abrupt, causes.
+A child found dead is started again before the next batch; one that dies with a batch, or says
+nothing for ``REPLY_TIMEOUT_S`` after it (hung: killed), costs that batch (counted as dropped) and
+is started again by the next flush: the log heals by itself. The child ignores SIGINT and SIGTERM
+(a Ctrl-C reaches the whole process group): it ends when its input ends, which the worker's exit,
+however abrupt, causes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import fcntl
 import json
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -36,6 +39,7 @@ from typing import IO, Any
 _HEADER = struct.Struct(">Q")
 NICE = 10  # the writer yields the processor to the request path (and to the load on a shared host)
 PIPE_BYTES = 1 << 20  # the pipe holds a typical batch, so sending it is one system call
+REPLY_TIMEOUT_S = 120.0  # a writer silent this long after a batch is taken for hung: killed, replaced
 
 
 class WriterExited(RuntimeError):
@@ -71,6 +75,7 @@ class WriterProcess:
         self._spec = (sink, features, id_prefix, experiment)
         pickle.dumps(self._spec)  # a sink that cannot travel fails here, at start-up, not at the first flush
         self._proc: subprocess.Popen | None = None
+        self.reply_timeout_s = REPLY_TIMEOUT_S
 
     def _started(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
@@ -98,12 +103,15 @@ class WriterProcess:
         assert proc.stdin is not None and proc.stdout is not None
         try:
             _send(proc.stdin, (first_seq, columns, vectors))
-            line = proc.stdout.readline()
+            ready, _, _ = select.select([proc.stdout], [], [], self.reply_timeout_s)
+            line = proc.stdout.readline() if ready else b""
         except OSError:
             line = b""
         if not line:
-            self._stop(proc)
-            raise WriterExited(f"prediction log writer exited (code {proc.returncode})")
+            hung = proc.poll() is None
+            self._stop(proc, 0.0 if hung else 5.0)
+            state = "hung" if hung else "exited"
+            raise WriterExited(f"prediction log writer {state} (code {proc.returncode})")
         status = json.loads(line)
         if "error" in status:
             raise RuntimeError(status["error"])

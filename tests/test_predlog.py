@@ -305,3 +305,25 @@ def test_the_writer_process_ends_with_its_input_not_with_a_signal(tmp_path: Path
     log.close()
     assert child.poll() == 0
     assert scan_prediction_log(tmp_path).collect().height == 2
+
+
+def test_a_hung_writer_process_is_killed_and_its_batch_counted(tmp_path: Path) -> None:
+    counts = Counts()
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
+                        flush_every_s=60, counters=counts)
+    log.append(_answer(0), None)
+    assert log.flush() == 1
+    writer = log._writer
+    assert writer is not None and writer._proc is not None
+    hung = writer._proc
+    writer.reply_timeout_s = 0.5
+    hung.send_signal(signal.SIGSTOP)  # alive, silent
+    for i in range(1, 3):
+        log.append(_answer(i), None)
+    started = time.monotonic()
+    assert log.flush() == 0 and counts.dropped == {"write_error": 2}
+    assert time.monotonic() - started < 10 and hung.poll() is not None  # killed, not waited for
+    log.append(_answer(3), None)
+    assert log.flush() == 1
+    log.close()
+    assert sorted(scan_prediction_log(tmp_path).collect()["user_id"].to_list()) == ["u0", "u3"]
