@@ -9,11 +9,11 @@ steps instead of reading one object per record. A background
 thread takes what waits every ``flush_every_s`` seconds or as soon as ``flush_rows`` records
 wait, and one typed frame (the schema of :mod:`monitoring.log`) is built from it and written:
 
-- by default in a child process (:mod:`serving.predlog_writer`): the thread only pickles the
-  queued lists (one short hold of the interpreter lock) and sends them; building the frame there
-  costs the request path nothing (in the worker, every Polars call gives the lock back and takes
-  it again from the busy request thread: ~45 short waits per 5,000 records);
-- with ``writer="thread"``, in the flush thread: reading the queued Python objects holds the
+- with ``writer="process"``, in a child process (:mod:`serving.predlog_writer`): the thread only
+  pickles the queued lists (a few holds of the interpreter lock) and sends them; building the
+  frame there costs the request thread no waits (in the worker, every Polars call gives the lock
+  back and takes it again from the busy request thread: ~30 short waits per 5,000 records);
+- by default (``writer="thread"``), in the flush thread: reading the queued Python objects holds the
   interpreter lock, so it runs in steps of about 0.1 ms with a pause between them; building the
   frame from those parts and encoding it runs in Polars without the lock.
 
@@ -262,7 +262,7 @@ class PredictionLog:
     def __init__(self, sink: LogSink, features: Mapping[str, pl.DataType], *, flush_rows: int = 5000,
                  flush_every_s: float = 5.0, max_buffer_rows: int = 100_000, feature_share: float = 1.0,
                  experiment: str | None = None, counters: LogCounters | None = None, seed: int | None = None,
-                 writer: Literal["process", "thread"] = "process"):
+                 writer: Literal["process", "thread"] = "thread"):
         self.sink, self.features, self.experiment, self.counters = sink, dict(features), experiment, counters
         self.flush_rows, self.flush_every_s, self.max_buffer_rows = flush_rows, flush_every_s, max_buffer_rows
         self.feature_share = feature_share

@@ -254,7 +254,7 @@ def test_a_dead_writer_process_is_replaced_and_a_batch_in_flight_counted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counts = Counts()
     log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
-                        flush_every_s=60, counters=counts)
+                        flush_every_s=60, counters=counts, writer="process")
     log.append(_answer(0), None)
     assert log.flush() == 1
     first = log._writer._proc  # type: ignore[union-attr]
@@ -291,7 +291,7 @@ def test_the_writer_process_ends_with_its_input_not_with_a_signal(tmp_path: Path
     """Ctrl-C or SIGTERM to the process group must not cut a batch: the child outlives them and
     exits, cleanly, when the log closes its input."""
     log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
-                        flush_every_s=60)
+                        flush_every_s=60, writer="process")
     log.append(_answer(0), None)
     assert log.flush() == 1
     child = log._writer._proc  # type: ignore[union-attr]
@@ -310,7 +310,7 @@ def test_the_writer_process_ends_with_its_input_not_with_a_signal(tmp_path: Path
 def test_a_hung_writer_process_is_killed_and_its_batch_counted(tmp_path: Path) -> None:
     counts = Counts()
     log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
-                        flush_every_s=60, counters=counts)
+                        flush_every_s=60, counters=counts, writer="process")
     log.append(_answer(0), None)
     assert log.flush() == 1
     writer = log._writer
