@@ -72,24 +72,31 @@ def measure(log_on: bool, workdir: Path, model_path: Path, shop: tuple, seconds:
     return result
 
 
+def _loaded_engine(model_path: Path, shop: tuple) -> tuple[Any, dict[str, Any]]:
+    """The engine ``propensity serve`` builds (in-process store, the answer cache off: every answer
+    computed) with the shop's users and events loaded, and the schema of its logged features."""
+    from features.live.profile import normalize_event
+    from serving.loader import build_engine, logged_feature_kinds
+    from serving.predlog import feature_schema
+
+    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
+    no_cache = engine.cfg.cache.model_copy(update={"enabled": False})
+    engine.cfg = engine.cfg.model_copy(update={"cache": no_cache})
+    for user in shop[1]:
+        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
+    engine.store.add_events([normalize_event(e) for e in shop[0]])
+    return engine, feature_schema(logged_feature_kinds(engine))
+
+
 def inprocess(workdir: Path, model_path: Path, shop: tuple, rounds: int) -> dict[str, Any]:
     """The log's cost on one engine (see the module doc): per round, the CPU time of answering
     every user three times without the log, then with it (queueing only), then of writing what it
     queued; the log's share of the work is (queueing extra + writing) / answering without it."""
     import time
 
-    from features.live.profile import normalize_event
-    from serving.loader import build_engine, logged_feature_kinds
-    from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
+    from serving.predlog import ParquetFolderSink, PredictionLog
 
-    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
-    # every answer computed (the per-user answer cache would serve the second and third round)
-    no_cache = engine.cfg.cache.model_copy(update={"enabled": False})
-    engine.cfg = engine.cfg.model_copy(update={"cache": no_cache})
-    for user in shop[1]:
-        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
-    engine.store.add_events([normalize_event(e) for e in shop[0]])
-    schema = feature_schema(logged_feature_kinds(engine))
+    engine, schema = _loaded_engine(model_path, shop)
     log = PredictionLog(ParquetFolderSink(workdir / "inprocess"), schema, flush_rows=10**9,
                         flush_every_s=3600, max_buffer_rows=10**9,
                         feature_share=engine.cfg.prediction_log.feature_share)  # its writes are timed apart
@@ -139,18 +146,10 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
     import threading
     import time
 
-    from features.live.profile import normalize_event
     from serving.gc_policy import freeze_startup_heap
-    from serving.loader import build_engine, logged_feature_kinds
-    from serving.predlog import ParquetFolderSink, PredictionLog, feature_schema
+    from serving.predlog import ParquetFolderSink, PredictionLog
 
-    engine = build_engine({"model_uri": str(model_path), "store": {"backend": "inprocess"}})
-    no_cache = engine.cfg.cache.model_copy(update={"enabled": False})  # 5,000 answers, each computed
-    engine.cfg = engine.cfg.model_copy(update={"cache": no_cache})
-    for user in shop[1]:
-        engine.store.upsert_user(user["user_id"], {k: v for k, v in user.items() if k != "user_id"})
-    engine.store.add_events([normalize_event(e) for e in shop[0]])
-    schema = feature_schema(logged_feature_kinds(engine))
+    engine, schema = _loaded_engine(model_path, shop)
     users = sorted({e["user_id"] for e in shop[0]})
     out: dict[Literal["process", "thread"], list[dict[str, float]]] = {"process": [], "thread": []}
     for i in range(rounds):
@@ -204,15 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shop = _shop(args.users)
     model_path = workdir / "model.pkl"
     _train(shop, model_path)
-    if args.lock:
-        found = {"users": args.users, **lock_stalls(workdir, model_path, shop, args.rounds),
-                 "load_average": os.getloadavg()}
-        print(json.dumps({k: v for k, v in found.items() if k != "rounds"}, indent=2))
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps(found, indent=2))
-        return found
-    if args.inprocess:
-        found = {"users": args.users, **inprocess(workdir, model_path, shop, args.rounds),
+    if args.lock or args.inprocess:  # in process, no server
+        in_process = lock_stalls if args.lock else inprocess
+        found = {"users": args.users, **in_process(workdir, model_path, shop, args.rounds),
                  "load_average": os.getloadavg()}
         print(json.dumps({k: v for k, v in found.items() if k != "rounds"}, indent=2))
         if args.json_path:

@@ -1,14 +1,15 @@
 """The prediction log's frame building and writes in a child process (``prediction_log.writer: process``).
 
-Measured on the service (BENCHMARKS.md): a flush built in a thread of the worker took the
-interpreter lock some 45 times per 5,000 records (each Polars call releases it, each return takes
-it back from the busy request thread), about 20 ms in all. At 2 connections the worker is busy all
-the time, so every take-back delayed a request: about 2% of the requests, which is the p99. Here the
-worker's log thread only pickles what waits (one hold of the lock, ~3 ms per 5,000 records) and
-writes it to a pipe; a child process (``python -m serving.predlog_writer``, niced) builds the
-typed frame (:func:`serving.predlog.records_frame`) and hands it to the sink, then answers with one
-status line. The worker's flush waits for that answer, so what ``flush`` reports as written is on
-disk (or in the stream), as with the in-process writer.
+Measured (``bench_predlog --lock``, BENCHMARKS.md): a flush of 5,000 answers built in a thread of
+the worker takes the interpreter lock back from a busy request thread ~30 times (each Polars call
+releases it, each return takes it back), ~12.5 ms in all; at 2 connections the worker is busy all
+the time, so each take-back delays a running request. Here the worker's log thread only pickles
+what waits and writes it to a pipe (~3 take-backs, ~7.5 ms); over HTTP on a 2-core machine the
+difference stays inside the noise, hence an option, not the default. The child (``python -m
+serving.predlog_writer``, niced) builds the typed frame (:func:`serving.predlog.records_frame`),
+hands it to the sink, then answers with one status line. The worker's flush waits for that
+answer, so what ``flush`` reports as written is on disk (or in the stream), as with the
+in-process writer.
 
 Protocol on the child's stdin: frames of an 8-byte big-endian length and a pickle; the first frame
 is ``(sink, features, id_prefix, experiment)``, every later one ``(first_seq, columns, vectors)``.
