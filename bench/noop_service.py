@@ -2,7 +2,9 @@
 bench_serving (same server, middleware and metrics as `propensity serve`, no model, no profile).
 
 ``NOOP_TUNED=1``: the worker freezes its start-up heap and turns the cyclic collector off (the
-"tuned" ceiling of issue 12)."""
+"tuned" ceiling of issue 12). ``NOOP_LEAN=1`` besides: BentoML builds its tracer with the
+standard sampler, as the service does by default (serving/telemetry.py), so unsampled requests
+record no spans (the tuned ceiling with the service's tracing)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ from typing import Any
 
 import bentoml
 from starlette.responses import JSONResponse
+
+if os.environ.get("NOOP_LEAN") == "1":
+    from serving.telemetry import install_lean_sampler
+
+    install_lean_sampler()
 
 
 @bentoml.service(name="noop", workers=1, metrics={"enabled": True}, logging={"access": {"enabled": False}})

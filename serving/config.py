@@ -121,6 +121,9 @@ class ServingConfig(StrictModel):
     content: ContentServingConfig = Field(default_factory=ContentServingConfig)
     default_decision: str = "default"
     access_log: bool = Field(default=True, description="BentoML access log line per request")
+    record_unsampled_spans: bool = Field(
+        default=False, description="BentoML's sampler: record every request's spans even when the trace is "
+                                   "not sampled (false: the standard sampler, serving.telemetry)")
     gc_every_s: float = Field(default=1.0, ge=0, le=3600,
                               description="collect cyclic garbage between requests every this many "
                                           "seconds (serving.gc_policy); 0 = Python's automatic collector")

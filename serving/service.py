@@ -39,6 +39,7 @@ from serving.responses import (
     UserProfileResponse,
     fast_json,
 )
+from serving.telemetry import install_lean_sampler
 from serving.traffic import install_timer_release
 from serving.versioning import PACKAGE_DESCRIPTION, set_service_version, versioned
 
@@ -74,6 +75,8 @@ _CFG = resolve_config(SETTINGS.get("config_path"), SETTINGS.get("model_uri"), SE
 install_metrics_templates()
 install_log_filter()
 install_timer_release()
+if not _CFG.record_unsampled_spans:
+    install_lean_sampler()
 
 
 @bentoml.service(name="propensity", workers=int(SETTINGS.get("workers", 1)), traffic={"timeout": 30},

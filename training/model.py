@@ -144,6 +144,8 @@ class ConversionModel:
         if self.booster is not None:
             self.booster_calls()
             self.tree_arrays()
+            # the reasons' compiled kernel too: its first call compiles it (~2 s on a busy machine)
+            contribution_reasons(self, np.zeros((1, len(self.transformed_feature_names) + 1)), 1)
 
     def predict_one(self, features: Mapping[str, Any]) -> float:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
