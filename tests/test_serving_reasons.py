@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 import numpy as np
 import pytest
@@ -109,3 +110,22 @@ def test_contribution_reasons_rank_raw_features_as_a_stable_sort_does() -> None:
             order = np.argsort(-np.abs(row), kind="stable")[:top_k]
             expected = [{"feature": names[i], "contribution": float(row[i])} for i in order if row[i] != 0.0]
             assert reasons == expected
+
+
+def test_prepare_serving_compiles_the_reasons_kernel_before_the_first_request() -> None:
+    # A fresh interpreter: the compiled kernel is per process (else another test compiled it already).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    code = ("from fairness_support import small_frame, xgb_model\n"
+            "from training.scorer import _rank\n"
+            "model = xgb_model(small_frame(300, seed=1))\n"
+            "before = len(_rank.signatures)\n"
+            "model.prepare_serving()\n"
+            "print(before, len(_rank.signatures))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": f"{tests.parent}:{tests}"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "1"]
