@@ -108,8 +108,12 @@ class ServingConfig(StrictModel):
     reasons_approximate: bool = Field(default=True, description="Saabas instead of exact TreeSHAP reasons")
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
+    batch_requests: bool = Field(
+        default=False, description="score concurrent /predict requests as one model batch (the rows ready "
+                                   "together on the event loop); false: each request at once")
     batch_wait_ms: float = Field(default=0.0, ge=0, le=50,
-                                 description="adaptive batching: wait up to this long for more /predict rows")
+                                 description="adaptive batching: wait up to this long for more /predict rows "
+                                             "(> 0 turns batch_requests on)")
     batch_max_rows: int = Field(default=1024, ge=1,
                                 description="adaptive batching: score at once when this many rows wait")
     cache: CacheConfig = Field(default_factory=CacheConfig)

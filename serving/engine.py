@@ -7,13 +7,12 @@ profile store may be shared between workers (Redis).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from features.feature_set import feature_set_of_models
 from features.live.profile import empty_features, normalize_event, to_epoch_us
@@ -86,6 +85,7 @@ class PredictionEngine:
         self.metrics = metrics  # serving.metrics.ServiceMetrics (or None: nothing counted)
         self.prediction_log: Any = None  # serving.predlog.PredictionLog, set by the loader (or None)
         self.batcher = ModelBatcher(cfg.reasons_approximate, cfg.batch_wait_ms / 1000.0, cfg.batch_max_rows)
+        self.batch_requests = cfg.batch_requests or cfg.batch_wait_ms > 0
         # The features the models were trained with (their stored specs), not this machine's config.
         self.feature_set = feature_set_of_models(champion.model, challenger.model if challenger else None)
         for loaded in (champion, challenger):  # the models' serving caches, before the heap is frozen
@@ -132,14 +132,21 @@ class PredictionEngine:
         return self._finish(plan, probability, reasons)
 
     async def predict_async(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """:meth:`predict` for the event loop: model and reasons of concurrent requests run as one
-        batch (adaptive batching without added wait: a batch is whatever is ready together)."""
+        """:meth:`predict` for the event loop. With ``batch_requests``, model and reasons of
+        concurrent requests run as one batch (a batch is whatever is ready together, or arrives
+        within ``batch_wait_ms``); else the row is scored at once, with no turn of the event loop."""
         ready, plan = self._plan(request)
         if plan is None:
             return ready
-        top_k = self.cfg.reasons_top_k if plan.personalized else 0
-        probability, reasons = await self.batcher.score(plan.loaded.model, plan.features, top_k)
+        top_k = self._top_k(plan)
+        if self.batch_requests:
+            probability, reasons = await self.batcher.score(plan.loaded.model, plan.features, top_k)
+        else:
+            [(probability, reasons)] = self.batcher.score_now(plan.loaded.model, [(plan.features, top_k)])
         return self._finish(plan, probability, reasons)
+
+    def _top_k(self, plan: _Plan) -> int:
+        return self.cfg.reasons_top_k if plan.personalized else 0
 
     def _plan(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], _Plan | None]:
         """A cached answer (and None), or the features and model still to be scored."""
@@ -255,14 +262,24 @@ class PredictionEngine:
         return out
 
     async def predict_batch_async(self, requests: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """:meth:`predict_batch` on the event loop: all items are scored in one model batch."""
-        async def one(i: int, request: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`predict_batch` with every item checked first, then one model batch per model."""
+        planned = []
+        for i, request in enumerate(requests):
             try:
-                return await self.predict_async(request)
+                planned.append(self._plan(request))
             except DataError as exc:
                 raise DataError(f"[{i}].{exc}") from None
-
-        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+        by_model: dict[int, list[int]] = {}
+        for i, (_, plan) in enumerate(planned):
+            if plan is not None:
+                by_model.setdefault(id(plan.loaded.model), []).append(i)
+        scored: dict[int, tuple[float, list]] = {}
+        for items in by_model.values():
+            plans = [cast(_Plan, planned[i][1]) for i in items]
+            rows = [(p.features, self._top_k(p)) for p in plans]
+            scored.update(zip(items, self.batcher.score_now(plans[0].loaded.model, rows), strict=True))
+        return [ready if plan is None else self._finish(plan, *scored[i])
+                for i, (ready, plan) in enumerate(planned)]
 
     # -- writes ---------------------------------------------------------------------------------
 

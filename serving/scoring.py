@@ -12,7 +12,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +73,8 @@ class ProfileState:
 
 
 class ModelBatcher:
-    """Scores the requests that are ready together on the event loop as one batch.
+    """Scores the requests that are ready together on the event loop as one batch (with the
+    service's ``batch_requests``; :meth:`score_now` scores given rows at once).
 
     ``score`` queues a row and schedules a flush with ``call_soon``: the flush runs after every
     request handler already runnable in this loop iteration has queued its row, so under load one
@@ -111,14 +112,12 @@ class ModelBatcher:
         queue, self._queue, self._scheduled = self._queue, [], None
         if not queue:
             return
-        self.batches += 1
-        self.rows += len(queue)
         by_model: dict[int, list[tuple[Any, Mapping[str, Any], int, asyncio.Future]]] = {}
         for item in queue:
             by_model.setdefault(id(item[0]), []).append(item)
         for items in by_model.values():
             try:
-                results = self._score_rows(items[0][0], [(f, k) for _, f, k, _ in items])
+                results = self.score_now(items[0][0], [(f, k) for _, f, k, _ in items])
             except Exception as exc:  # every waiting request gets the error, none hangs
                 for *_, future in items:
                     if not future.done():
@@ -128,8 +127,11 @@ class ModelBatcher:
                 if not future.done():
                     future.set_result(result)
 
-    def _score_rows(self, model: Scorer,
-                    rows: list[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
+    def score_now(self, model: Scorer,
+                  rows: Sequence[tuple[Mapping[str, Any], int]]) -> list[tuple[float, list]]:
+        """(probability, reasons) of each (features, top_k) row of ``model``, as one batch, at once."""
+        self.batches += 1
+        self.rows += len(rows)
         probs, reasons = model.score_rows([f for f, _ in rows], max(k for _, k in rows), self.approximate)
         # A row that wants fewer reasons (none when not personalized) gets the head of the ranking.
         return [(float(p), r[:k]) for p, r, (_, k) in zip(probs, reasons, rows, strict=True)]

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from test_serving_helpers import AS_OF, clean_frames, make_shop, train_model
 
+from propensity.errors import DataError
 from serving.auth import Authenticator, new_key
 from serving.config import ServingConfig
 from serving.loader import build_engine, load_model
@@ -188,6 +189,37 @@ def test_batched_scoring_answers_exactly_like_single_rows(shop_model) -> None:
         assert [r["feature"] for r in a["reasons"]] == [r["feature"] for r in b["reasons"]]
         assert all(abs(x["contribution"] - y["contribution"]) < 1e-6
                    for x, y in zip(a["reasons"], b["reasons"], strict=True))
+
+
+def test_requests_score_at_once_by_default_and_together_with_batch_requests(shop_model) -> None:
+    tmp, _, raw_events, raw_users = shop_model
+    engines = {"at_once": _engine(tmp, cache={"enabled": False}),
+               "together": _engine(tmp, cache={"enabled": False}, batch_requests=True)}
+    requests = [{"user_id": u["user_id"], "as_of": AS_OF.isoformat()} for u in raw_users[:40]]
+
+    async def concurrently(engine) -> list[dict]:
+        return list(await asyncio.gather(*(engine.predict_async(r) for r in requests)))
+
+    answers = {}
+    for name, engine in engines.items():
+        for i in range(0, len(raw_events), 500):
+            engine.ingest(raw_events[i:i + 500])
+        answers[name] = asyncio.run(concurrently(engine))
+    # at once: one model call per request, none waits for another; together: the 40 ready at once
+    assert (engines["at_once"].batcher.batches, engines["at_once"].batcher.rows) == (40, 40)
+    assert (engines["together"].batcher.batches, engines["together"].batcher.rows) == (1, 40)
+    assert answers["at_once"] == answers["together"]
+    assert ServingConfig().batch_requests is False
+    assert _engine(tmp, batch_wait_ms=2).batch_requests is True  # a wait means batching
+
+
+def test_a_bad_item_of_a_batch_is_named_before_any_item_is_scored(shop_model) -> None:
+    tmp, _, _, raw_users = shop_model
+    engine = _engine(tmp, cache={"enabled": False})
+    requests = [{"user_id": raw_users[0]["user_id"]}, {"user_id": raw_users[1]["user_id"], "as_of": "later"}]
+    with pytest.raises(DataError, match=r"^\[1\]\.as_of"):
+        asyncio.run(engine.predict_batch_async(requests))
+    assert engine.batcher.batches == 0
 
 
 @pytest.mark.parametrize("args, message", [
