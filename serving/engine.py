@@ -122,9 +122,9 @@ class PredictionEngine:
     def predict(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Answer one ``/predict`` request (``user_id``, ``context``, optional ``features``, ``as_of``,
         ``debug``); raises :class:`DataError` naming a bad field."""
-        ready, plan = self._plan(request)
+        hit, plan = self._plan(request)
         if plan is None:
-            return ready
+            return self._from_cache(hit)
         model = plan.loaded.model
         probability = model.predict_one(plan.features)
         top_k = self.cfg.reasons_top_k if plan.personalized else 0
@@ -135,9 +135,9 @@ class PredictionEngine:
         """:meth:`predict` for the event loop. With ``batch_requests``, model and reasons of
         concurrent requests run as one batch (a batch is whatever is ready together, or arrives
         within ``batch_wait_ms``); else the row is scored at once, with no turn of the event loop."""
-        ready, plan = self._plan(request)
+        hit, plan = self._plan(request)
         if plan is None:
-            return ready
+            return self._from_cache(hit)
         top_k = self._top_k(plan)
         if self.batch_requests:
             probability, reasons = await self.batcher.score(plan.loaded.model, plan.features, top_k)
@@ -148,15 +148,16 @@ class PredictionEngine:
     def _top_k(self, plan: _Plan) -> int:
         return self.cfg.reasons_top_k if plan.personalized else 0
 
-    def _plan(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], _Plan | None]:
-        """A cached answer (and None), or the features and model still to be scored."""
+    def _plan(self, request: Mapping[str, Any]) -> tuple[Any, _Plan | None]:
+        """A cache entry not yet served (and None: :meth:`_from_cache` serves it), or (None and) the
+        features and model still to be scored."""
         user_id = str(request.get("user_id") or "")
         context: Mapping[str, Any] = request.get("context") or {}
         raw_as_of = request.get("as_of")
         as_of_us = to_epoch_us(raw_as_of, "as_of") if raw_as_of is not None else _now_us()
         debug = bool(request.get("debug"))
         if request.get("features") is not None:
-            return {}, self._new_plan(user_id, dict(request["features"]), context, "features", debug, None)
+            return None, self._new_plan(user_id, dict(request["features"]), context, "features", debug, None)
         if not user_id:
             raise DataError("user_id: required unless 'features' is given")
         cache = self.cfg.cache
@@ -168,7 +169,7 @@ class PredictionEngine:
             key = (user_id, version, raw_as_of, ctx_key, debug)
             hit = self._answers.get(key)
             if hit is not None and (raw_as_of is not None or time.monotonic() - hit[0] <= cache.ttl_s):
-                return self._exposed(hit[1], hit[2], cached=True), None
+                return hit, None
         state = self._state(user_id, version)
         profile = state.profile
         if profile.deleted:
@@ -179,8 +180,8 @@ class PredictionEngine:
             source = "cold_start"
         else:
             features = state.features(as_of_us, self.feature_set)
-            return {}, self._new_plan(user_id, features, context, "profile", debug, key)
-        return {}, self._new_plan(user_id, self._context_features(context), context, source, debug, key)
+            return None, self._new_plan(user_id, features, context, "profile", debug, key)
+        return None, self._new_plan(user_id, self._context_features(context), context, source, debug, key)
 
     def _new_plan(self, user_id: str, features: dict[str, Any], context: Mapping[str, Any], source: str,
                   debug: bool, cache_key: tuple | None) -> _Plan:
@@ -189,6 +190,9 @@ class PredictionEngine:
         if "segment" not in features and score is not None:
             features["segment"] = segment_for(float(score), self.seg_cfg)
         return _Plan(user_id, features, context, source, debug, cache_key, loaded, variant)
+
+    def _from_cache(self, hit: tuple[float, dict[str, Any], dict[str, Any] | None]) -> dict[str, Any]:
+        return self._exposed(hit[1], hit[2], cached=True)
 
     def _exposed(self, answer: dict[str, Any], features: Mapping[str, Any] | None,
                  cached: bool = False) -> dict[str, Any]:
@@ -262,7 +266,8 @@ class PredictionEngine:
         return out
 
     async def predict_batch_async(self, requests: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """:meth:`predict_batch` with every item checked first, then one model batch per model."""
+        """:meth:`predict_batch` with every item checked first (a bad one fails the request before
+        any answer is served, counted or logged), then one model batch per model."""
         planned = []
         for i, request in enumerate(requests):
             try:
@@ -278,8 +283,8 @@ class PredictionEngine:
             plans = [cast(_Plan, planned[i][1]) for i in items]
             rows = [(p.features, self._top_k(p)) for p in plans]
             scored.update(zip(items, self.batcher.score_now(plans[0].loaded.model, rows), strict=True))
-        return [ready if plan is None else self._finish(plan, *scored[i])
-                for i, (ready, plan) in enumerate(planned)]
+        return [self._from_cache(hit) if plan is None else self._finish(plan, *scored[i])
+                for i, (hit, plan) in enumerate(planned)]
 
     # -- writes ---------------------------------------------------------------------------------
 

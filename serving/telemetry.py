@@ -4,7 +4,7 @@ BentoML's sampler (``bentoml._internal.utils.telemetry.ParentBasedTraceIdRatio``
 ``RECORD_ONLY`` for every trace it does not sample, "so that we can get the trace_id": each
 request's OpenTelemetry spans (the server span and one per ``receive`` and ``send``) are built,
 given their attributes and ended, and then exported nowhere, since exporters only take sampled
-spans. At the default ``tracing.sample_rate`` of 0 that is every request: in process, ~18% of a
+spans. At the default ``tracing.sample_rate`` of 0 that is every request: in process, ~18-30% of a
 BentoML no-op request's CPU (bench/bench_asgi.py, ``noop`` against ``noop_lean``).
 
 :func:`install_lean_sampler` makes BentoML build its tracer provider with the standard

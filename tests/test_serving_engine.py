@@ -213,13 +213,27 @@ def test_requests_score_at_once_by_default_and_together_with_batch_requests(shop
     assert _engine(tmp, batch_wait_ms=2).batch_requests is True  # a wait means batching
 
 
-def test_a_bad_item_of_a_batch_is_named_before_any_item_is_scored(shop_model) -> None:
+def test_a_bad_item_of_a_batch_is_named_before_any_item_is_served(shop_model) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import ServiceMetrics
+
     tmp, _, _, raw_users = shop_model
-    engine = _engine(tmp, cache={"enabled": False})
-    requests = [{"user_id": raw_users[0]["user_id"]}, {"user_id": raw_users[1]["user_id"], "as_of": "later"}]
-    with pytest.raises(DataError, match=r"^\[1\]\.as_of"):
+    engine = _engine(tmp)  # the prediction cache on: item 0 below is a cache hit
+    registry = CollectorRegistry()
+    engine.metrics = ServiceMetrics(registry)
+    first = {"user_id": raw_users[0]["user_id"]}
+    engine.predict(first)
+    requests = [first, {"user_id": raw_users[1]["user_id"]},
+                {"user_id": raw_users[2]["user_id"], "as_of": "later"}]
+    with pytest.raises(DataError, match=r"^\[2\]\.as_of"):
         asyncio.run(engine.predict_batch_async(requests))
-    assert engine.batcher.batches == 0
+    engine.metrics.publish()
+    # only the first, single predict was served: the failed batch scored, counted and cached nothing
+    assert registry.get_sample_value("propensity_cache_hits_total") in (None, 0.0)
+    assert sum(s.value for m in registry.collect() if m.name == "propensity_predictions"
+               for s in m.samples if s.name == "propensity_predictions_total") == 1
+    assert engine.batcher.batches == 0  # engine.predict scores outside the batcher; the failed batch nothing
 
 
 @pytest.mark.parametrize("args, message", [
