@@ -7,12 +7,13 @@ profile store may be shared between workers (Redis).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from features.feature_set import feature_set_of_models
 from features.live.profile import empty_features, normalize_event, to_epoch_us
@@ -274,17 +275,11 @@ class PredictionEngine:
                 planned.append(self._plan(request))
             except DataError as exc:
                 raise DataError(f"[{i}].{exc}") from None
-        by_model: dict[int, list[int]] = {}
-        for i, (_, plan) in enumerate(planned):
-            if plan is not None:
-                by_model.setdefault(id(plan.loaded.model), []).append(i)
-        scored: dict[int, tuple[float, list]] = {}
-        for items in by_model.values():
-            plans = [cast(_Plan, planned[i][1]) for i in items]
-            rows = [(p.features, self._top_k(p)) for p in plans]
-            scored.update(zip(items, self.batcher.score_now(plans[0].loaded.model, rows), strict=True))
-        return [self._from_cache(hit) if plan is None else self._finish(plan, *scored[i])
-                for i, (hit, plan) in enumerate(planned)]
+        # the batcher's flush groups the rows by model: one batch per model
+        results = iter(await asyncio.gather(*(self.batcher.score(p.loaded.model, p.features, self._top_k(p))
+                                              for _, p in planned if p is not None)))
+        return [self._from_cache(hit) if plan is None else self._finish(plan, *next(results))
+                for hit, plan in planned]
 
     # -- writes ---------------------------------------------------------------------------------
 
