@@ -121,11 +121,14 @@ def test_prepare_serving_compiles_the_reasons_kernel_before_the_first_request() 
     tests = Path(__file__).parent
     code = ("from fairness_support import small_frame, xgb_model\n"
             "from training.scorer import _rank\n"
+            "from training.tree_arrays import _forest_ranked\n"
             "model = xgb_model(small_frame(300, seed=1))\n"
-            "before = len(_rank.signatures)\n"
+            "kernels = (_rank, _forest_ranked)\n"
+            "before = [len(k.signatures) for k in kernels]\n"
             "model.prepare_serving()\n"
-            "print(before, len(_rank.signatures))\n")
+            "assert model.tree_arrays() is not None\n"
+            "print(*before, *[len(k.signatures) for k in kernels])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": f"{tests.parent}:{tests}"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["0", "1"]
+    assert out.stdout.split() == ["0", "0", "1", "1"]

@@ -54,6 +54,24 @@ def test_saabas_contributions_match_xgboosts_approx_contribs(booster: xgb.Booste
     np.testing.assert_allclose(contributions.sum(axis=1), margin, atol=1e-5)
 
 
+def test_ranked_walk_equals_contributions_then_ranking(booster: xgb.Booster) -> None:
+    # The serving call (walk and ranking compiled together) against the two steps it fuses; raw
+    # features 0-2 and 3-5 share a name here, so the sums across columns are exercised too.
+    from training.scorer import _rank
+
+    arrays = tree_arrays(booster)
+    assert arrays is not None
+    X, _ = _data(200, 10)
+    column_raw, n_raw = np.array([0, 0, 0, 1, 1, 1, 2, 3], dtype=np.intp), 4
+    probabilities, contributions = arrays.predict_with_contributions(X)
+    for top_k in (1, 3, 4):
+        got = arrays.predict_ranked(X, column_raw, n_raw, top_k)
+        expected = (probabilities, *_rank(contributions, column_raw, n_raw, top_k))
+        for a, b in zip(got, expected, strict=True):
+            assert np.array_equal(a, b)
+        assert got[2][:, 0].any()  # something was ranked
+
+
 def test_other_models_keep_xgboosts_own_calls() -> None:
     assert tree_arrays(_booster("multi:softprob")) is None
     assert tree_arrays(_booster(booster="dart", rate_drop=0.1)) is None

@@ -28,7 +28,7 @@ from training.booster_calls import BoosterCalls, booster_calls
 from training.calibration import Calibrator
 from training.families import get_family
 from training.preprocess import FeatureEncoder, Frame
-from training.scorer import Reason, booster_reasons, contribution_reasons, explainer_reasons
+from training.scorer import Reason, booster_reasons, contribution_reasons, explainer_reasons, tree_reasons
 from training.tree_arrays import TreeArrays, tree_arrays
 
 EPS = 1e-12
@@ -143,9 +143,11 @@ class ConversionModel:
         """Build the serving caches now (at start-up, before the heap is frozen), not on the first request."""
         if self.booster is not None:
             self.booster_calls()
-            self.tree_arrays()
-            # the reasons' compiled kernel too: its first call compiles it (~2 s on a busy machine)
+            arrays = self.tree_arrays()
+            # the reasons' compiled kernels too: a first call compiles them (~2 s on a busy machine)
             contribution_reasons(self, np.zeros((1, len(self.transformed_feature_names) + 1)), 1)
+            if arrays is not None:
+                tree_reasons(self, arrays, np.zeros((1, arrays.n_columns), np.float32), 1)
 
     def predict_one(self, features: Mapping[str, Any]) -> float:
         """P(convert) of one profile given as a mapping (missing keys are missing values)."""
@@ -177,10 +179,10 @@ class ConversionModel:
             return probs, reasons
         X = self._rows(rows)
         arrays = self.tree_arrays() if approximate and top_k > 0 and len(X) <= ARRAY_BATCH else None
-        if arrays is not None:  # probabilities and Saabas contributions in one walk of the trees
-            p, contributions = arrays.predict_with_contributions(X)
+        if arrays is not None:  # probabilities and ranked Saabas contributions in one compiled call
+            p, reasons = tree_reasons(self, arrays, X, top_k)
             probs = self.calibrator.apply(p) if self.calibrator is not None else p
-            return probs, contribution_reasons(self, contributions, top_k)
+            return probs, reasons
         reasons = booster_reasons(self, X, top_k, approximate) if top_k > 0 else [[] for _ in rows]
         return self.predict_matrix(X), reasons
 

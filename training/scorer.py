@@ -65,7 +65,19 @@ def booster_reasons(model: Any, X: np.ndarray, top_k: int, approximate: bool) ->
 def contribution_reasons(model: Any, contributions: np.ndarray, top_k: int) -> list[list[Reason]]:
     """Reasons of rows of encoded-column contributions (the last column the bias, left out)."""
     names, column_raw = _raw_groups(model)
-    ranked, values, counts = _rank(np.asarray(contributions, dtype=np.float64), column_raw, len(names), top_k)
+    return _reasons(names, *_rank(np.asarray(contributions, dtype=np.float64), column_raw, len(names), top_k))
+
+
+def tree_reasons(model: Any, arrays: Any, X: np.ndarray, top_k: int) -> tuple[np.ndarray, list[list[Reason]]]:
+    """(uncalibrated probabilities, reasons) of the rows of ``X`` by the model's
+    :class:`training.tree_arrays.TreeArrays`: Saabas contributions ranked in the same compiled
+    call, the numbers of ``predict_with_contributions`` then :func:`contribution_reasons`."""
+    names, column_raw = _raw_groups(model)
+    probabilities, ranked, values, counts = arrays.predict_ranked(X, column_raw, len(names), top_k)
+    return probabilities, _reasons(names, ranked, values, counts)
+
+
+def _reasons(names: list[str], ranked: np.ndarray, values: np.ndarray, counts: np.ndarray) -> list[list[Reason]]:
     return [[{"feature": names[i], "contribution": v} for i, v in zip(idx[:c], vals[:c], strict=True)]
             for idx, vals, c in zip(ranked.tolist(), values.tolist(), counts.tolist(), strict=True)]
 

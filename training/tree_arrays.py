@@ -34,6 +34,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from training.scorer import _rank
+
 _F32 = np.float32
 
 
@@ -99,6 +101,19 @@ def _forest(X: np.ndarray, nodes: np.ndarray, leaf_value: np.ndarray, roots: np.
     return probabilities
 
 
+@numba.njit(nogil=True)
+def _forest_ranked(X: np.ndarray, nodes: np.ndarray, leaf_value: np.ndarray, roots: np.ndarray, depth: int,
+                   base: np.float32, n_columns: int, column_raw: np.ndarray, n_raw: int,
+                   top_k: int) -> tuple:  # pragma: no cover - compiled; tested through TreeArrays
+    """:func:`_forest` with contributions, then :func:`training.scorer._rank` of them, in one call:
+    (probabilities, raw indices, totals, how many) per row. The bias column is left out of the
+    ranking, so it is not added here."""
+    contributions = np.zeros((X.shape[0], n_columns + 1), np.float64)
+    probabilities = _forest(X, nodes, leaf_value, roots, depth, base, contributions, True)
+    ranked, values, counts = _rank(contributions, column_raw, n_raw, top_k)
+    return probabilities, ranked, values, counts
+
+
 class TreeArrays:
     """Every tree of a binary:logistic gbtree model as flat node arrays (see the module docstring)."""
 
@@ -160,6 +175,16 @@ class TreeArrays:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """P(positive) per row of the encoded float32 matrix (float64 holding XGBoost's float32)."""
         return self._walk(X, None)
+
+    def predict_ranked(self, X: np.ndarray, column_raw: np.ndarray, n_raw: int,
+                       top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, and per row the ``top_k`` raw features by |summed contribution|: raw
+        indices, totals, how many), the numbers of :meth:`predict_with_contributions` followed by
+        :func:`training.scorer.contribution_reasons`' ranking, in one compiled call (the serving path)."""
+        result: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _forest_ranked(
+            np.ascontiguousarray(X, dtype=_F32), self._nodes, self._leaf_value, self._roots, self._depth,
+            self.base_margin, self.n_columns, column_raw, n_raw, top_k)
+        return result
 
     def predict_with_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, Saabas contributions rows x (columns + 1), the last column the bias)."""
