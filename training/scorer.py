@@ -77,7 +77,8 @@ def tree_reasons(model: Any, arrays: Any, X: np.ndarray, top_k: int) -> tuple[np
     return probabilities, _reasons(names, ranked, values, counts)
 
 
-def _reasons(names: list[str], ranked: np.ndarray, values: np.ndarray, counts: np.ndarray) -> list[list[Reason]]:
+def _reasons(names: list[str], ranked: np.ndarray, values: np.ndarray,
+             counts: np.ndarray) -> list[list[Reason]]:
     return [[{"feature": names[i], "contribution": v} for i, v in zip(idx[:c], vals[:c], strict=True)]
             for idx, vals, c in zip(ranked.tolist(), values.tolist(), counts.tolist(), strict=True)]
 
