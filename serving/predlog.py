@@ -13,9 +13,13 @@ wait, and one typed frame (the schema of :mod:`monitoring.log`) is built from it
   pickles the queued lists (a few holds of the interpreter lock) and sends them; building the
   frame there costs the request thread no waits (in the worker, every Polars call gives the lock
   back and takes it again from the busy request thread: ~30 short waits per 5,000 records);
-- by default (``writer="thread"``), in the flush thread: reading the queued Python objects holds the
-  interpreter lock, so it runs in steps of about 0.1 ms with a pause between them; building the
-  frame from those parts and encoding it runs in Polars without the lock.
+- by default (``writer="thread"``), in this process: reading the queued Python objects holds the
+  interpreter lock, so it runs in steps of about 0.1 ms; in a service worker the event loop takes
+  those steps itself, one per turn between requests (:meth:`PredictionLog.attach_loop`), since
+  each hand-over of the lock from the busy request thread to the flush thread and back stalls the
+  running request (~30 per 5,000 records); elsewhere the flush thread takes them, with a pause
+  between two. Building the frame from those parts and encoding it runs in Polars in the flush
+  thread, without the lock.
 
 Then the frame goes to a sink:
 
@@ -33,6 +37,7 @@ shutdown, and at interpreter exit).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import io
 import logging
@@ -41,7 +46,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -60,6 +65,8 @@ SLICE_ROWS = 2048  # values of one column turned into a Series per hold of the i
 VECTOR_ROWS = 32  # feature vectors read per hold (~0.1 ms)
 STREAM_ROWS = 128  # Redis stream entries sent per hold
 PAUSE_S = 0.0005  # pause between holds: a waiting request thread takes the lock in it
+LOOP_POLL_S = 0.1  # how often a flush waiting for the event loop's reading checks the loop is still there
+LOOP_WAIT_S = 10.0  # a loop that has not finished the reading by then (blocked): the flush thread reads
 
 
 def new_columns() -> Columns:
@@ -181,34 +188,109 @@ def records_frame(columns: Columns, vectors: list[Vector], features: Mapping[str
     one per record; None = not in the sample, drawn at append time) as typed columns; NaN is stored
     as null.
 
-    Reading Python objects holds the interpreter lock, so it runs in small steps (``SLICE_ROWS``
-    values of a column, ``VECTOR_ROWS`` vectors, each under ~0.1 ms) with a sleep of ``pause_s``
-    between them, in which a request thread takes the lock; the rest is one Polars query, which
-    runs without it."""
+    Reading Python objects holds the interpreter lock, so it runs in small steps
+    (:func:`frame_parts`) with a sleep of ``pause_s`` between them, in which a request thread takes
+    the lock; the rest is one Polars query, which runs without it."""
+    return assemble(_read(frame_parts(columns, vectors, features), pause_s), features, id_prefix, first_seq,
+                    experiment)
+
+
+def _read(steps: Generator[None, None, FrameParts], pause_s: float) -> FrameParts:
+    """Every step of ``steps`` in this thread, with a sleep of ``pause_s`` between two."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            parts: FrameParts = done.value
+            return parts
+        if pause_s:
+            time.sleep(pause_s)
+
+
+FrameParts = tuple[pl.DataFrame, pl.DataFrame, pl.Series]  # answer columns, sampled vectors, where
+
+
+def frame_parts(columns: Columns, vectors: list[Vector],
+                features: Mapping[str, pl.DataType]) -> Generator[None, None, FrameParts]:
+    """The Python objects of a flush read into Polars, one step (``SLICE_ROWS`` values of a column,
+    ``VECTOR_ROWS`` vectors: each under ~0.1 ms, holding the interpreter lock) per ``next``; the
+    generator returns the parts :func:`assemble` takes."""
     head: dict[str, pl.Series] = {}
     for name, values in zip(_RECORD_COLUMNS, columns, strict=True):
         parts = []
         for start in range(0, max(len(values), 1), SLICE_ROWS):
-            if pause_s:
-                time.sleep(pause_s)
             chunk = values[start:start + SLICE_ROWS]
             if name == "model_version":
                 chunk = [str(v) for v in chunk]
             parts.append(pl.Series(name, chunk, dtype=_RAW_SCHEMA[name], strict=False))
+            yield
         head[name] = pl.concat(parts) if len(parts) > 1 else parts[0]
     picked = [i for i, vector in enumerate(vectors) if vector is not None]
     rows = [vector for vector in vectors if vector is not None]
     sampled = [pl.DataFrame(schema=features)]
     for start in range(0, len(rows), VECTOR_ROWS):
-        if pause_s:
-            time.sleep(pause_s)
+        yield
         sampled.append(_vectors_slice(rows[start:start + VECTOR_ROWS], features))
     # Row i of the log takes row where[i] of the sampled vectors; null (not in the sample): no vector.
     where: list[int | None] = [None] * len(vectors)
     for k, i in enumerate(picked):
         where[i] = k
-    return _assemble(pl.DataFrame(head), pl.concat(sampled), pl.Series(where, dtype=pl.UInt32), features,
-                     id_prefix, first_seq, experiment)
+    return pl.DataFrame(head), pl.concat(sampled), pl.Series(where, dtype=pl.UInt32)
+
+
+class LoopSteps:
+    """:func:`frame_parts` driven on an event loop, one step per turn of the loop, so the request
+    thread reads the queued objects itself between requests: no hand-over of the interpreter lock
+    to the flush thread and back per step (each hand-over stalls the running request). The flush
+    thread waits for :attr:`done`, or calls :meth:`finish`, which takes the rest of the steps over
+    (the loop stopped, or is blocked in the service's shutdown): every step runs exactly once."""
+
+    def __init__(self, steps: Generator[None, None, FrameParts]) -> None:
+        self._steps = steps
+        self._lock = threading.Lock()
+        self._taken = False
+        self._parts: FrameParts | None = None
+        self._error: BaseException | None = None
+        self.done = threading.Event()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the steps on ``loop`` (from any thread)."""
+        def turn() -> None:
+            if self._step():
+                loop.call_soon(turn)  # behind the requests already waiting
+        loop.call_soon_threadsafe(turn)
+
+    def _step(self) -> bool:  # the loop's turn
+        with self._lock:
+            return not self._taken and self._advance()
+
+    def _advance(self) -> bool:
+        """One step (the caller holds the lock); False once finished."""
+        if self.done.is_set():
+            return False
+        try:
+            next(self._steps)
+            return True
+        except StopIteration as end:
+            self._parts = end.value
+        except Exception as exc:  # handed to the flush thread, which counts the records as dropped
+            self._error = exc
+        self.done.set()
+        return False
+
+    def finish(self) -> FrameParts:
+        """The parts, reading here what the loop has not read yet; raises what a step raised."""
+        with self._lock:
+            self._taken = True  # the loop's next turn stops; one step at a time from here
+        while True:
+            with self._lock:
+                if not self._advance():
+                    break
+        if self._error is not None:
+            raise self._error
+        if self._parts is None:
+            raise RuntimeError("the reading of the queued records was interrupted")
+        return self._parts
 
 
 # The answer columns as queued (time as integer µs; the rest as logged)
@@ -225,12 +307,12 @@ def _vectors_slice(rows: list[Mapping[str, Any]], features: Mapping[str, pl.Data
                             schema=features)
 
 
-def _assemble(head: pl.DataFrame, sampled: pl.DataFrame, where: pl.Series,
-              features: Mapping[str, pl.DataType], id_prefix: str, first_seq: int,
-              experiment: str | None) -> pl.DataFrame:
+def assemble(parts: FrameParts, features: Mapping[str, pl.DataType], id_prefix: str, first_seq: int,
+             experiment: str | None) -> pl.DataFrame:
     """The log frame from the answer columns and the typed vectors (row ``where[i]`` for record
     ``i``; null: none), in Polars only (it runs without the interpreter lock): request ids, the
     experiment of identified users, times as datetimes, NaN as null, the columns in log order."""
+    head, sampled, where = parts
     user = pl.col("user_id")
     numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
     vectors = sampled.select(pl.all().gather(where))
@@ -276,6 +358,7 @@ class PredictionLog:
         # process's interpreter lock; thread: here, in the flush thread
         self._writer = (WriterProcess(sink, self.features, self._id_prefix, experiment)
                         if writer == "process" else None)
+        self._loop: asyncio.AbstractEventLoop | None = None  # see attach_loop
         self._wake, self._stop = threading.Event(), threading.Event()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -283,6 +366,13 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the queued objects of each flush on ``loop`` (the thread that appends: a service
+        worker's event loop), a step per turn between requests (:class:`LoopSteps`), instead of
+        in the flush thread; building and writing the frame stays in the flush thread. Only the
+        in-process writer reads (the writer process gets the lists pickled)."""
+        self._loop = loop
 
     def append(self, answer: Mapping[str, Any], features: Mapping[str, Any] | None) -> None:
         """Queue one answer (request path: no I/O, no copy); counted as dropped when the queue is full."""
@@ -313,8 +403,8 @@ class PredictionLog:
                 if self._writer is not None:
                     self._writer.write(first, columns, vectors)
                 else:
-                    self.sink.write(records_frame(columns, vectors, self.features, self._id_prefix, first,
-                                                  self.experiment, PAUSE_S))
+                    self.sink.write(assemble(self._read(columns, vectors), self.features, self._id_prefix,
+                                             first, self.experiment))
             except Exception as exc:  # any failure of the target: counted, never raised into serving
                 self._drop("write_error", n)
                 self._warn(f"prediction log: {n} records not written ({type(exc).__name__}: {exc})")
@@ -323,6 +413,25 @@ class PredictionLog:
             if self.counters is not None:
                 self.counters.log_written(n)
             return n
+
+    def _read(self, columns: Columns, vectors: list[Vector]) -> FrameParts:
+        """The queued objects read into Polars: on the attached event loop when it runs (and this
+        is not its thread), else here, pausing between steps."""
+        steps = frame_parts(columns, vectors, self.features)
+        loop = self._loop
+        on_loop = loop is not None and _running_loop() is loop  # closing on the loop: no pauses
+        if loop is None or on_loop or not loop.is_running():
+            return _read(steps, 0.0 if on_loop else PAUSE_S)
+        stepped = LoopSteps(steps)
+        try:
+            stepped.start(loop)
+        except RuntimeError:  # the loop closed meanwhile: read here
+            return stepped.finish()
+        waited = 0.0
+        while (not stepped.done.wait(LOOP_POLL_S) and self._loop is loop and loop.is_running()
+               and waited < LOOP_WAIT_S):
+            waited += LOOP_POLL_S
+        return stepped.finish()
 
     @staticmethod
     def _take(values: list[Any], n: int) -> list[Any]:
@@ -336,6 +445,7 @@ class PredictionLog:
         if self._closed:
             return
         self._closed = True
+        self._loop = None  # a flush waiting for the loop (maybe blocked in this call) reads the rest itself
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout_s)
@@ -364,6 +474,13 @@ class PredictionLog:
         if now - self._last_warning >= 60:  # one line a minute, not one per flush
             self._last_warning = now
             logger.warning(message)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def open_prediction_log(cfg: Any, kinds: Mapping[str, str], counters: LogCounters | None = None,

@@ -132,6 +132,10 @@ class ModelBatcher:
         """(probability, reasons) of each (features, top_k) row of ``model``, as one batch, at once."""
         self.batches += 1
         self.rows += len(rows)
+        if len(rows) == 1:  # the common case (each /predict at once): no list building around one row
+            features, top_k = rows[0]
+            probs, reasons = model.score_rows([features], top_k, self.approximate)
+            return [(float(probs[0]), reasons[0][:top_k])]
         probs, reasons = model.score_rows([f for f, _ in rows], max(k for _, k in rows), self.approximate)
         # A row that wants fewer reasons (none when not personalized) gets the head of the ranking.
         return [(float(p), r[:k]) for p, r, (_, k) in zip(probs, reasons, rows, strict=True)]

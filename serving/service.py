@@ -11,6 +11,7 @@ shape are enforced by :class:`serving.protection.ProtectionMiddleware`.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, cast
 
@@ -109,10 +110,13 @@ class PropensityService:
 
     @bentoml.on_startup
     async def _schedule_rounds(self) -> None:
-        """Collections (serving.gc_policy) and metric updates (serving.metrics) run between
-        requests on this worker's event loop."""
+        """Collections (serving.gc_policy), metric updates (serving.metrics) and the prediction
+        log's reading of queued answers (serving.predlog) run between requests on this worker's
+        event loop."""
         gc_policy.schedule_collection(_CFG.gc_every_s)
         gc_policy.call_every(1.0, self.metrics.publish)
+        if self.engine.prediction_log is not None:  # the log's reading steps run between requests too
+            self.engine.prediction_log.attach_loop(asyncio.get_running_loop())
 
     @bentoml.on_shutdown
     def _close_prediction_log(self) -> None:

@@ -4,9 +4,11 @@ view that `propensity ab analyze` reads."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -327,3 +329,108 @@ def test_a_hung_writer_process_is_killed_and_its_batch_counted(tmp_path: Path) -
     assert log.flush() == 1
     log.close()
     assert sorted(scan_prediction_log(tmp_path).collect()["user_id"].to_list()) == ["u0", "u3"]
+
+
+class LoopThread:
+    """An event loop running in a thread of its own, as a service worker's."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def _step_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread of every reading step of every flush from now on."""
+    import serving.predlog as predlog
+
+    seen: list[int] = []
+    original = predlog.frame_parts
+
+    def recorded(*args: Any) -> Any:
+        steps = original(*args)
+        while True:
+            seen.append(threading.get_ident())
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            yield
+
+    monkeypatch.setattr(predlog, "frame_parts", recorded)
+    return seen
+
+
+def test_a_flush_reads_the_queue_on_the_attached_event_loop(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 2 * SLICE_ROWS + 300  # several steps per column and of vectors
+    frames = []
+    for attached in (False, True):
+        worker = LoopThread()
+        steps = _step_threads(monkeypatch)
+        log = PredictionLog(ParquetFolderSink(tmp_path / str(attached)), feature_schema(KINDS),
+                            flush_rows=10 * n, flush_every_s=60, feature_share=0.5, seed=3)
+        if attached:
+            log.attach_loop(worker.loop)
+        for i in range(n):
+            log.append(_answer(i), _features(i))
+        assert log.flush() == n  # from this (the flush's) thread
+        log.close()
+        worker.stop()
+        assert len(steps) > 10 and set(steps) == {worker.thread.ident if attached else threading.get_ident()}
+        frames.append(scan_prediction_log(tmp_path / str(attached)).collect().drop("request_id", "time"))
+    assert frames[1].height == n and frames[0].equals(frames[1])
+
+
+def test_a_flush_whose_event_loop_is_blocked_reads_the_rest_itself(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.predlog as predlog
+
+    monkeypatch.setattr(predlog, "LOOP_WAIT_S", 0.3)
+    worker = LoopThread()
+    release = threading.Event()
+    worker.loop.call_soon_threadsafe(release.wait, 20)  # a request that holds the loop
+    steps = _step_threads(monkeypatch)
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=10**6,
+                        flush_every_s=60)
+    log.attach_loop(worker.loop)
+    for i in range(500):
+        log.append(_answer(i), _features(i))
+    started = time.monotonic()
+    assert log.flush() == 500
+    assert time.monotonic() - started < 10 and set(steps) == {threading.get_ident()}
+    release.set()
+    log.close()
+    worker.stop()
+    assert scan_prediction_log(tmp_path).collect()["user_id"].to_list() == [f"u{i}" for i in range(500)]
+
+
+def test_closing_on_the_event_loop_while_a_flush_waits_for_it_loses_nothing(tmp_path: Path) -> None:
+    # The service closes the log in its shutdown hook, on the loop: the flush thread, waiting for
+    # the loop to read, must not wait for it (the loop waits for that thread).
+    worker = LoopThread()
+    log = PredictionLog(ParquetFolderSink(tmp_path), feature_schema(KINDS), flush_rows=400, flush_every_s=60)
+    log.attach_loop(worker.loop)
+    closed: dict[str, float] = {}
+
+    def shutdown() -> None:
+        time.sleep(0.5)  # the flush thread has started and waits for this loop
+        started = time.monotonic()
+        log.close()
+        closed["s"] = time.monotonic() - started
+
+    for i in range(399):
+        log.append(_answer(i), _features(i))
+    worker.loop.call_soon_threadsafe(shutdown)
+    time.sleep(0.1)  # the loop is in shutdown() before the size trigger wakes the flush thread
+    log.append(_answer(399), _features(399))
+    deadline = time.monotonic() + 20
+    while "s" not in closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    assert closed and closed["s"] < 5  # not the loop's wait limit nor the join's timeout
+    assert scan_prediction_log(tmp_path).collect()["user_id"].to_list() == [f"u{i}" for i in range(400)]
