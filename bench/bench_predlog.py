@@ -22,10 +22,13 @@ write time per answer and its share of the answering time (timed seconds apart, 
 to the machine's load than two whole server runs). The write's CPU includes the writer process's.
 
 ``--lock``: what a flush costs a busy request thread, for both writers (``prediction_log.writer``
-process and thread). 5,000 answers of the engine are queued, then flushed by the log's thread
-while this process's main thread runs Python without pause (as a worker at 2 connections does);
-the main thread's stalls (gaps over 0.2 ms between two of its steps: it waited for the
-interpreter lock) are summed: per flush the time stalled, their number and the longest.
+process and thread) and for the thread writer whose reading steps run on the worker's event loop
+(``loop``, what a service worker does: :meth:`serving.predlog.PredictionLog.attach_loop`).
+5,000 answers of the engine are queued, then flushed by the log's thread while this process's
+main thread runs Python without pause (as a worker at 2 connections does; for ``loop``, short
+callbacks on its event loop); the main thread's stalls (gaps over 0.2 ms between two of its
+steps: it waited for the interpreter lock, or ran a reading step of the log) are summed: per
+flush the time stalled, their number and the longest.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import os
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from bench.support import ingest as _ingest
 from bench.support import serve, wrk
@@ -151,11 +154,12 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
 
     engine, schema = _loaded_engine(model_path, shop)
     users = sorted({e["user_id"] for e in shop[0]})
-    out: dict[Literal["process", "thread"], list[dict[str, float]]] = {"process": [], "thread": []}
+    out: dict[str, list[dict[str, float]]] = {"process": [], "thread": [], "loop": []}
     for i in range(rounds):
         for writer in out if i % 2 == 0 else reversed(list(out)):
             log = PredictionLog(ParquetFolderSink(workdir / f"lock-{writer}"), schema, flush_rows=10**9,
-                                flush_every_s=3600, max_buffer_rows=10**9, writer=writer,
+                                flush_every_s=3600, max_buffer_rows=10**9,
+                                writer="process" if writer == "process" else "thread",
                                 feature_share=engine.cfg.prediction_log.feature_share)
             engine.prediction_log = log
             engine.predict({"user_id": users[0]})
@@ -173,12 +177,15 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
             flusher = threading.Thread(target=flush)
             gaps: list[float] = []
             started = last = time.perf_counter()
-            flusher.start()
-            while not done.is_set():
-                now = time.perf_counter()
-                if now - last > 0.0002:
-                    gaps.append(now - last)
-                last = now
+            if writer == "loop":  # the main thread runs an event loop of short callbacks ("requests")
+                gaps, started = _loop_gaps(log, flusher, done)
+            else:
+                flusher.start()
+                while not done.is_set():
+                    now = time.perf_counter()
+                    if now - last > 0.0002:
+                        gaps.append(now - last)
+                    last = now
             run = {"flush_ms": (time.perf_counter() - started) * 1e3, "stalled_ms": sum(gaps) * 1e3,
                    "stalls": len(gaps), "longest_ms": max(gaps, default=0.0) * 1e3}
             flusher.join()
@@ -188,6 +195,36 @@ def lock_stalls(workdir: Path, model_path: Path, shop: tuple, rounds: int, n: in
             out[writer].append(run)
     median = {w: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for w, runs in out.items()}
     return {"answers_per_flush": n, "rounds": out, "median": median}
+
+
+def _loop_gaps(log: Any, flusher: Any, done: Any) -> tuple[list[float], float]:
+    """``--lock`` with the log attached to an event loop in this thread (as in a service worker):
+    the loop runs short callbacks back to back while ``flusher`` flushes; a gap between two of them
+    over 0.2 ms is a stall (waiting for the lock, or a reading step of the log taking its turn)."""
+    import asyncio
+    import time
+
+    loop = asyncio.new_event_loop()
+    log.attach_loop(loop)
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def request() -> None:
+        now = time.perf_counter()
+        if now - last[0] > 0.0002:
+            gaps.append(now - last[0])
+        last[0] = now
+        if done.is_set():
+            loop.stop()
+        else:
+            loop.call_soon(request)
+
+    started = time.perf_counter()
+    loop.call_soon(flusher.start)  # the flush starts with the loop running
+    loop.call_soon(request)
+    loop.run_forever()
+    loop.close()
+    return gaps, started
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

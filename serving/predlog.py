@@ -207,35 +207,36 @@ def _read(steps: Generator[None, None, FrameParts], pause_s: float) -> FramePart
             time.sleep(pause_s)
 
 
-FrameParts = tuple[pl.DataFrame, pl.DataFrame, pl.Series]  # answer columns, sampled vectors, where
+# answer columns (in slices), the sampled vectors (in slices), the vector row of each record
+FrameParts = tuple[dict[str, list[pl.Series]], list[pl.DataFrame], pl.Series]
 
 
 def frame_parts(columns: Columns, vectors: list[Vector],
                 features: Mapping[str, pl.DataType]) -> Generator[None, None, FrameParts]:
     """The Python objects of a flush read into Polars, one step (``SLICE_ROWS`` values of a column,
     ``VECTOR_ROWS`` vectors: each under ~0.1 ms, holding the interpreter lock) per ``next``; the
-    generator returns the parts :func:`assemble` takes."""
-    head: dict[str, pl.Series] = {}
+    generator returns the parts :func:`assemble` takes (joining slices is Polars' work, left to it)."""
+    head: dict[str, list[pl.Series]] = {}
     for name, values in zip(_RECORD_COLUMNS, columns, strict=True):
-        parts = []
+        head[name] = []
         for start in range(0, max(len(values), 1), SLICE_ROWS):
             chunk = values[start:start + SLICE_ROWS]
             if name == "model_version":
                 chunk = [str(v) for v in chunk]
-            parts.append(pl.Series(name, chunk, dtype=_RAW_SCHEMA[name], strict=False))
+            head[name].append(pl.Series(name, chunk, dtype=_RAW_SCHEMA[name], strict=False))
             yield
-        head[name] = pl.concat(parts) if len(parts) > 1 else parts[0]
     picked = [i for i, vector in enumerate(vectors) if vector is not None]
     rows = [vector for vector in vectors if vector is not None]
     sampled = [pl.DataFrame(schema=features)]
     for start in range(0, len(rows), VECTOR_ROWS):
         yield
         sampled.append(_vectors_slice(rows[start:start + VECTOR_ROWS], features))
+    yield
     # Row i of the log takes row where[i] of the sampled vectors; null (not in the sample): no vector.
     where: list[int | None] = [None] * len(vectors)
     for k, i in enumerate(picked):
         where[i] = k
-    return pl.DataFrame(head), pl.concat(sampled), pl.Series(where, dtype=pl.UInt32)
+    return head, sampled, pl.Series(where, dtype=pl.UInt32)
 
 
 class LoopSteps:
@@ -312,7 +313,9 @@ def assemble(parts: FrameParts, features: Mapping[str, pl.DataType], id_prefix: 
     """The log frame from the answer columns and the typed vectors (row ``where[i]`` for record
     ``i``; null: none), in Polars only (it runs without the interpreter lock): request ids, the
     experiment of identified users, times as datetimes, NaN as null, the columns in log order."""
-    head, sampled, where = parts
+    slices, sampled_slices, where = parts
+    head = pl.DataFrame({name: pl.concat(series) for name, series in slices.items()})
+    sampled = pl.concat(sampled_slices)
     user = pl.col("user_id")
     numbers = [n for n, dtype in features.items() if dtype == pl.Float64]
     vectors = sampled.select(pl.all().gather(where))
