@@ -87,8 +87,9 @@ class PredictionLogConfig(StrictModel):
     max_buffer_rows: int = Field(default=100_000, ge=1,
                                  description="records held in memory at most; beyond, dropped and counted")
     writer: Literal["process", "thread"] = Field(
-        default="thread", description="thread = frames built in a thread of the worker; process = by a "
-                                      "child process (fewer waits of the request thread, ~86 MB more)")
+        default="thread", description="thread = frames built in a thread of the worker (the queued answers "
+                                      "read by its event loop between requests); process = by a child "
+                                      "process (~86 MB more)")
 
 
 class ServingConfig(StrictModel):
