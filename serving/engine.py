@@ -128,7 +128,7 @@ class PredictionEngine:
             return self._from_cache(hit)
         model = plan.loaded.model
         probability = model.predict_one(plan.features)
-        top_k = self.cfg.reasons_top_k if plan.personalized else 0
+        top_k = self._top_k(plan)
         reasons = model.reasons_rows([plan.features], top_k, self.cfg.reasons_approximate)[0]
         return self._finish(plan, probability, reasons)
 

@@ -191,11 +191,11 @@ def records_frame(columns: Columns, vectors: list[Vector], features: Mapping[str
     Reading Python objects holds the interpreter lock, so it runs in small steps
     (:func:`frame_parts`) with a sleep of ``pause_s`` between them, in which a request thread takes
     the lock; the rest is one Polars query, which runs without it."""
-    return assemble(_read(frame_parts(columns, vectors, features), pause_s), features, id_prefix, first_seq,
-                    experiment)
+    parts = _read_here(frame_parts(columns, vectors, features), pause_s)
+    return assemble(parts, features, id_prefix, first_seq, experiment)
 
 
-def _read(steps: Generator[None, None, FrameParts], pause_s: float) -> FrameParts:
+def _read_here(steps: Generator[None, None, FrameParts], pause_s: float) -> FrameParts:
     """Every step of ``steps`` in this thread, with a sleep of ``pause_s`` between two."""
     while True:
         try:
@@ -430,7 +430,7 @@ class PredictionLog:
         loop = self._loop
         on_loop = loop is not None and _running_loop() is loop  # closing on the loop: no pauses
         if loop is None or on_loop or not loop.is_running():
-            return _read(steps, 0.0 if on_loop else PAUSE_S)
+            return _read_here(steps, 0.0 if on_loop else PAUSE_S)
         stepped = LoopSteps(steps)
         try:
             stepped.start(loop)
